@@ -1,0 +1,3 @@
+from haimaker.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Health checks for load balancers and orchestrators, and the model list."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import ORJSONResponse, PlainTextResponse, Response
+
+from haimaker import __version__
+from haimaker.api.deps import AppStateDep, require_llm_key
+
+router = APIRouter()
+
+
+@router.get("/health/liveliness", include_in_schema=True)
+@router.get("/health/liveness", include_in_schema=False)
+async def liveliness() -> PlainTextResponse:
+    return PlainTextResponse('"I\'m alive!"', media_type="application/json")
+
+
+@router.get("/health/readiness")
+async def readiness(state: AppStateDep) -> Response:
+    db_ok = await state.store_is_reachable()
+    body = {
+        "status": "healthy" if db_ok else "unhealthy",
+        "db": "connected" if db_ok else "disconnected",
+        "cache": "redis" if state.redis_url else None,
+        "litellm_version": __version__,
+        "haimaker_version": __version__,
+        "spend_writes_pending": state.recorder.pending,
+    }
+    return ORJSONResponse(body, status_code=200 if db_ok else 503)
+
+
+@router.get("/models")
+@router.get("/v1/models")
+async def list_models(request: Request, state: AppStateDep) -> ORJSONResponse:
+    require_llm_key(request, state)
+    created = int(state.started_at)
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "haimaker"} for name in state.router.model_names
+    ]
+    return ORJSONResponse({"object": "list", "data": data})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(state: AppStateDep) -> Response:
+    state.metrics.spend_pending.set(state.recorder.pending)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def uptime_s(started_at: float) -> float:
+    return time.time() - started_at

@@ -1,0 +1,136 @@
+"""The LLM routes as raw ASGI: bytes in, bytes out, no framework on the hot path.
+
+FastAPI would validate, wrap and re-serialise every request; here the body is read once, handed to
+the pipeline as bytes, and the upstream's bytes go back as they are. Streams watch for the client
+hanging up so the upstream call is released at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from haimaker.api.errors import error_body, error_headers, internal_error
+from haimaker.errors import ProxyError
+from haimaker.pipeline import JsonResult, Pipeline, StreamResult
+from haimaker.providers.base import Route
+
+logger = logging.getLogger("haimaker.api")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+LLM_ROUTES: dict[str, Route] = {}
+for _prefix in ("", "/v1", "/openai", "/openai/v1"):
+    LLM_ROUTES[f"{_prefix}/chat/completions"] = Route.CHAT
+    LLM_ROUTES[f"{_prefix}/completions"] = Route.COMPLETIONS
+    LLM_ROUTES[f"{_prefix}/embeddings"] = Route.EMBEDDINGS
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+_JSON = (b"content-type", b"application/json")
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class LLMEndpoint:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        started = time.perf_counter()
+        try:
+            raw = await _read_body(receive)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            result = await self._pipeline.run(route, raw, headers)
+        except ProxyError as exc:
+            self._pipeline.observe_error(route, None, exc.status_code, started)
+            await _send_error(send, exc)
+            return
+        except Exception:
+            logger.exception("unhandled error on %s", scope.get("path"))
+            self._pipeline.observe_error(route, None, 500, started)
+            await _send_error(send, internal_error())
+            return
+        if isinstance(result, JsonResult):
+            await _send_json(send, result)
+        else:
+            await _send_stream(receive, send, result)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body  # type: ignore[no-any-return]
+    parts = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ProxyError("Client disconnected while sending the request.", status_code=400)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ProxyError("Request body too large.", status_code=413, error_type="invalid_request_error")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def _send_error(send: Send, error: ProxyError) -> None:
+    body = error_body(error)
+    headers = error_headers(error)
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Send, result: JsonResult) -> None:
+    headers = _encode_headers(result.headers)
+    headers.append(_JSON)
+    headers.append((b"content-length", str(len(result.body)).encode()))
+    await send({"type": "http.response.start", "status": result.status, "headers": headers})
+    await send({"type": "http.response.body", "body": result.body})
+
+
+async def _send_stream(receive: Receive, send: Send, result: StreamResult) -> None:
+    """Relay the stream; a client hang-up cancels the relay, whose `finally` releases the upstream."""
+    task = asyncio.current_task()
+    assert task is not None
+    disconnected = asyncio.Event()
+
+    async def watch_disconnect() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected.set()
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch_disconnect())
+    chunks = result.chunks
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _encode_headers(result.headers)})
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not disconnected.is_set():
+            raise  # a real cancellation (shutdown), not our own
+        task.uncancel()
+    except OSError:
+        pass  # the transport went away under us: same as a hang-up
+    finally:
+        watcher.cancel()
+        await chunks.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,237 @@
+"""`create_app(settings)`: the ASGI application, and the lifespan that builds and closes everything.
+
+The LLM routes are dispatched before FastAPI sees the request (raw ASGI, `api/llm.py`); everything
+else (management API, health, metrics, UI) is a FastAPI app. Startup: migrations, the catalog loaded
+into memory, counters seeded, the spend recorder and background jobs started. Shutdown: stop the
+jobs, drain the recorder (every pending charge written), close upstream sessions and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from haimaker.accounting.pricing import PriceTable
+from haimaker.accounting.recorder import SpendRecorder
+from haimaker.accounting.tokens import TokenCounter
+from haimaker.api.errors import install_error_handlers
+from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send
+from haimaker.app_state import AppState
+from haimaker.clock import Clock, SystemClock
+from haimaker.config.loader import ConfigError, Settings
+from haimaker.identity import Authenticator, CustomerIdResolver
+from haimaker.limits.engine import BudgetEngine
+from haimaker.limits.resets import ResetJob, next_reset_function
+from haimaker.metrics import Metrics
+from haimaker.pipeline import Pipeline, PipelineOptions
+from haimaker.providers.azure import AzureProvider
+from haimaker.providers.base import Provider
+from haimaker.providers.http import HttpTransport
+from haimaker.providers.mock import MockProvider
+from haimaker.providers.openai_compat import OpenAIProvider
+from haimaker.providers.router import DEFAULT_NUM_RETRIES, Router, build_deployments
+from haimaker.state.catalog import Catalog
+from haimaker.state.memory import MemoryCounterStore
+from haimaker.storage.engine import create_engine, normalize_database_url, session_factory, upgrade
+from haimaker.storage.sink import StoreSink
+
+logger = logging.getLogger("haimaker")
+
+
+class HaimakerApp:
+    """The top-level ASGI app: LLM routes straight to the pipeline, the rest to FastAPI."""
+
+    def __init__(self, api: FastAPI) -> None:
+        self.api = api
+        self._llm: LLMEndpoint | None = None
+
+    @property
+    def state(self) -> AppState:
+        return self.api.state.haimaker  # type: ignore[no-any-return]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = LLM_ROUTES.get(scope["path"])
+            if route is not None:
+                llm = self._llm
+                if llm is None:
+                    llm = self._llm = LLMEndpoint(self.state.pipeline)
+                await llm(scope, receive, send, route)
+                return
+        await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> HaimakerApp:
+    """Build the application for a loaded config. Nothing starts until the ASGI lifespan runs."""
+    for warning in settings.warnings:
+        logger.warning(warning)
+
+    @asynccontextmanager
+    async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        state = await build_state(settings, clock or SystemClock())
+        api.state.haimaker = state
+        try:
+            yield
+        finally:
+            await close_state(state)
+
+    api = FastAPI(title="haimaker", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    install_error_handlers(api)
+    _include_routers(api)
+    return HaimakerApp(api)
+
+
+def _include_routers(api: FastAPI) -> None:
+    from haimaker.api import health
+
+    api.include_router(health.router)
+    try:
+        from haimaker.api.management import include_management_routes
+    except ImportError:  # pragma: no cover - during the build-up of the management API
+        return
+    include_management_routes(api)
+
+
+async def build_state(settings: Settings, clock: Clock) -> AppState:
+    config = settings.config
+    general, litellm = config.general_settings, config.litellm_settings
+
+    db_url = normalize_database_url(settings.database_url, config_dir=settings.config_dir)
+    await upgrade(db_url)
+    db = create_engine(db_url)
+    sessions = session_factory(db)
+    sink = StoreSink(sessions, clock)
+
+    tokens = TokenCounter()
+    load_tokens = asyncio.create_task(asyncio.to_thread(tokens.load))
+
+    prices = PriceTable.bundled()
+    deployments = build_deployments(config, prices)
+    unpriced = sorted({d.model_name for d in deployments if d.price is None})
+    if unpriced:
+        logger.warning("models without pricing (they cost 0): %s", ", ".join(unpriced))
+
+    transport = HttpTransport()
+    openai = OpenAIProvider(transport)
+    providers: dict[str, Provider] = {"openai": openai, "azure": AzureProvider(transport), "mock": MockProvider(tokens)}
+    num_retries = config.router_settings.num_retries
+    if num_retries is None:
+        num_retries = litellm.num_retries if litellm.num_retries is not None else DEFAULT_NUM_RETRIES
+    router = Router(deployments, providers, num_retries=num_retries)
+
+    catalog = Catalog(default_budget_id=litellm.max_end_user_budget_id)
+    catalog.load(await sink.customers.list_all(), await sink.budgets.list_all())
+    if catalog.default_budget_id is not None and catalog.default_budget_id not in catalog.budgets:
+        await db.dispose()
+        load_tokens.cancel()
+        raise ConfigError(
+            [
+                f"litellm_settings.max_end_user_budget_id: budget {catalog.default_budget_id!r} does not exist "
+                "(create it with POST /budget/new first)"
+            ]
+        )
+
+    recorder = SpendRecorder(sink, max_delay_s=min(general.proxy_batch_write_at, 0.1))
+    next_reset = next_reset_function(litellm.timezone, litellm.budget_reset_time)
+    store = MemoryCounterStore(
+        clock, next_reset, recorder, budget_status_code=litellm.budget_exceeded_status_code
+    )
+    for customer in catalog.customers.values():
+        store.seed(customer.user_id, customer.spend, customer.spend_reset_at)
+
+    from haimaker.alerts import Alerter
+
+    alerter = Alerter.from_settings(settings, clock)
+    engine = BudgetEngine(
+        catalog,
+        store,
+        clock,
+        fail_closed=general.fail_closed_budget_enforcement,
+        reservation_enabled=not general.disable_budget_reservation,
+        block_unpriced=litellm.block_requests_for_models_without_pricing,
+        default_max_output_tokens=general.default_max_output_tokens,
+        alerter=alerter,
+    )
+    metrics = Metrics(router.model_names)
+    auth = Authenticator(settings.master_key, allow_unauthenticated=general.allow_unauthenticated)
+    mapped = [m.header_name for m in general.user_header_mappings if m.litellm_user_role == "customer"]
+    pipeline = Pipeline(
+        auth=auth,
+        customers=CustomerIdResolver(general.user_header_name, mapped),
+        router=router,
+        engine=engine,
+        tokens=tokens,
+        recorder=recorder,
+        metrics=metrics,
+        deployments=deployments,
+        options=PipelineOptions(
+            enforce_user_param=general.enforce_user_param,
+            track_customers=not litellm.disable_end_user_cost_tracking,
+            always_include_stream_usage=general.always_include_stream_usage,
+        ),
+    )
+    recorder.start()
+    await load_tokens
+    state = AppState(
+        settings=settings,
+        clock=clock,
+        auth=auth,
+        db=db,
+        tokens=tokens,
+        recorder=recorder,
+        engine=engine,
+        router=router,
+        pipeline=pipeline,
+        metrics=metrics,
+        started_at=time.time(),
+        redis_url=settings.redis_url,
+    )
+    state.closers.extend([transport.aclose, alerter.aclose])
+    state.sink = sink
+    from haimaker.services.container import Services
+
+    state.services = Services(state, sink)
+    if not general.disable_reset_budget:
+        job = ResetJob(state, next_reset, interval_s=_reset_interval(settings))
+        state.background.append(asyncio.create_task(job.run(), name="haimaker-reset-job"))
+    alerter.start()
+    return state
+
+
+def _reset_interval(settings: Settings) -> float:
+    # Request-time resets make the job matter only for idle customers; a minute is plenty and cheap.
+    return min(60.0, settings.config.general_settings.proxy_budget_rescheduler_min_time)
+
+
+async def close_state(state: AppState) -> None:
+    for task in state.background:
+        task.cancel()
+    for task in state.background:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            logger.exception("background task failed during shutdown")
+    await state.recorder.aclose()
+    for close in state.closers:
+        try:
+            await close()
+        except Exception:
+            logger.exception("error while closing")
+    await state.db.dispose()
+
+
+def app_from_env() -> Any:
+    """Factory for `uvicorn --factory` workers: the config path comes from HAIMAKER_CONFIG."""
+    import os
+
+    from haimaker.config.loader import load_config
+
+    return create_app(load_config(os.environ.get("HAIMAKER_CONFIG") or None))

@@ -1,0 +1,129 @@
+"""Reads a config file: YAML, `os.environ/NAME` references, environment overrides, validation.
+
+`load_config` returns a validated `Settings` or raises `ConfigError` listing every problem with its
+YAML path, which is what `haimaker config check` prints and what stops startup.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from haimaker.config.schema import Config
+
+_ENV_PREFIX = "os.environ/"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` holds one `path: message` line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid config:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """A loaded config plus where it came from and what the environment added."""
+
+    config: Config
+    config_dir: Path
+    master_key: str | None
+    database_url: str | None
+    redis_url: str | None
+    warnings: tuple[str, ...] = field(default=())
+
+
+def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate the config at `path` (None: an empty config, everything from the environment)."""
+    environ = os.environ if env is None else env
+    raw: Any = {}
+    config_dir = Path.cwd()
+    if path is not None:
+        file = Path(path)
+        config_dir = file.resolve().parent
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError([f"{file}: file not found"]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{file}: not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(["(root): must be a mapping of sections (model_list, general_settings, ...)"])
+
+    # environment_variables are applied first so that os.environ/ references can use them.
+    env_vars = raw.get("environment_variables") or {}
+    merged_env: dict[str, str] = dict(environ)
+    if isinstance(env_vars, dict):
+        merged_env.update({str(k): str(v) for k, v in env_vars.items()})
+    problems: list[str] = []
+    resolved = _resolve_env_refs(raw, merged_env, "", problems)
+    try:
+        config = Config.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(problems + [_format_error(err) for err in exc.errors()]) from None
+
+    warnings = [f"config key not supported yet (ignored): {key}" for key in config.unsupported_keys()]
+    general = config.general_settings
+    master_key = general.master_key or environ.get("HAIMAKER_MASTER_KEY") or environ.get("LITELLM_MASTER_KEY")
+    database_url = general.database_url or environ.get("DATABASE_URL")
+    redis_url = general.redis_url or environ.get("REDIS_URL") or _redis_url_from_router(config)
+    _check_models(config, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Settings(
+        config=config,
+        config_dir=config_dir,
+        master_key=master_key or None,
+        database_url=database_url or None,
+        redis_url=redis_url or None,
+        warnings=tuple(warnings),
+    )
+
+
+def _resolve_env_refs(value: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:
+    if isinstance(value, str) and value.startswith(_ENV_PREFIX):
+        name = value[len(_ENV_PREFIX) :]
+        if name not in env:
+            problems.append(f"{path or '(root)'}: environment variable {name} is not set")
+            return None
+        return env[name]
+    if isinstance(value, dict):
+        return {k: _resolve_env_refs(v, env, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env_refs(v, env, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+    return value
+
+
+def _format_error(err: Mapping[str, Any]) -> str:
+    path = ""
+    for part in err.get("loc", ()):
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return f"{path or '(root)'}: {err.get('msg', 'invalid value')}"
+
+
+def _redis_url_from_router(config: Config) -> str | None:
+    router = config.router_settings
+    if not router.redis_host:
+        return None
+    auth = f":{router.redis_password}@" if router.redis_password else ""
+    return f"redis://{auth}{router.redis_host}:{router.redis_port or 6379}/0"
+
+
+_SUPPORTED_PROVIDERS = ("openai", "azure", "mock")
+
+
+def _check_models(config: Config, problems: list[str]) -> None:
+    for i, entry in enumerate(config.model_list):
+        provider = entry.litellm_params.model.split("/", 1)[0]
+        where = f"model_list[{i}].litellm_params.model"
+        if provider not in _SUPPORTED_PROVIDERS:
+            problems.append(f"{where}: provider {provider!r} is not supported (use one of {', '.join(_SUPPORTED_PROVIDERS)})")
+        elif provider == "azure" and not entry.litellm_params.api_base:
+            problems.append(f"model_list[{i}].litellm_params.api_base: required for azure/ deployments")

@@ -1,0 +1,139 @@
+"""The config file's schema: LiteLLM's `config.yaml` keys, validated with pydantic.
+
+Known keys are typed and validated (a bad value stops startup with its YAML path). Keys we do not
+implement are kept as pydantic extras rather than refused, because LiteLLM configs carry many of them:
+`unsupported_keys()` lists them so startup can warn once instead of dropping them silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class LiteLLMParams(_Section):
+    """How to reach one deployment (`model_list[].litellm_params`)."""
+
+    model: str = Field(description="`provider/name`, e.g. `openai/gpt-4o`, `azure/my-deployment`, `mock/echo`")
+    api_base: str | None = None
+    api_key: str | None = None
+    api_version: str | None = None
+    timeout: float | None = Field(default=None, gt=0, description="Seconds before the upstream call times out")
+    stream_timeout: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=0)
+    tpm: int | None = Field(default=None, ge=0)
+    region_name: str | None = None
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    cache_read_input_token_cost: float | None = Field(default=None, ge=0)
+    cache_creation_input_token_cost: float | None = Field(default=None, ge=0)
+    mock_response: str | None = Field(default=None, description="`mock/` provider: the reply text")
+    mock_latency_ms: float | None = Field(default=None, ge=0, description="`mock/` provider: delay before answering")
+
+    @field_validator("model")
+    @classmethod
+    def _has_provider(cls, value: str) -> str:
+        if "/" not in value or not value.split("/", 1)[1]:
+            raise ValueError("must be `provider/model`, e.g. `openai/gpt-4o-mini`")
+        return value
+
+
+class ModelInfo(_Section):
+    id: str | None = None
+    base_model: str | None = None
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    mode: str | None = None
+
+
+class ModelEntry(_Section):
+    model_name: str = Field(min_length=1)
+    litellm_params: LiteLLMParams
+    model_info: ModelInfo = Field(default_factory=ModelInfo)
+
+
+class UserHeaderMapping(_Section):
+    header_name: str
+    litellm_user_role: str
+
+
+class GeneralSettings(_Section):
+    master_key: str | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    proxy_batch_write_at: float = Field(default=0.1, gt=0, description="Seconds between grouped spend writes (max)")
+    enforce_user_param: bool = False
+    user_header_name: str | None = None
+    user_header_mappings: list[UserHeaderMapping] = Field(default_factory=list)
+    disable_budget_reservation: bool = False
+    fail_closed_budget_enforcement: bool = False
+    always_include_stream_usage: bool | None = None
+    disable_reset_budget: bool = False
+    proxy_budget_rescheduler_min_time: float = Field(default=597, gt=0)
+    proxy_budget_rescheduler_max_time: float = Field(default=605, gt=0)
+    alerting: list[str] = Field(default_factory=list)
+    allow_unauthenticated: bool = False
+    default_max_output_tokens: int = Field(default=4096, gt=0)
+    dangerously_permit_weak_or_unset_master_key: bool = False
+    background_health_checks: bool = False
+
+
+class LiteLLMSettings(_Section):
+    max_end_user_budget_id: str | None = None
+    disable_end_user_cost_tracking: bool = False
+    budget_exceeded_status_code: int = Field(default=400, ge=400, le=499)
+    timezone: str = "UTC"
+    budget_reset_time: str = Field(default="00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    num_retries: int | None = Field(default=None, ge=0)
+    request_timeout: float | None = Field(default=None, gt=0)
+    block_requests_for_models_without_pricing: bool = False
+    drop_params: bool | None = None
+    set_verbose: bool | None = None
+
+
+class RouterSettings(_Section):
+    num_retries: int | None = Field(default=None, ge=0)
+    timeout: float | None = Field(default=None, gt=0)
+    routing_strategy: Literal["simple-shuffle", "least-busy", "usage-based-routing", "latency-based-routing"] | None = (
+        None
+    )
+    redis_host: str | None = None
+    redis_port: int | None = None
+    redis_password: str | None = None
+    enable_pre_call_checks: bool | None = None
+
+
+class Config(_Section):
+    """The whole config file."""
+
+    model_list: list[ModelEntry] = Field(default_factory=list)
+    general_settings: GeneralSettings = Field(default_factory=GeneralSettings)
+    litellm_settings: LiteLLMSettings = Field(default_factory=LiteLLMSettings)
+    router_settings: RouterSettings = Field(default_factory=RouterSettings)
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+
+    def unsupported_keys(self) -> list[str]:
+        """YAML paths of keys that were accepted but are not implemented."""
+        found: list[str] = []
+        _collect_extras(self, "", found)
+        return found
+
+
+def _collect_extras(model: BaseModel, prefix: str, found: list[str]) -> None:
+    for key in model.model_extra or {}:
+        found.append(f"{prefix}{key}")
+    for name in type(model).model_fields:
+        value: Any = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _collect_extras(value, f"{prefix}{name}.", found)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    _collect_extras(item, f"{prefix}{name}[{i}].", found)

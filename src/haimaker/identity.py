@@ -1,0 +1,151 @@
+"""Who is calling: the proxy key (authentication) and the customer id a request is billed to.
+
+Customer id sources, first match wins (CONTRACT §1): headers `x-litellm-customer-id`,
+`x-litellm-end-user-id`; the headers configured in `general_settings.user_header_mappings` (role
+`customer`) or `user_header_name`; body `user`; `litellm_metadata.user`; `metadata.user_id`;
+`safety_identifier`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from haimaker.errors import AuthenticationError, BadRequestError, PermissionDeniedError
+
+logger = logging.getLogger("haimaker.auth")
+
+MAX_CUSTOMER_ID_CHARS = 256
+_FIXED_CUSTOMER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
+_KEY_HEADERS = ("x-litellm-api-key", "api-key")
+WEAK_MASTER_KEYS = frozenset({"sk-1234"})
+
+
+def hash_key(key: str) -> bytes:
+    """Keys are kept only as SHA-256 digests."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The proxy key: `Authorization: Bearer`, else `x-litellm-api-key`, else `api-key`."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else auth.strip()
+        if token:
+            return token
+    for name in _KEY_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value.strip()
+    return None
+
+
+class Authenticator:
+    """Checks the master key (and admin keys) in constant time; holds only hashes."""
+
+    def __init__(self, master_key: str | None, *, allow_unauthenticated: bool = False) -> None:
+        self._master_hash = hash_key(master_key) if master_key else None
+        self._admin_hashes: set[bytes] = set()
+        self.allow_unauthenticated = allow_unauthenticated
+        if master_key in WEAK_MASTER_KEYS:
+            logger.warning("the master key is a publicly known example key; set a secret one for production")
+
+    @property
+    def has_master_key(self) -> bool:
+        return self._master_hash is not None
+
+    def add_admin_key_hash(self, digest: bytes) -> None:
+        self._admin_hashes.add(digest)
+
+    def _is_admin(self, key: str) -> bool:
+        digest = hash_key(key)
+        ok = False
+        if self._master_hash is not None:
+            ok = hmac.compare_digest(digest, self._master_hash)
+        for admin in self._admin_hashes:
+            ok = hmac.compare_digest(digest, admin) or ok
+        return ok
+
+    def check_llm(self, headers: Mapping[str, str]) -> None:
+        """Authenticate an LLM route call."""
+        if self._master_hash is None:
+            if self.allow_unauthenticated:
+                return
+            raise PermissionDeniedError(
+                "No master key is configured: set general_settings.master_key (or LITELLM_MASTER_KEY), or "
+                "general_settings.allow_unauthenticated: true to serve LLM routes without a key.",
+                error_type="auth_error",
+            )
+        key = key_from_headers(headers)
+        if key is None:
+            raise AuthenticationError("Authentication Error, No api key passed in.")
+        if not self._is_admin(key):
+            raise AuthenticationError("Authentication Error, Invalid proxy server token passed. Unable to find token.")
+
+    def check_admin(self, headers: Mapping[str, str]) -> None:
+        """Authenticate a management route call: master key or an admin key."""
+        if self._master_hash is None:
+            raise PermissionDeniedError(
+                "Management routes need a master key: set general_settings.master_key (or LITELLM_MASTER_KEY).",
+                error_type="auth_error",
+            )
+        key = key_from_headers(headers)
+        if key is None:
+            raise AuthenticationError("Authentication Error, No api key passed in.")
+        if not self._is_admin(key):
+            raise AuthenticationError("Authentication Error, Invalid proxy server token passed. Unable to find token.")
+
+    def is_admin_key(self, key: str) -> bool:
+        return self._master_hash is not None and self._is_admin(key)
+
+
+class CustomerIdResolver:
+    """Reads the customer id of a request from its headers and body."""
+
+    def __init__(self, user_header_name: str | None, mapped_headers: list[str]) -> None:
+        headers = list(_FIXED_CUSTOMER_HEADERS) + [h.lower() for h in mapped_headers]
+        if user_header_name:
+            headers.append(user_header_name.lower())
+        self._headers = tuple(dict.fromkeys(headers))
+
+    def resolve(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> str | None:
+        for name in self._headers:
+            value = _coerce(headers.get(name))
+            if value is not None:
+                return _checked(value)
+        value = _coerce(body.get("user"))
+        if value is None:
+            value = _nested(body, "litellm_metadata", "user")
+        if value is None:
+            value = _nested(body, "metadata", "user_id")
+        if value is None:
+            value = _coerce(body.get("safety_identifier"))
+        return None if value is None else _checked(value)
+
+
+def _nested(body: Mapping[str, Any], outer: str, inner: str) -> str | None:
+    container = body.get(outer)
+    return _coerce(container.get(inner)) if isinstance(container, dict) else None
+
+
+def _coerce(value: Any) -> str | None:
+    """Strings stripped, numbers as strings; empty, booleans and objects ignored (as LiteLLM)."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _checked(customer_id: str) -> str:
+    if len(customer_id) > MAX_CUSTOMER_ID_CHARS:
+        raise BadRequestError(
+            f"Customer id is too long ({len(customer_id)} characters, at most {MAX_CUSTOMER_ID_CHARS}).", param="user"
+        )
+    return customer_id

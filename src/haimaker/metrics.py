@@ -1,0 +1,46 @@
+"""Prometheus metrics on an app-owned registry. Labels have bounded cardinality: route, model
+(configured names only), provider, status. Never customer ids or keys."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, known_models: list[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._known_models = frozenset(known_models)
+        self.requests = Counter(
+            "haimaker_requests", "LLM requests by route, model and status", ["route", "model", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "haimaker_request_duration_seconds", "Total request latency", ["route", "model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.overhead = Histogram(
+            "haimaker_overhead_duration_seconds", "Time spent in haimaker, upstream excluded", ["route"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1), registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            "haimaker_upstream_duration_seconds", "Upstream latency to the response headers", ["model", "provider"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.upstream_failures = Counter(
+            "haimaker_upstream_failures", "Failed upstream attempts", ["model", "provider", "status"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "haimaker_tokens", "Tokens by model and kind", ["model", "kind"], registry=self.registry
+        )
+        self.spend_pending = Gauge(
+            "haimaker_spend_writes_pending", "Charges queued but not yet durable", registry=self.registry
+        )
+
+    def model_label(self, model: str | None) -> str:
+        return model if model in self._known_models else "other"
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

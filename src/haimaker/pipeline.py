@@ -1,0 +1,407 @@
+"""One proxied LLM request, top to bottom, framework-free.
+
+    authenticate → parse (one orjson pass) → resolve customer → admit (limits engine, memory or one
+    Redis script) → route and forward (retries before the first byte) → relay JSON or SSE, tapping usage
+    → settle (price, replace the reservation, queue the durable charge)
+
+Every path after admission either settles or releases exactly once: a failed upstream call is never
+charged, a stream cut after tokens were produced is charged for what was produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from haimaker.accounting.pricing import Usage, cost_nanos, usage_from_openai
+from haimaker.accounting.recorder import SpendRecorder
+from haimaker.accounting.tokens import TokenCounter
+from haimaker.errors import AuthenticationError, BadRequestError, ProxyError, UpstreamError
+from haimaker.identity import Authenticator, CustomerIdResolver
+from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price
+from haimaker.metrics import Metrics
+from haimaker.money import nanos_to_usd
+from haimaker.providers.base import Deployment, Route, UpstreamResponse
+from haimaker.providers.router import Router
+from haimaker.providers.sse import SSETap, error_event
+from haimaker.storage.records import SpendLog
+
+logger = logging.getLogger("haimaker.pipeline")
+
+Headers = list[tuple[str, str]]
+
+
+@dataclass(slots=True)
+class JsonResult:
+    status: int
+    body: bytes
+    headers: Headers
+
+
+@dataclass(slots=True)
+class StreamResult:
+    headers: Headers
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    enforce_user_param: bool = False
+    track_customers: bool = True
+    always_include_stream_usage: bool | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one request carries through the pipeline."""
+
+    route: Route
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    call_id: str
+    started: float
+    started_at: datetime
+    customer_id: str | None
+    ticket: Ticket | None = None
+    prompt_tokens: int | None = None
+    upstream_started: float = 0.0
+    upstream_s: float = 0.0
+    extra_headers: Headers = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        auth: Authenticator,
+        customers: CustomerIdResolver,
+        router: Router,
+        engine: BudgetEngine,
+        tokens: TokenCounter,
+        recorder: SpendRecorder,
+        metrics: Metrics,
+        deployments: list[Deployment],
+        options: PipelineOptions,
+    ) -> None:
+        self._auth = auth
+        self._customers = customers
+        self._router = router
+        self._engine = engine
+        self._tokens = tokens
+        self._recorder = recorder
+        self._metrics = metrics
+        self._options = options
+        self._group_prices: dict[str, GroupPrice] = {}
+        for name in router.model_names:
+            group = router.group(name)
+            self._group_prices[name] = group_price([d.price for d in group], [d.max_output_tokens for d in group])
+
+    async def run(self, route: Route, raw: bytes, headers: Mapping[str, str]) -> JsonResult | StreamResult:
+        """Serve one request; raise a `ProxyError` for anything the client must be told."""
+        started = time.perf_counter()
+        self._auth.check_llm(headers)
+        body = parse_body(route, raw)
+        model = body["model"]
+        customer_id = self._customers.resolve(headers, body)
+        if customer_id is None and self._options.enforce_user_param:
+            raise AuthenticationError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
+        self._router.group(model)  # unknown model: 400 before anything else is spent
+        call = _Call(
+            route=route,
+            body=body,
+            model=model,
+            stream=body.get("stream") is True and route is not Route.EMBEDDINGS,
+            call_id=str(uuid.uuid4()),
+            started=started,
+            started_at=datetime.now(UTC),
+            customer_id=customer_id,
+        )
+        if customer_id is not None:
+            await self._admit(call, customer_id)
+        upstream_body = self._upstream_body(call)
+        call.upstream_started = time.perf_counter()
+        try:
+            deployment, response = await self._router.open(
+                model, route, upstream_body, call.stream, on_failed_attempt=self._count_failure
+            )
+        except BaseException:
+            self._release(call)
+            raise
+        call.upstream_s = time.perf_counter() - call.upstream_started
+        self._metrics.upstream_latency.labels(self._metrics.model_label(model), deployment.provider).observe(
+            call.upstream_s
+        )
+        if call.stream:
+            return self._stream(call, deployment, response)
+        return await self._whole(call, deployment, response)
+
+    async def _admit(self, call: _Call, customer_id: str) -> None:
+        group = self._group_prices[call.model]
+        if self._engine.needs_prompt_count(customer_id):
+            call.prompt_tokens = await self._count_prompt(call)
+        call.ticket = await self._engine.admit(
+            customer_id,
+            call.model,
+            group,
+            prompt_tokens=call.prompt_tokens or 0,
+            max_output_tokens=_max_output_tokens(call.body),
+            n=_int_or(call.body.get("n"), 1),
+        )
+
+    async def _count_prompt(self, call: _Call) -> int:
+        body, model = call.body, call.model
+        if call.route is Route.CHAT:
+            return await self._tokens.count_chat_prompt_async(body.get("messages"), model)
+        if call.route is Route.COMPLETIONS:
+            return self._tokens.count_completion_prompt(body.get("prompt"), model)
+        return self._tokens.count_embedding_input(body.get("input"), model)
+
+    def _upstream_body(self, call: _Call) -> dict[str, Any]:
+        if not call.stream:
+            return call.body
+        options = call.body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return call.body
+        if self._options.always_include_stream_usage is False:
+            return call.body
+        # Ask for usage so the call can be priced; the extra chunk is stripped before the client sees it.
+        return {**call.body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
+
+    def _client_wants_usage(self, call: _Call) -> bool:
+        options = call.body.get("stream_options")
+        return (isinstance(options, dict) and options.get("include_usage") is True) or (
+            self._options.always_include_stream_usage is True
+        )
+
+    async def _whole(self, call: _Call, deployment: Deployment, response: UpstreamResponse) -> JsonResult:
+        try:
+            data = await response.read()
+        except BaseException:
+            self._release(call)
+            raise
+        call.upstream_s = time.perf_counter() - call.upstream_started
+        usage = _usage_of(data)
+        if usage is None:
+            usage = self._count_usage(call, deployment, "")
+        headers = self._settle(call, deployment, usage)
+        return JsonResult(200, data, headers)
+
+    def _stream(self, call: _Call, deployment: Deployment, response: UpstreamResponse) -> StreamResult:
+        headers = self._common_headers(call, deployment)
+        if call.ticket is not None and call.ticket.reservation is not None:
+            headers.extend(call.ticket.reservation.rate_headers)
+        tap = SSETap(keep_usage_chunk=self._client_wants_usage(call))
+        self._observe(call, 200)
+        return StreamResult(headers, self._relay(call, deployment, response, tap))
+
+    async def _relay(
+        self, call: _Call, deployment: Deployment, response: UpstreamResponse, tap: SSETap
+    ) -> AsyncIterator[bytes]:
+        failed: ProxyError | None = None
+        try:
+            try:
+                async for piece in response.iter_chunks():
+                    out = tap.feed(piece)
+                    if out:
+                        yield out
+                rest = tap.flush()
+                if rest:
+                    yield rest
+                if not tap.finished and not tap.saw_error:
+                    raise UpstreamError("Upstream closed the stream before it was complete.")
+            except UpstreamError as exc:
+                failed = exc
+                logger.warning("upstream %s failed mid-stream: %s", deployment.model_id, exc.message)
+                yield error_event(exc.message, exc.error_type, exc.code)
+        finally:
+            # Runs on completion, upstream failure and client disconnect (GeneratorExit) alike; never awaits.
+            response.close()
+            self._settle_stream(call, deployment, tap, failed)
+
+    def _settle_stream(self, call: _Call, deployment: Deployment, tap: SSETap, failed: ProxyError | None) -> None:
+        usage = usage_from_openai(tap.usage) if tap.usage is not None else None
+        if usage is None:
+            text = tap.produced_text()
+            if not text:
+                # Nothing was produced: an upstream failure or an early hang-up costs nothing.
+                self._release(call)
+                if failed is not None:
+                    self._record_failure(call, deployment, failed)
+                return
+            usage = self._count_usage(call, deployment, text)
+        self._settle(call, deployment, usage)
+
+    def _count_usage(self, call: _Call, deployment: Deployment, completion_text: str) -> Usage:
+        prompt = call.prompt_tokens
+        if prompt is None:
+            if call.route is Route.CHAT:
+                prompt = self._tokens.count_chat_prompt(call.body.get("messages"), call.model)
+            elif call.route is Route.COMPLETIONS:
+                prompt = self._tokens.count_completion_prompt(call.body.get("prompt"), call.model)
+            else:
+                prompt = self._tokens.count_embedding_input(call.body.get("input"), call.model)
+        completion = self._tokens.count_text(completion_text, deployment.upstream_model) if completion_text else 0
+        return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+    def _settle(self, call: _Call, deployment: Deployment, usage: Usage) -> Headers:
+        """Charge the call and build its response headers (never awaits)."""
+        headers = self._common_headers(call, deployment)
+        cost = 0
+        if call.ticket is not None and self._options.track_customers:
+            settlement = self._engine.settle(call.ticket, deployment.price, usage)
+            cost = settlement.cost
+            if call.ticket.reservation is not None:
+                headers.extend(call.ticket.reservation.rate_headers)
+            if settlement.over_soft_budget:
+                headers.append(("x-litellm-soft-budget-exceeded", "true"))
+        else:
+            self._release(call)
+            cost = cost_nanos(deployment.price, usage) if deployment.price is not None else 0
+        now = datetime.now(UTC)
+        self._recorder.record(
+            SpendLog(
+                request_id=call.call_id,
+                end_user=call.customer_id if (call.customer_id and self._options.track_customers) else "",
+                model=deployment.upstream_model,
+                model_id=deployment.model_id,
+                model_group=call.model,
+                custom_llm_provider=deployment.provider,
+                call_type=call.route.call_type,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                spend=cost,
+                start_time=call.started_at,
+                end_time=now,
+                cache_read_input_tokens=usage.cache_read_tokens,
+                cache_creation_input_tokens=usage.cache_creation_tokens,
+            )
+        )
+        model_label = self._metrics.model_label(call.model)
+        self._metrics.tokens.labels(model_label, "prompt").inc(usage.prompt_tokens)
+        self._metrics.tokens.labels(model_label, "completion").inc(usage.completion_tokens)
+        if not call.stream:
+            headers.append(("x-litellm-response-cost", repr(nanos_to_usd(cost))))
+            self._observe(call, 200)
+        return headers
+
+    def _common_headers(self, call: _Call, deployment: Deployment) -> Headers:
+        total_s = time.perf_counter() - call.started
+        overhead_ms = max(0.0, (total_s - call.upstream_s) * 1000)
+        headers = [
+            ("x-litellm-call-id", call.call_id),
+            ("x-litellm-model-id", deployment.model_id),
+            ("x-litellm-model-group", call.model),
+            ("x-litellm-response-duration-ms", f"{total_s * 1000:.3f}"),
+            ("x-litellm-overhead-duration-ms", f"{overhead_ms:.3f}"),
+        ]
+        if deployment.region_name:
+            headers.append(("x-litellm-model-region", deployment.region_name))
+        return headers
+
+    def _observe(self, call: _Call, status: int) -> None:
+        total_s = time.perf_counter() - call.started
+        route = call.route.value
+        model = self._metrics.model_label(call.model)
+        self._metrics.requests.labels(route, model, str(status)).inc()
+        self._metrics.latency.labels(route, model).observe(total_s)
+        self._metrics.overhead.labels(route).observe(max(0.0, total_s - call.upstream_s))
+
+    def observe_error(self, route: Route, model: str | None, status: int, started: float) -> None:
+        self._metrics.requests.labels(route.value, self._metrics.model_label(model), str(status)).inc()
+        self._metrics.latency.labels(route.value, self._metrics.model_label(model)).observe(
+            time.perf_counter() - started
+        )
+
+    def _release(self, call: _Call) -> None:
+        if call.ticket is not None:
+            self._engine.release(call.ticket)
+            call.ticket = None
+
+    def _record_failure(self, call: _Call, deployment: Deployment, error: ProxyError) -> None:
+        self._recorder.record(
+            SpendLog(
+                request_id=call.call_id,
+                end_user=call.customer_id or "",
+                model=deployment.upstream_model,
+                model_id=deployment.model_id,
+                model_group=call.model,
+                custom_llm_provider=deployment.provider,
+                call_type=call.route.call_type,
+                prompt_tokens=0,
+                completion_tokens=0,
+                total_tokens=0,
+                spend=0,
+                start_time=call.started_at,
+                end_time=datetime.now(UTC),
+                status="failure",
+                metadata={"error": error.message[:200], "status_code": error.status_code},
+            )
+        )
+
+    def _count_failure(self, deployment: Deployment, error: UpstreamError) -> None:
+        self._metrics.upstream_failures.labels(
+            self._metrics.model_label(deployment.model_name), deployment.provider, str(error.status_code)
+        ).inc()
+
+
+def parse_body(route: Route, raw: bytes) -> dict[str, Any]:
+    """Decode and check the few fields the proxy reads; every other field passes through untouched."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"Invalid JSON in request body: {exc.msg}.") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("Request body must be a JSON object.")
+    model = body.get("model")
+    if model is None:
+        raise BadRequestError("Missing required parameter: 'model'.", param="model")
+    if not isinstance(model, str) or not model:
+        raise BadRequestError("'model' must be a non-empty string.", param="model")
+    if route is Route.CHAT:
+        messages = body.get("messages")
+        if messages is None:
+            raise BadRequestError("Missing required parameter: 'messages'.", param="messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequestError("'messages' must be a non-empty array.", param="messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                raise BadRequestError(f"'messages[{i}]' must be an object with a string 'role'.", param=f"messages[{i}]")
+    elif route is Route.COMPLETIONS:
+        if body.get("prompt") is None:
+            raise BadRequestError("Missing required parameter: 'prompt'.", param="prompt")
+    elif body.get("input") is None:
+        raise BadRequestError("Missing required parameter: 'input'.", param="input")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequestError("'stream' must be a boolean.", param="stream")
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise BadRequestError(f"'{name}' must be a non-negative integer.", param=name)
+    return body
+
+
+def _usage_of(data: bytes) -> Usage | None:
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return usage_from_openai(payload.get("usage")) if isinstance(payload, dict) else None
+
+
+def _max_output_tokens(body: Mapping[str, Any]) -> int | None:
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _int_or(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default

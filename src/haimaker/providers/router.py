@@ -1,0 +1,139 @@
+"""Model groups: which deployments serve a public model name, load balancing, and retries.
+
+Several `model_list` entries with one `model_name` form a group; requests rotate over it, and a
+failed attempt (connection error, timeout, 429, 5xx) moves to the next deployment, up to
+`num_retries` retries. Nothing is retried once a byte has reached the client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from haimaker.accounting.pricing import ModelPrice, PriceTable, price_from_overrides
+from haimaker.config.schema import Config
+from haimaker.errors import UnknownModelError, UpstreamError
+from haimaker.providers.base import Deployment, Provider, Route, UpstreamResponse
+
+logger = logging.getLogger("haimaker.router")
+
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_NUM_RETRIES = 2
+
+
+def build_deployments(config: Config, prices: PriceTable) -> list[Deployment]:
+    """Turn `model_list` into deployments, each priced from the table and its own overrides."""
+    default_timeout = config.litellm_settings.request_timeout or config.router_settings.timeout or DEFAULT_TIMEOUT_S
+    deployments = []
+    for index, entry in enumerate(config.model_list):
+        params, info = entry.litellm_params, entry.model_info
+        provider, upstream_model = params.model.split("/", 1)
+        base_price = prices.lookup(info.base_model or upstream_model) or prices.lookup(entry.model_name)
+        input_cost = params.input_cost_per_token if params.input_cost_per_token is not None else info.input_cost_per_token
+        output_cost = (
+            params.output_cost_per_token if params.output_cost_per_token is not None else info.output_cost_per_token
+        )
+        price: ModelPrice | None = base_price
+        if input_cost is not None or output_cost is not None or params.cache_read_input_token_cost is not None:
+            price = price_from_overrides(
+                input_cost,
+                output_cost,
+                base_price,
+                cache_read_input_token_cost=params.cache_read_input_token_cost,
+                cache_creation_input_token_cost=params.cache_creation_input_token_cost,
+            )
+        if provider == "mock" and price is None:
+            price = None  # unpriced unless the config prices it; listed in the startup warning
+        model_id = info.id or _stable_id(index, entry.model_name, params.model, params.api_base)
+        deployments.append(
+            Deployment(
+                model_id=model_id,
+                model_name=entry.model_name,
+                provider=provider,
+                upstream_model=upstream_model,
+                api_base=params.api_base,
+                api_key=params.api_key,
+                api_version=params.api_version,
+                timeout_s=params.timeout or default_timeout,
+                stream_timeout_s=params.stream_timeout,
+                max_retries=params.max_retries,
+                region_name=params.region_name,
+                price=price,
+                max_output_tokens=info.max_output_tokens or (price.max_output_tokens if price else None),
+                mock_response=params.mock_response,
+                mock_latency_ms=params.mock_latency_ms or 0.0,
+            )
+        )
+    return deployments
+
+
+def _stable_id(index: int, *parts: str | None) -> str:
+    # Deterministic across restarts and instances, so x-litellm-model-id and spend logs line up.
+    digest = hashlib.sha256("|".join([str(index), *(p or "" for p in parts)]).encode()).hexdigest()
+    return digest[:16]
+
+
+class Router:
+    """Chooses a deployment for each attempt and retries failed ones."""
+
+    def __init__(
+        self, deployments: list[Deployment], providers: Mapping[str, Provider], *, num_retries: int
+    ) -> None:
+        self._groups: dict[str, list[Deployment]] = {}
+        for deployment in deployments:
+            self._groups.setdefault(deployment.model_name, []).append(deployment)
+        self._providers = providers
+        self._num_retries = num_retries
+        self._cursor: dict[str, int] = dict.fromkeys(self._groups, 0)
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self._groups)
+
+    def group(self, model_name: str) -> list[Deployment]:
+        """The deployments of a model, or a 400 naming the model and the available ones."""
+        group = self._groups.get(model_name)
+        if group is None:
+            available = ", ".join(sorted(self._groups)) or "none configured"
+            raise UnknownModelError(
+                f"Invalid model name passed in model={model_name}. Call `/v1/models` to view available models for "
+                f"your key. Available models: {available}",
+                param="model",
+                error_type="invalid_request_error",
+            )
+        return group
+
+    async def open(
+        self,
+        model_name: str,
+        route: Route,
+        body: dict[str, Any],
+        stream: bool,
+        *,
+        on_failed_attempt: Callable[[Deployment, UpstreamError], None] | None = None,
+    ) -> tuple[Deployment, UpstreamResponse]:
+        """Open the call on one deployment of the group, moving on to the next after a retryable failure."""
+        group = self.group(model_name)
+        start = self._cursor[model_name]
+        self._cursor[model_name] = (start + 1) % len(group)
+        attempts = 1 + self._num_retries
+        last_error: UpstreamError | None = None
+        for attempt in range(attempts):
+            deployment = group[(start + attempt) % len(group)]
+            try:
+                response = await self._providers[deployment.provider].open(deployment, route, body, stream)
+            except UpstreamError as exc:
+                last_error = exc
+                if on_failed_attempt is not None:
+                    on_failed_attempt(deployment, exc)
+                if not exc.is_retryable or attempt == attempts - 1:
+                    raise
+                logger.info(
+                    "attempt %d on deployment %s failed (%s); retrying", attempt + 1, deployment.model_id, exc.status_code
+                )
+                continue
+            return deployment, response
+        assert last_error is not None  # the loop either returns or raises
+        raise last_error

@@ -1,0 +1,120 @@
+"""Relaying an OpenAI SSE stream event by event while tapping its `usage`.
+
+`SSETap.feed()` takes raw upstream bytes in pieces of any size and returns the complete events to
+forward, at once, never buffering more than one partial event. On the way it reads `usage` from the
+chunk that carries it, drops the extra usage-only chunk when the client did not ask for it (we ask the
+upstream for it on our own account), and keeps the content pieces so that a stream without any usage
+can still be counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+_USAGE_MARKERS = (b'"usage":{', b'"usage": {')
+
+
+class SSETap:
+    __slots__ = ("_buffer", "_keep_usage_chunk", "content_parts", "finished", "saw_error", "usage")
+
+    def __init__(self, *, keep_usage_chunk: bool) -> None:
+        self._buffer = b""
+        self._keep_usage_chunk = keep_usage_chunk
+        self.usage: dict[str, Any] | None = None
+        self.content_parts: list[bytes] = []
+        self.finished = False
+        self.saw_error = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Consume raw bytes; return the bytes of the complete events to forward now (maybe empty)."""
+        buffer = self._buffer + data if self._buffer else data
+        if b"\r\n" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return b""
+        complete, self._buffer = buffer[: end + 2], buffer[end + 2 :]
+        if not self._needs_inspection(complete):
+            self._collect_content(complete)
+            return complete
+        out = []
+        for event in complete.split(b"\n\n"):
+            if event and self._inspect(event):
+                out.append(event + b"\n\n")
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        """Whatever partial event is left when the upstream closes (forwarded as is)."""
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+    def _needs_inspection(self, chunk: bytes) -> bool:
+        return any(marker in chunk for marker in _USAGE_MARKERS) or b"[DONE]" in chunk or b'"error"' in chunk
+
+    def _inspect(self, event: bytes) -> bool:
+        """Tap one event; return whether to forward it."""
+        data = _data_of(event)
+        if data is None:
+            return True
+        if data == b"[DONE]":
+            self.finished = True
+            return True
+        if b'"error"' in data:
+            self.saw_error = True
+        if not any(marker in data for marker in _USAGE_MARKERS):
+            self._collect_content(event)
+            return True
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True
+        if isinstance(payload, dict):
+            usage = payload.get("usage")
+            if isinstance(usage, dict):
+                self.usage = usage
+            choices = payload.get("choices")
+            if choices:
+                self._collect_content(event + b"\n\n")
+            elif not self._keep_usage_chunk:
+                return False
+        return True
+
+    def _collect_content(self, chunk: bytes) -> None:
+        # Keep raw events only; they are parsed solely if the stream ends without usage.
+        self.content_parts.append(chunk)
+
+    def produced_text(self) -> str:
+        """The text the stream delivered so far (for counting when no usage arrived)."""
+        texts: list[str] = []
+        for part in self.content_parts:
+            for event in part.split(b"\n\n"):
+                data = _data_of(event)
+                if not data or data == b"[DONE]":
+                    continue
+                try:
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                for choice in payload.get("choices") or () if isinstance(payload, dict) else ():
+                    if not isinstance(choice, dict):
+                        continue
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                    if isinstance(text, str):
+                        texts.append(text)
+        return "".join(texts)
+
+
+def _data_of(event: bytes) -> bytes | None:
+    lines = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
+    if not lines:
+        return None
+    return b"\n".join(lines).strip()
+
+
+def error_event(message: str, error_type: str = "api_error", code: str = "502") -> bytes:
+    """The SSE event that ends a client's stream when the upstream fails mid-way."""
+    return b"data: " + orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}}) + b"\n\n"

@@ -1,0 +1,58 @@
+"""Runs the ASGI app under uvicorn (default) or granian, with graceful shutdown.
+
+SIGTERM: stop accepting, let in-flight requests finish (bounded by `GRACEFUL_TIMEOUT_S`), then the
+lifespan drains the spend recorder and closes every pool.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from haimaker.config.loader import Settings
+
+GRACEFUL_TIMEOUT_S = 30
+
+
+def run_server(
+    settings: Settings, config_path: Path | None, *, host: str, port: int, workers: int, server: str, debug: bool
+) -> None:
+    if config_path is not None:
+        os.environ["HAIMAKER_CONFIG"] = str(config_path.resolve())
+    if server == "granian":
+        _run_granian(host, port, workers)
+        return
+    import uvicorn
+
+    common = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": "debug" if debug else "warning",
+        "access_log": debug,
+        "timeout_graceful_shutdown": GRACEFUL_TIMEOUT_S,
+        "timeout_keep_alive": 65,
+        "lifespan": "on",
+    }
+    if workers > 1:
+        uvicorn.run("haimaker.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        return
+    from haimaker.app import create_app
+
+    uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+
+
+def _run_granian(host: str, port: int, workers: int) -> None:
+    from granian import Granian  # type: ignore[import-not-found]
+    from granian.constants import Interfaces, Loops  # type: ignore[import-not-found]
+
+    Granian(
+        "haimaker.app:app_from_env",
+        factory=True,
+        address=host,
+        port=port,
+        workers=workers,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+    ).serve()

@@ -1,0 +1,115 @@
+"""The hot-state seam: per-customer counters that admission reads and settlement writes.
+
+`CounterStore` is implemented in process memory (`memory.py`, one instance) and in Redis
+(`redis.py`, several instances). Both give the same guarantees: `admit` checks every limit of a
+request and reserves what it needs atomically (all or nothing), `settle` turns a reservation into
+actual spend and tokens, `release` gives it back. `settle`/`release` never await, so they are safe in
+`finally` blocks of cancelled tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from haimaker.money import Nanos
+
+WINDOW_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Everything admission needs to know about one customer's effective budget."""
+
+    customer_id: str
+    budget_id: str | None
+    max_budget: Nanos | None
+    soft_budget: Nanos | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+    max_parallel_requests: int | None
+    budget_duration: str | None
+    # The tier's next reset instant as stored (may be in the past when the reset job is behind).
+    budget_reset_at: datetime | None
+
+    @property
+    def has_any(self) -> bool:
+        return (
+            self.max_budget is not None
+            or self.rpm_limit is not None
+            or self.tpm_limit is not None
+            or self.max_parallel_requests is not None
+            or self.budget_duration is not None
+            or self.soft_budget is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What one request may use at most: its reservation before the call."""
+
+    cost: Nanos
+    tokens: int
+
+
+@dataclass(slots=True)
+class Reservation:
+    """What `admit` took for one request, to be settled or released exactly once."""
+
+    customer_id: str
+    cost: Nanos
+    tokens: int
+    window_start: float
+    holds_parallel_slot: bool
+    # Headers for the client (x-ratelimit-end_user-*), computed at admission.
+    rate_headers: tuple[tuple[str, str], ...] = ()
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SpendReset:
+    """A customer's spend went back to zero at a period boundary: to be written durably."""
+
+    customer_id: str
+    next_reset_at: datetime
+
+
+class SpendResetSink(Protocol):
+    def reset_customer(self, reset: SpendReset) -> None: ...
+
+
+class CounterStore(Protocol):
+    """Per-customer spend, reservations, rate windows and in-flight counts."""
+
+    async def admit(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Reservation:
+        """Check every limit and reserve, atomically; raise BudgetExceededError / RateLimitError."""
+        ...
+
+    def settle(self, reservation: Reservation, cost: Nanos, tokens: int) -> Nanos:
+        """Replace the reservation by the actual cost and tokens; return the customer's new spend."""
+        ...
+
+    def release(self, reservation: Reservation) -> None:
+        """Give the reservation back (upstream failure, cancellation): nothing is charged."""
+        ...
+
+    def add_spend(self, customer_id: str, cost: Nanos) -> Nanos:
+        """Charge a customer without a reservation (unlimited customers); return the new spend."""
+        ...
+
+    def spend(self, customer_id: str) -> Nanos | None:
+        """The customer's spend in its current period including charges not yet written, if known."""
+        ...
+
+    def seed(self, customer_id: str, spend: Nanos, spend_reset_at: datetime | None) -> None:
+        """Load a customer's durable spend (startup, admin writes)."""
+        ...
+
+    def reset_due(self, now: datetime, customer_ids: list[str], next_reset_at: datetime) -> list[str]:
+        """Zero the spend of those customers whose period has ended; return their ids."""
+        ...
+
+    def forget(self, customer_id: str) -> None:
+        """Drop a deleted customer's counters."""
+        ...

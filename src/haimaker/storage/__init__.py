@@ -1,0 +1,36 @@
+"""The durable store: SQLAlchemy 2 async on SQLite (aiosqlite, the default) or PostgreSQL (asyncpg).
+
+engine.py         URLs, engines, sessions, `upgrade()` (Alembic, the only way the schema changes)
+tables.py         the schema as mapped classes; rows ↔ records
+records.py        the domain records repositories return
+budgets_repo.py   BudgetRepository
+customers_repo.py CustomerRepository
+spend_repo.py     SpendRepository and ChargeBatch (the grouped, idempotent charge write)
+database.py       Database: engine + sessions + repositories, opened and closed together
+migrations/       Alembic environment and versions (package data)
+"""
+
+from __future__ import annotations
+
+from haimaker.storage.budgets_repo import BudgetRepository
+from haimaker.storage.customers_repo import CustomerRepository
+from haimaker.storage.database import Database
+from haimaker.storage.engine import create_engine, normalize_database_url, session_factory, upgrade
+from haimaker.storage.records import Budget, Customer, DailySpend, SpendLog
+from haimaker.storage.spend_repo import ChargeBatch, SpendRepository
+
+__all__ = [
+    "Budget",
+    "BudgetRepository",
+    "ChargeBatch",
+    "Customer",
+    "CustomerRepository",
+    "DailySpend",
+    "Database",
+    "SpendLog",
+    "SpendRepository",
+    "create_engine",
+    "normalize_database_url",
+    "session_factory",
+    "upgrade",
+]

@@ -1,0 +1,209 @@
+"""Customers (end users) in the durable store.
+
+Invariants:
+- Returns `Customer` records, never ORM rows; every method is one transaction, so multi-row writes
+  (`delete_many`, `set_blocked`, `reset_spend`) are all-or-nothing.
+- `spend` is written here only by `reset_spend` and explicit updates; charges add to it in `SpendRepository`.
+- Listing orders by `user_id` byte-wise on both engines (see `tables.py`); search is a case-insensitive substring
+  match on `user_id` or `alias`, with `%` and `_` taken literally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from haimaker.clock import Clock, SystemClock
+from haimaker.errors import DuplicateError, NotFoundError
+from haimaker.storage._upsert import chunked, dialect_insert
+from haimaker.storage.records import Customer
+from haimaker.storage.tables import CustomerRow, customer_values
+
+UPDATABLE_CUSTOMER_FIELDS: Final = frozenset(f.name for f in fields(Customer)) - {"user_id"}
+
+
+class CustomerRepository:
+    """Reads and writes `customers` rows as `Customer` records."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, clock: Clock | None = None) -> None:
+        self._sessions = sessions
+        self._clock: Clock = clock or SystemClock()
+
+    async def get(self, user_id: str) -> Customer | None:
+        async with self._sessions() as session:
+            row = await session.get(CustomerRow, user_id)
+            return row.to_record() if row is not None else None
+
+    async def list_all(self) -> list[Customer]:
+        """Every customer, ordered by id (loads the in-memory catalog at startup)."""
+        async with self._sessions() as session:
+            rows = await session.scalars(select(CustomerRow).order_by(CustomerRow.user_id))
+            return [row.to_record() for row in rows]
+
+    async def list_page(self, page: int, page_size: int, search: str | None = None) -> list[Customer]:
+        """One page (1-based) of customers ordered by id, optionally filtered by `search`."""
+        if page < 1 or page_size < 1:
+            raise ValueError("page and page_size start at 1")
+        statement = (
+            select(CustomerRow)
+            .where(*_search_filter(search))
+            .order_by(CustomerRow.user_id)
+            .offset((page - 1) * page_size)
+            .limit(page_size)
+        )
+        async with self._sessions() as session:
+            rows = await session.scalars(statement)
+            return [row.to_record() for row in rows]
+
+    async def count(self, search: str | None = None) -> int:
+        """Number of customers matching `search` (all of them when None)."""
+        statement = select(func.count()).select_from(CustomerRow).where(*_search_filter(search))
+        async with self._sessions() as session:
+            return int(await session.scalar(statement) or 0)
+
+    async def create(self, customer: Customer) -> Customer:
+        """Insert a customer; `created_at` defaults to now.
+
+        Raises:
+            DuplicateError: a customer with this id exists (including one created by traffic).
+            NotFoundError: `budget_id` names no budget.
+        """
+        values = customer_values(customer)
+        values["created_at"] = customer.created_at or self._clock.now()
+        async with self._sessions.begin() as session:
+            insert = dialect_insert(session, CustomerRow).values(**values)
+            statement = insert.on_conflict_do_nothing(index_elements=["user_id"]).returning(CustomerRow)
+            row = await _first_or_unknown_budget(session, statement, customer.budget_id)
+            if row is None:
+                raise DuplicateError(
+                    f"Customer already exists, passed user_id={customer.user_id}. Please pass a new user_id.",
+                    param="user_id",
+                )
+            return row.to_record()
+
+    async def update(self, user_id: str, changes: Mapping[str, Any]) -> Customer | None:
+        """Write the given fields (a None value clears the field). Returns None when the customer does not exist.
+
+        Raises:
+            NotFoundError: `changes["budget_id"]` names no budget.
+        """
+        unknown = set(changes) - UPDATABLE_CUSTOMER_FIELDS
+        if unknown:
+            raise ValueError(f"not updatable customer fields: {', '.join(sorted(unknown))}")
+        if not changes:
+            return await self.get(user_id)
+        values = dict(changes)
+        if "models" in values:
+            values["models"] = list(values["models"] or ())
+        statement = update(CustomerRow).where(CustomerRow.user_id == user_id).values(**values).returning(CustomerRow)
+        async with self._sessions.begin() as session:
+            row = await _first_or_unknown_budget(session, statement, values.get("budget_id"))
+            return row.to_record() if row is not None else None
+
+    async def delete_many(self, user_ids: Iterable[str]) -> int:
+        """Delete customers, all or none. Their spend logs, daily rows and budgets stay.
+
+        Raises:
+            NotFoundError: some ids do not exist; nothing is deleted.
+        """
+        wanted = list(dict.fromkeys(user_ids))
+        if not wanted:
+            return 0
+        async with self._sessions.begin() as session:
+            deleted: set[str] = set()
+            for chunk in chunked(wanted):
+                statement = delete(CustomerRow).where(CustomerRow.user_id.in_(chunk)).returning(CustomerRow.user_id)
+                deleted.update(await session.scalars(statement))
+            missing = [user_id for user_id in wanted if user_id not in deleted]
+            if missing:
+                # Raising inside `begin()` rolls the deletes back.
+                raise NotFoundError(f"End User Id(s)={', '.join(missing)} do not exist in db", param="user_ids")
+            return len(deleted)
+
+    async def set_blocked(self, user_ids: Iterable[str], blocked: bool) -> list[Customer]:
+        """Set `blocked` on each id, creating the customers that do not exist. Returns them in the order given."""
+        wanted = list(dict.fromkeys(user_ids))
+        if not wanted:
+            return []
+        now = self._clock.now()
+        result: dict[str, Customer] = {}
+        async with self._sessions.begin() as session:
+            # Sorted, so that concurrent writers lock rows in the same order.
+            for chunk in chunked(sorted(wanted)):
+                insert = dialect_insert(session, CustomerRow).values(
+                    [{"user_id": user_id, "blocked": blocked, "created_at": now} for user_id in chunk]
+                )
+                statement = insert.on_conflict_do_update(
+                    index_elements=["user_id"], set_={"blocked": insert.excluded.blocked}
+                ).returning(CustomerRow)
+                rows = await session.scalars(statement, execution_options={"populate_existing": True})
+                result.update((row.user_id, row.to_record()) for row in rows)
+        return [result[user_id] for user_id in wanted]
+
+    async def reset_spend(
+        self,
+        user_ids: Sequence[str] | None = None,
+        *,
+        budget_id: str | None = None,
+        include_unbudgeted: bool = False,
+        next_reset_at: datetime | None,
+        due_at: datetime | None = None,
+    ) -> int:
+        """Zero `spend` and set `spend_reset_at` on the selected customers; returns how many were reset.
+
+        Selected: the `user_ids`, plus every customer linked to `budget_id`, plus (with `include_unbudgeted`) every
+        customer without a budget — those ride the default budget. With `due_at`, only those whose period has ended
+        (`spend_reset_at` unset or `<= due_at`), so a reset repeated by another instance or a retry is a no-op.
+        """
+        if user_ids is None and budget_id is None and not include_unbudgeted:
+            raise ValueError("reset_spend needs user_ids, budget_id or include_unbudgeted")
+        selectors: list[ColumnElement[bool]] = []
+        if budget_id is not None:
+            selectors.append(CustomerRow.budget_id == budget_id)
+        if include_unbudgeted:
+            selectors.append(CustomerRow.budget_id.is_(None))
+        if user_ids:
+            selectors.extend(CustomerRow.user_id.in_(chunk) for chunk in chunked(sorted(set(user_ids))))
+        if due_at is not None:
+            is_due = or_(CustomerRow.spend_reset_at.is_(None), CustomerRow.spend_reset_at <= due_at)
+            selectors = [and_(selector, is_due) for selector in selectors]
+        reset: set[str] = set()
+        async with self._sessions.begin() as session:
+            for selector in selectors:
+                statement = (
+                    update(CustomerRow)
+                    .where(selector)
+                    .values(spend=0, spend_reset_at=next_reset_at)
+                    .returning(CustomerRow.user_id)
+                    .execution_options(synchronize_session=False)
+                )
+                reset.update(await session.scalars(statement))
+        return len(reset)
+
+
+def _search_filter(search: str | None) -> list[ColumnElement[bool]]:
+    if not search:
+        return []
+    return [
+        or_(
+            CustomerRow.user_id.icontains(search, autoescape=True),
+            CustomerRow.alias.icontains(search, autoescape=True),
+        )
+    ]
+
+
+async def _first_or_unknown_budget(session: AsyncSession, statement: Any, budget_id: str | None) -> CustomerRow | None:
+    """Run a customer INSERT/UPDATE … RETURNING; turn a foreign-key failure on `budget_id` into NotFoundError."""
+    try:
+        row: CustomerRow | None = (await session.scalars(statement)).one_or_none()
+    except IntegrityError as exc:
+        if budget_id is None:
+            raise
+        raise NotFoundError(f"Budget with id '{budget_id}' does not exist.", param="budget_id") from exc
+    return row

@@ -1,0 +1,141 @@
+"""Engines, sessions and schema upgrades for the durable store.
+
+Owns turning a configured database URL into an async SQLAlchemy engine — SQLite through aiosqlite (the default:
+a file beside the config) or PostgreSQL through asyncpg — the session factory every repository shares, and running
+the Alembic migrations, which are the only way the schema is created or changed.
+
+Invariants:
+- SQLite connections run with WAL journaling, `synchronous=NORMAL`, a busy timeout and foreign keys enforced, and
+  SQLAlchemy (not the sqlite3 driver) emits `BEGIN`, so every statement of a transaction, reads included, is inside
+  it (the driver's legacy mode leaves SELECTs and DDL outside transactions).
+- Sessions never expire attributes on commit: repositories read rows after the transaction ends, without lazy loads.
+- `upgrade()` migrates under a lock (a PostgreSQL advisory lock, or SQLite's write lock taken by `BEGIN IMMEDIATE`),
+  so processes that start together migrate one after the other and the later ones find nothing to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
+DEFAULT_SQLITE_FILENAME: Final = "haimaker.db"
+SQLITE_BUSY_TIMEOUT_MS: Final = 15_000
+POSTGRES_POOL_SIZE: Final = 10
+# An arbitrary constant naming haimaker's migration lock among the server's advisory locks ("haimaker" in ASCII).
+MIGRATION_LOCK_KEY: Final = 0x6861696D616B6572
+
+# Execution option read by the SQLite BEGIN hook: take the write lock up front (`BEGIN IMMEDIATE`).
+_SQLITE_BEGIN_IMMEDIATE: Final = "haimaker_sqlite_begin_immediate"
+_ASYNC_DRIVERS: Final = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+
+
+def normalize_database_url(url: str | None, *, config_dir: Path) -> str:
+    """Return the async SQLAlchemy URL for a configured `database_url`.
+
+    None (or blank) means the embedded default, `<config_dir>/haimaker.db`. Bare `sqlite://`, `postgresql://` and
+    `postgres://` get the async drivers; a URL that names its driver (`scheme+driver://`) is kept as it is.
+    """
+    if url is None or not url.strip():
+        return f"sqlite+aiosqlite:///{(config_dir / DEFAULT_SQLITE_FILENAME).absolute()}"
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator:
+        # Never echo the URL itself: it may carry a password.
+        raise ValueError("database_url must look like 'sqlite:///path' or 'postgresql://user@host/db'")
+    driver = _ASYNC_DRIVERS.get(scheme.lower())
+    return f"{driver}://{rest}" if driver else url.strip()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Create the async engine for a normalized URL (see `normalize_database_url`). The caller disposes it."""
+    sa_url = make_url(url)
+    backend = sa_url.get_backend_name()
+    if backend == "sqlite":
+        is_memory = sa_url.database in (None, "", ":memory:")
+        # SQLite has one writer at a time: a few connections serve readers and queue writers on the busy timeout.
+        pool_args: dict[str, Any] = {} if is_memory else {"pool_size": 5, "max_overflow": 5}
+        engine = create_async_engine(sa_url, **pool_args)
+        event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+        return engine
+    if backend == "postgresql":
+        return create_async_engine(
+            sa_url,
+            pool_size=POSTGRES_POOL_SIZE,
+            max_overflow=POSTGRES_POOL_SIZE,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            connect_args={"server_settings": {"application_name": "haimaker"}},
+        )
+    raise ValueError(f"unsupported database backend {backend!r}: use SQLite or PostgreSQL")
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """The session factory the repositories share."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Apply the Alembic migrations up to `revision` (default: the newest). Safe to call from a running loop.
+
+    Processes starting together serialize on a lock, so each finds the schema either untouched or complete.
+    """
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # Session-level lock: held across the migration's own transaction; released explicitly, or when the
+                # connection closes (the engine is disposed below) if the migration fails.
+                await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                await connection.commit()
+                await connection.run_sync(_run_alembic_upgrade, revision)
+                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                await connection.commit()
+            else:
+                # Alembic reads the version table before writing; taking the write lock first means a concurrent
+                # upgrader waits on the busy timeout instead of failing to upgrade its read snapshot.
+                immediate = await connection.execution_options(**{_SQLITE_BEGIN_IMMEDIATE: True})
+                await immediate.run_sync(_run_alembic_upgrade, revision)
+    finally:
+        await engine.dispose()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config for the packaged migrations (no alembic.ini), bound to `connection` when given."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _run_alembic_upgrade(connection: Connection, revision: str) -> None:
+    command.upgrade(alembic_config(connection), revision)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _connection_record: Any) -> None:
+    # Stop the driver from issuing its own BEGINs; `_on_sqlite_begin` issues them for every transaction.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_begin(connection: Connection) -> None:
+    immediate = connection.get_execution_options().get(_SQLITE_BEGIN_IMMEDIATE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

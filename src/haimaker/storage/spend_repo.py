@@ -1,0 +1,275 @@
+"""Spend in the durable store: the grouped charge write, and the reports built on spend logs and daily rollups.
+
+Invariants of `SpendRepository.write_batch` (one transaction per batch):
+- Idempotent: a spend log is keyed by `request_id` and inserted with ON CONFLICT DO NOTHING; only the logs actually
+  inserted add to `customers.spend` and to the daily rollup, so a batch retried after a crash never double-counts.
+- Deadlock-free across processes: every writer touches tables in the same order (customers inserted, logs, customers
+  updated, daily rollup) and rows within a table in sorted key order.
+- A log whose `status` is not "success" counts as a failed request and adds no spend anywhere, reports included.
+- A charge for a customer that does not exist (deleted, or never created) still writes its log and rollup; the
+  recorder lists customers it has not seen stored in `ChargeBatch.new_customers` to have them created first.
+- Daily rollup rows are keyed by the log's UTC start date; `end_user_id` "" collects requests without a customer.
+
+Time ranges in reports are half-open, `start <= start_time < end`; date ranges are inclusive; None means unbounded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, bindparam, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import QueryableAttribute
+
+from haimaker.clock import Clock, SystemClock
+from haimaker.money import Nanos
+from haimaker.storage._upsert import chunked, dialect_insert
+from haimaker.storage.records import Customer, DailySpend, SpendLog
+from haimaker.storage.tables import (
+    DailyCustomerSpendRow,
+    SpendLogRow,
+    customer_values,
+    customers_table,
+    daily_customer_spend_table,
+    spend_log_values,
+)
+
+SUCCESS: Final = "success"
+_DAILY_KEY: Final = ("end_user_id", "date", "model", "custom_llm_provider")
+# Spend counted in reports: failed requests never count, whatever their log carries.
+_COUNTED_SPEND: Final = case((SpendLogRow.status == SUCCESS, SpendLogRow.spend), else_=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeBatch:
+    """What one `write_batch` transaction stores: customers to create if absent, then the spend logs."""
+
+    new_customers: Sequence[Customer] = ()
+    logs: Sequence[SpendLog] = ()
+
+
+class SpendRepository:
+    """Writes charge batches; answers spend reports from `spend_logs` and `daily_customer_spend`."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, clock: Clock | None = None) -> None:
+        self._sessions = sessions
+        self._clock: Clock = clock or SystemClock()
+
+    async def write_batch(self, batch: ChargeBatch) -> int:
+        """Store a batch in one transaction; returns the number of logs inserted (0 for a batch already stored)."""
+        first_by_id: dict[str, SpendLog] = {}
+        for log in batch.logs:
+            first_by_id.setdefault(log.request_id, log)
+        logs = [first_by_id[request_id] for request_id in sorted(first_by_id)]
+        if not logs and not batch.new_customers:
+            return 0
+        async with self._sessions.begin() as session:
+            await self._insert_missing_customers(session, batch.new_customers)
+            inserted = await _insert_logs(session, logs)
+            await _add_customer_spend(session, inserted)
+            await _add_daily_rollups(session, inserted)
+        return len(inserted)
+
+    async def _insert_missing_customers(self, session: AsyncSession, customers: Sequence[Customer]) -> None:
+        if not customers:
+            return
+        now = self._clock.now()
+        first_by_id: dict[str, Customer] = {}
+        for customer in customers:
+            first_by_id.setdefault(customer.user_id, customer)
+        rows = [
+            customer_values(customer) | {"created_at": customer.created_at or now}
+            for _, customer in sorted(first_by_id.items())
+        ]
+        statement = dialect_insert(session, customers_table).on_conflict_do_nothing(index_elements=["user_id"])
+        for chunk in chunked(rows):
+            await session.execute(statement, list(chunk))
+
+    async def list_logs(
+        self,
+        end_user: str | None = None,
+        request_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 10_000,
+    ) -> list[SpendLog]:
+        """Spend logs matching every given filter, newest first, at most `limit`."""
+        conditions = _time_range(start, end)
+        if end_user is not None:
+            conditions.append(SpendLogRow.end_user == end_user)
+        if request_id is not None:
+            conditions.append(SpendLogRow.request_id == request_id)
+        statement = (
+            select(SpendLogRow)
+            .where(*conditions)
+            .order_by(SpendLogRow.start_time.desc(), SpendLogRow.request_id.desc())
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            rows = await session.scalars(statement)
+            return [row.to_record() for row in rows]
+
+    async def top_end_users(
+        self, start: datetime | None = None, end: datetime | None = None, limit: int = 100
+    ) -> list[tuple[str, int, Nanos]]:
+        """(end_user, request count, spend) of the customers who spent most, highest first."""
+        total = func.sum(_COUNTED_SPEND)
+        statement = (
+            select(SpendLogRow.end_user, func.count(), total)
+            .where(SpendLogRow.end_user != "", *_time_range(start, end))
+            .group_by(SpendLogRow.end_user)
+            .order_by(total.desc(), SpendLogRow.end_user)
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            rows = await session.execute(statement)
+            return [(end_user, int(count), int(spend or 0)) for end_user, count, spend in rows]
+
+    async def daily_activity(
+        self,
+        end_user_ids: Sequence[str] | None = None,
+        exclude_end_user_ids: Sequence[str] | None = None,
+        start_date: date | None = None,
+        end_date: date | None = None,
+        model: str | None = None,
+    ) -> list[DailySpend]:
+        """Daily rollup rows ordered by date, customer, model and provider.
+
+        Without `end_user_ids`, every customer except "" (requests without a customer).
+        """
+        row = DailyCustomerSpendRow
+        conditions = _date_range(row.date, start_date, end_date)
+        conditions.append(row.end_user_id.in_(end_user_ids) if end_user_ids else row.end_user_id != "")
+        if exclude_end_user_ids:
+            conditions.append(row.end_user_id.not_in(exclude_end_user_ids))
+        if model is not None:
+            conditions.append(row.model == model)
+        statement = (
+            select(row).where(*conditions).order_by(row.date, row.end_user_id, row.model, row.custom_llm_provider)
+        )
+        async with self._sessions() as session:
+            rows = await session.scalars(statement)
+            return [daily.to_record() for daily in rows]
+
+    async def spend_by_model(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> list[tuple[str, int, Nanos]]:
+        """(model, request count, spend) per model, highest spend first."""
+        total = func.sum(_COUNTED_SPEND)
+        statement = (
+            select(SpendLogRow.model, func.count(), total)
+            .where(*_time_range(start, end))
+            .group_by(SpendLogRow.model)
+            .order_by(total.desc(), SpendLogRow.model)
+        )
+        async with self._sessions() as session:
+            rows = await session.execute(statement)
+            return [(model, int(count), int(spend or 0)) for model, count, spend in rows]
+
+    async def spend_by_day(
+        self, end_user: str | None = None, start_date: date | None = None, end_date: date | None = None
+    ) -> list[tuple[str, Nanos]]:
+        """(YYYY-MM-DD, spend) per UTC day that has any requests, oldest first; all requests when `end_user` is None."""
+        row = DailyCustomerSpendRow
+        conditions = _date_range(row.date, start_date, end_date)
+        if end_user is not None:
+            conditions.append(row.end_user_id == end_user)
+        statement = select(row.date, func.sum(row.spend)).where(*conditions).group_by(row.date).order_by(row.date)
+        async with self._sessions() as session:
+            rows = await session.execute(statement)
+            return [(day, int(spend or 0)) for day, spend in rows]
+
+    async def total_spend(self, start: datetime | None = None, end: datetime | None = None) -> Nanos:
+        """Spend of all successful requests started in the range."""
+        statement = select(func.coalesce(func.sum(_COUNTED_SPEND), 0)).where(*_time_range(start, end))
+        async with self._sessions() as session:
+            return int(await session.scalar(statement) or 0)
+
+
+async def _insert_logs(session: AsyncSession, logs: Sequence[SpendLog]) -> list[SpendLog]:
+    """Insert the logs not stored yet; returns those inserted (in the given order)."""
+    inserted_ids: set[str] = set()
+    insert = dialect_insert(session, SpendLogRow.__table__)
+    statement = insert.on_conflict_do_nothing(index_elements=["request_id"]).returning(SpendLogRow.request_id)
+    for chunk in chunked(logs):
+        result = await session.execute(statement, [spend_log_values(log) for log in chunk])
+        inserted_ids.update(result.scalars())
+    return [log for log in logs if log.request_id in inserted_ids]
+
+
+async def _add_customer_spend(session: AsyncSession, logs: Sequence[SpendLog]) -> None:
+    """Add the logs' spend to their customers: one UPDATE per customer, in sorted id order."""
+    deltas: defaultdict[str, int] = defaultdict(int)
+    for log in logs:
+        if log.end_user and log.status == SUCCESS and log.spend:
+            deltas[log.end_user] += log.spend
+    if not deltas:
+        return
+    table = customers_table
+    statement = (
+        update(table)
+        .where(table.c.user_id == bindparam("target_user_id"))
+        .values(spend=table.c.spend + bindparam("spend_delta"))
+    )
+    params = [{"target_user_id": user_id, "spend_delta": delta} for user_id, delta in sorted(deltas.items())]
+    await session.execute(statement, params)
+
+
+async def _add_daily_rollups(session: AsyncSession, logs: Sequence[SpendLog]) -> None:
+    """Upsert the logs' counters into the daily rollup, in sorted key order."""
+    totals: dict[tuple[str, str, str, str], list[int]] = {}
+    for log in logs:
+        key = (log.end_user, log.start_time.astimezone(UTC).date().isoformat(), log.model, log.custom_llm_provider)
+        counters = totals.setdefault(key, [0] * len(DailyCustomerSpendRow.COUNTERS))
+        is_success = log.status == SUCCESS
+        for index, amount in enumerate(
+            (
+                log.prompt_tokens,
+                log.completion_tokens,
+                log.cache_read_input_tokens,
+                log.cache_creation_input_tokens,
+                log.spend if is_success else 0,
+                1,
+                int(is_success),
+                int(not is_success),
+            )
+        ):
+            counters[index] += amount
+    if not totals:
+        return
+    rows: list[dict[str, Any]] = [
+        dict(zip(_DAILY_KEY, key, strict=True)) | dict(zip(DailyCustomerSpendRow.COUNTERS, counters, strict=True))
+        for key, counters in sorted(totals.items())
+    ]
+    table = daily_customer_spend_table
+    insert = dialect_insert(session, table)
+    statement = insert.on_conflict_do_update(
+        index_elements=list(_DAILY_KEY),
+        set_={name: table.c[name] + insert.excluded[name] for name in DailyCustomerSpendRow.COUNTERS},
+    )
+    for chunk in chunked(rows):
+        await session.execute(statement, list(chunk))
+
+
+def _time_range(start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if start is not None:
+        conditions.append(SpendLogRow.start_time >= start)
+    if end is not None:
+        conditions.append(SpendLogRow.start_time < end)
+    return conditions
+
+
+def _date_range(
+    column: QueryableAttribute[str], start_date: date | None, end_date: date | None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if start_date is not None:
+        conditions.append(column >= start_date.isoformat())
+    if end_date is not None:
+        conditions.append(column <= end_date.isoformat())
+    return conditions
