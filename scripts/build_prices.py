@@ -216,7 +216,7 @@ def build(now: datetime) -> dict[str, dict[str, Any]]:
             if "/" not in name:
                 claim(name, entry)
     if conflicts:
-        print(f"kept the first provider's price for {len(conflicts)} shared names: {sorted(conflicts)}")
+        sys.stdout.write(f"kept the first provider's price for {len(conflicts)} shared names: {sorted(conflicts)}\n")
     return dict(sorted(table.items()))
 
 
@@ -245,7 +245,7 @@ def main() -> None:
     models = ",\n".join(f"{json.dumps(name)}:{_compact(entry)}" for name, entry in table.items())
     lines.append('"models":{\n' + models + "\n}")
     OUTPUT.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
-    print(f"wrote {len(table)} names, {OUTPUT.stat().st_size // 1024} KB to {OUTPUT}")
+    sys.stdout.write(f"wrote {len(table)} names, {OUTPUT.stat().st_size // 1024} KB to {OUTPUT}\n")
 
 
 if __name__ == "__main__":

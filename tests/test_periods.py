@@ -53,9 +53,7 @@ def test_parse_duration_rejects_invalid_formats(text: str) -> None:
         parse_duration(text)
     assert info.value.param == "budget_duration"
     assert info.value.status_code == 400
-    assert info.value.message == (
-        f"Invalid budget_duration '{text}'. Use a format like '1h', '24h', '7d', or '30d'."
-    )
+    assert info.value.message == (f"Invalid budget_duration '{text}'. Use a format like '1h', '24h', '7d', or '30d'.")
 
 
 def test_validate_duration_passes_none_through() -> None:
@@ -67,8 +65,8 @@ def test_validate_duration_rejects_non_strings() -> None:
         validate_duration(30)  # type: ignore[arg-type]
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

@@ -159,10 +159,10 @@ class Pipeline:
     async def _count_prompt(self, call: _Call) -> int:
         body, model = call.body, call.model
         if call.route is Route.CHAT:
-            return await self._tokens.count_chat_prompt_async(body.get("messages"), model)
+            return await self._tokens.count_chat_prompt_async(body.get("messages"), model, tools=body.get("tools"))
         if call.route is Route.COMPLETIONS:
-            return self._tokens.count_completion_prompt(body.get("prompt"), model)
-        return self._tokens.count_embedding_input(body.get("input"), model)
+            return await self._tokens.count_completion_prompt_async(body.get("prompt"), model)
+        return await self._tokens.count_embedding_input_async(body.get("input"), model)
 
     def _upstream_body(self, call: _Call) -> dict[str, Any]:
         if not call.stream:

