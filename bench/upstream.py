@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass
+from typing import cast
 
 REPLY_WORDS = ("Hello", "from", "the", "benchmark", "upstream", "which", "answers", "fast")
 PROMPT_TOKENS = 9
@@ -66,7 +66,11 @@ def build_responses(chunks: int, model: str) -> Responses:
     """Precompute the replies for a stream of `chunks` content chunks."""
     words = [REPLY_WORDS[i % len(REPLY_WORDS)] for i in range(max(chunks, 1))]
     text = " ".join(words)
-    usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": len(words), "total_tokens": PROMPT_TOKENS + len(words)}
+    usage = {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": len(words),
+        "total_tokens": PROMPT_TOKENS + len(words),
+    }
     created = int(time.time())
     common = {"id": "chatcmpl-bench0000000000000000000000000", "created": created, "model": model}
     body = {
@@ -143,8 +147,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -286,5 +289,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     raise SystemExit(main())

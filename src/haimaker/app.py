@@ -199,6 +199,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     state.services = Services(state, sink)
     if not general.disable_reset_budget:
         job = ResetJob(state, next_reset, interval_s=_reset_interval(settings))
+        state.reset_job = job
         state.background.append(asyncio.create_task(job.run(), name="haimaker-reset-job"))
     alerter.start()
     return state

@@ -43,6 +43,7 @@ class AppState:
     redis_url: str | None = None
     services: Services | None = None
     sink: Any = None
+    reset_job: Any = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 

@@ -9,8 +9,9 @@ Invariants:
   SQLAlchemy (not the sqlite3 driver) emits `BEGIN`, so every statement of a transaction, reads included, is inside
   it (the driver's legacy mode leaves SELECTs and DDL outside transactions).
 - Sessions never expire attributes on commit: repositories read rows after the transaction ends, without lazy loads.
-- `upgrade()` migrates under a lock (a PostgreSQL advisory lock, or SQLite's write lock taken by `BEGIN IMMEDIATE`),
-  so processes that start together migrate one after the other and the later ones find nothing to do.
+- `upgrade()` migrates in one transaction under a lock (a PostgreSQL advisory lock, or SQLite's write lock taken by
+  `BEGIN IMMEDIATE`), so processes that start together migrate one after the other and the later ones find nothing
+  to do.
 """
 
 from __future__ import annotations
@@ -86,26 +87,25 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 async def upgrade(url: str, revision: str = "head") -> None:
-    """Apply the Alembic migrations up to `revision` (default: the newest). Safe to call from a running loop.
+    """Apply the Alembic migrations up to `revision` (default: the newest), in one transaction.
 
-    Processes starting together serialize on a lock, so each finds the schema either untouched or complete.
+    Safe to call from a running event loop. Processes starting together serialize on a database lock taken before
+    Alembic runs, so each finds the schema either untouched or complete. Alembic keeps its context in a module
+    global, so calls within one process must not overlap unless they target the same database.
     """
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                # Session-level lock: held across the migration's own transaction; released explicitly, or when the
-                # connection closes (the engine is disposed below) if the migration fails.
-                await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
-                await connection.commit()
+            if connection.dialect.name == "sqlite":
+                # Take SQLite's write lock up front: a concurrent upgrader then waits on the busy timeout instead of
+                # failing to upgrade the read snapshot it took when Alembic first read the version table.
+                await connection.execution_options(**{_SQLITE_BEGIN_IMMEDIATE: True})
+            # Alembic joins a transaction that is already open (and leaves committing it to us).
+            async with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    # Released when the transaction ends, committed or not.
+                    await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
                 await connection.run_sync(_run_alembic_upgrade, revision)
-                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
-                await connection.commit()
-            else:
-                # Alembic reads the version table before writing; taking the write lock first means a concurrent
-                # upgrader waits on the busy timeout instead of failing to upgrade its read snapshot.
-                immediate = await connection.execution_options(**{_SQLITE_BEGIN_IMMEDIATE: True})
-                await immediate.run_sync(_run_alembic_upgrade, revision)
     finally:
         await engine.dispose()
 
