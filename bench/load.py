@@ -179,10 +179,10 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.state = "head"
         self.status = 0
-        self.remaining = 0  # body bytes still expected (length mode) or in the current chunk
+        self.remaining = 0  # body length (length mode)
+        self.pos = 0  # chunked mode: offset of the next chunk-size line in the buffer
         self.mode = "length"  # "length", "chunked" or "eof"
         self.saw_done = False
-        self.tail = b""
         self.keep_alive = True
 
     # -- protocol callbacks ----------------------------------------------------------------------------------
@@ -200,6 +200,8 @@ class _Connection(asyncio.Protocol):
         self.run.connections.discard(self)
         if self.busy:
             if self.state == "body" and self.mode == "eof":
+                self.saw_done = self._has_done(self.buffer, len(self.buffer), chunked=False)
+                self.buffer.clear()
                 self._complete()
             else:
                 self.busy = False
@@ -247,6 +249,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def _parse(self) -> None:
+        # The body stays in the buffer until the response is complete, then goes in one `del`: no per-chunk copies.
         buffer = self.buffer
         while self.busy:
             if self.state == "head":
@@ -256,23 +259,62 @@ class _Connection(asyncio.Protocol):
                 self._parse_head(bytes(buffer[:end]))
                 del buffer[: end + 4]
                 self.state = "body"
-                if self.mode == "length" and self.remaining == 0:
-                    self._complete()
+                self.pos = 0
                 continue
             if self.mode == "length":
-                take = min(self.remaining, len(buffer))
-                self._scan(bytes(buffer[:take]))
-                del buffer[:take]
-                self.remaining -= take
-                if self.remaining:
+                if len(buffer) < self.remaining:
                     return
+                self.saw_done = self._has_done(buffer, self.remaining, chunked=False)
+                del buffer[: self.remaining]
                 self._complete()
             elif self.mode == "eof":
-                self._scan(bytes(buffer))
-                buffer.clear()
-                return
-            elif not self._parse_chunk():
-                return
+                return  # completed by connection_lost
+            else:
+                end = self._chunked_end()
+                if end < 0:
+                    return
+                self.saw_done = self._has_done(buffer, self.pos, chunked=True)
+                del buffer[:end]
+                self._complete()
+
+    def _chunked_end(self) -> int:
+        """Advance over complete chunks; return the end offset of the whole body, or -1 if it has not all arrived."""
+        buffer = self.buffer
+        pos = self.pos
+        while True:
+            line_end = buffer.find(b"\r\n", pos)
+            if line_end < 0:
+                break
+            size = int(bytes(buffer[pos:line_end]).split(b";", 1)[0], 16)
+            if size == 0:
+                trailer_end = buffer.find(b"\r\n\r\n", line_end)
+                if trailer_end < 0:
+                    break
+                self.pos = pos  # the last-chunk line: data ends here
+                return trailer_end + 4
+            next_pos = line_end + 2 + size + 2
+            if next_pos > len(buffer):
+                break
+            pos = next_pos
+        self.pos = pos
+        return -1
+
+    def _has_done(self, buffer: bytearray, end: int, *, chunked: bool) -> bool:
+        if not self.stream:
+            return False
+        if buffer.find(b"data: [DONE]", 0, end) >= 0:
+            return True
+        if not chunked:
+            return False
+        # The sentinel may straddle a chunk boundary: search the de-chunked body (rare, so not optimised).
+        data = bytearray()
+        pos = 0
+        while pos < end:
+            line_end = buffer.find(b"\r\n", pos)
+            size = int(bytes(buffer[pos:line_end]).split(b";", 1)[0], 16)
+            data += buffer[line_end + 2 : line_end + 2 + size]
+            pos = line_end + 2 + size + 2
+        return b"data: [DONE]" in data
 
     def _parse_head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
@@ -294,38 +336,6 @@ class _Connection(asyncio.Protocol):
             self.keep_alive = False
         if self.status in (204, 304) or 100 <= self.status < 200:
             self.mode, self.remaining = "length", 0
-
-    def _parse_chunk(self) -> bool:
-        """Consume one chunk (or part of one); return False when more data is needed."""
-        buffer = self.buffer
-        if self.remaining == 0:
-            line_end = buffer.find(b"\r\n")
-            if line_end < 0:
-                return False
-            size = int(bytes(buffer[:line_end]).split(b";", 1)[0], 16)
-            if size == 0:
-                trailer_end = buffer.find(b"\r\n\r\n", line_end)
-                if trailer_end < 0:
-                    return False
-                del buffer[: trailer_end + 4]
-                self._complete()
-                return True
-            del buffer[: line_end + 2]
-            self.remaining = size + 2  # the data and its CRLF
-        take = min(self.remaining, len(buffer))
-        data_take = min(take, max(self.remaining - 2, 0))
-        self._scan(bytes(buffer[:data_take]))
-        del buffer[:take]
-        self.remaining -= take
-        return self.remaining == 0 or bool(buffer)
-
-    def _scan(self, data: bytes) -> None:
-        if not self.stream or self.saw_done or not data:
-            return
-        window = self.tail + data
-        if b"data: [DONE]" in window:
-            self.saw_done = True
-        self.tail = window[-16:]
 
 
 async def run_load(spec: LoadSpec) -> LoadResult:

@@ -40,7 +40,40 @@ def run_server(
         return
     from haimaker.app import create_app
 
-    uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+    GracefulServer(uvicorn.Config(create_app(settings), **common)).run()  # type: ignore[arg-type]
+
+
+def _graceful_server_class() -> type:
+    import signal
+    import threading
+    from collections.abc import Generator
+    from contextlib import contextmanager
+
+    import uvicorn
+
+    class _GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies "by signal" even when
+        every request finished and every charge was written; we exit 0 instead, as process managers expect
+        of a clean stop."""
+
+        @contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return _GracefulServer
+
+
+def GracefulServer(config: object) -> object:  # noqa: N802 - reads as the class it builds
+    return _graceful_server_class()(config)
 
 
 def _run_granian(host: str, port: int, workers: int) -> None:

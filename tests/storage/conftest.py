@@ -15,7 +15,6 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 from dbs import database_kind, database_url, migrated_database_url  # noqa: E402, F401
-
 from haimaker.clock import FakeClock  # noqa: E402
 from haimaker.storage import (  # noqa: E402
     BudgetRepository,
@@ -32,7 +31,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+async def engine(migrated_database_url: str)  # noqa: F811 -> AsyncIterator[AsyncEngine]:
     engine = create_engine(migrated_database_url)
     yield engine
     await engine.dispose()

@@ -153,7 +153,7 @@ async def test_downgrade_to_base_then_upgrade_again(migrated_database_url: str) 
 
 async def test_naive_datetimes_are_refused(customers: CustomerRepository) -> None:
     with pytest.raises(StatementError, match="naive datetime"):
-        await customers.create(make_customer(created_at=datetime(2026, 1, 1)))  # noqa: DTZ001
+        await customers.create(make_customer(created_at=datetime(2026, 1, 1)))
 
 
 async def test_datetimes_come_back_aware_utc_on_every_table(

@@ -6,6 +6,8 @@ import asyncio
 import random
 from datetime import datetime, timedelta, timezone
 
+import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from storage_factories import make_customer, make_log
 
@@ -205,7 +207,7 @@ async def test_a_batch_retried_by_two_processes_at_once_counts_once(
     assert alice.spend == 60
 
 
-async def test_batches_touching_customers_in_any_order_do_not_deadlock(
+async def test_concurrent_batches_over_overlapping_customers_in_any_order_sum_exactly(
     migrated_database_url: str, customers: CustomerRepository, spend: SpendRepository
 ) -> None:
     rng = random.Random(1234)
@@ -213,18 +215,18 @@ async def test_batches_touching_customers_in_any_order_do_not_deadlock(
     for user_id in user_ids[:3]:
         await customers.create(make_customer(user_id=user_id))
     batches: list[ChargeBatch] = []
-    for batch in range(24):
-        order = rng.sample(user_ids, k=len(user_ids))
+    for batch in range(40):
+        order = rng.sample(user_ids, k=3)
         logs = [
             make_log(request_id=f"b{batch}-{user_id}-{repeat}", end_user=user_id, spend=rng.randint(1, 10**6))
             for user_id in order
             for repeat in range(2)
         ]
-        # Customers 3..5 do not exist yet: every batch asks for them, in its own order.
+        # Customers 3..5 do not exist yet: batches ask for them, each in its own order.
         new = [make_customer(user_id=user_id) for user_id in order if user_id not in user_ids[:3]]
         batches.append(ChargeBatch(new_customers=new, logs=logs))
     inserted = await asyncio.wait_for(_write_concurrently(migrated_database_url, batches, engines=2), timeout=60)
-    assert inserted == [12] * 24
+    assert inserted == [6] * 40
     expected: dict[str, int] = dict.fromkeys(user_ids, 0)
     for batch_ in batches:
         for log in batch_.logs:
@@ -233,3 +235,36 @@ async def test_batches_touching_customers_in_any_order_do_not_deadlock(
     assert await spend.total_spend() == sum(expected.values())
     by_user = {row.end_user_id: row.spend for row in await spend.daily_activity()}
     assert by_user == expected
+
+
+@pytest.mark.parametrize("database_kind", [pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_batch_locks_customers_in_sorted_order_so_writers_cannot_deadlock(
+    migrated_database_url: str, customers: CustomerRepository, spend: SpendRepository, engine: AsyncEngine
+) -> None:
+    # Another writer holds "a". A batch charging "b" then "a" must wait for "a" before touching "b", so the other
+    # writer can still take "b" (sorted order): locking "b" first would deadlock the two.
+    for user_id in ("a", "b"):
+        await customers.create(make_customer(user_id=user_id))
+    batch = ChargeBatch(logs=[make_log(end_user="b", spend=1), make_log(end_user="a", spend=2)])
+    async with engine.connect() as other:
+        await other.execute(text("SET LOCAL lock_timeout = '5s'"))
+        await other.execute(text("UPDATE customers SET spend = spend + 10 WHERE user_id = 'a'"))
+        writing = asyncio.create_task(spend.write_batch(batch))
+        await _until_a_backend_waits_on_a_lock(engine)
+        await other.execute(text("UPDATE customers SET spend = spend + 20 WHERE user_id = 'b'"))
+        await other.commit()
+    assert await writing == 2
+    assert {c.user_id: c.spend for c in await customers.list_all()} == {"a": 12, "b": 21}
+
+
+async def _until_a_backend_waits_on_a_lock(engine: AsyncEngine) -> None:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(500):
+        # A fresh transaction each time: statistics views are a snapshot per transaction.
+        async with engine.connect() as connection:
+            if (await connection.execute(query)).scalar_one():
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the batch never waited on the held row lock")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 
 from haimaker import __version__
 from haimaker.api.deps import AppStateDep, require_llm_key
+from haimaker.api.responses import json_response
 
 router = APIRouter()
 
@@ -30,18 +31,18 @@ async def readiness(state: AppStateDep) -> Response:
         "haimaker_version": __version__,
         "spend_writes_pending": state.recorder.pending,
     }
-    return ORJSONResponse(body, status_code=200 if db_ok else 503)
+    return json_response(body, status_code=200 if db_ok else 503)
 
 
 @router.get("/models")
 @router.get("/v1/models")
-async def list_models(request: Request, state: AppStateDep) -> ORJSONResponse:
+async def list_models(request: Request, state: AppStateDep) -> Response:
     require_llm_key(request, state)
     created = int(state.started_at)
     data = [
         {"id": name, "object": "model", "created": created, "owned_by": "haimaker"} for name in state.router.model_names
     ]
-    return ORJSONResponse({"object": "list", "data": data})
+    return json_response({"object": "list", "data": data})
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -215,7 +215,7 @@ async def _add_customer_spend(session: AsyncSession, logs: Sequence[SpendLog]) -
         .where(table.c.user_id == bindparam("target_user_id"))
         .values(spend=table.c.spend + bindparam("spend_delta"))
     )
-    params = [{"target_user_id": user_id, "spend_delta": delta} for user_id, delta in deltas.items()]
+    params = [{"target_user_id": user_id, "spend_delta": delta} for user_id, delta in sorted(deltas.items())]
     await session.execute(statement, params)
 
 

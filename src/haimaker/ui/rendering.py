@@ -1,0 +1,94 @@
+"""The Jinja2 environment of the admin UI: templates shipped as package data, autoescaped, with money filters.
+
+Pages are rendered through `render(...)`, which adds what every page needs: the session's CSRF token, the signed-in
+flag, the active navigation tab, and a notice after a successful write (a fixed message chosen by code, so no text
+from the URL is ever shown as is).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from fastapi.templating import Jinja2Templates
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from haimaker.money import Nanos, nanos_to_usd
+from haimaker.ui.charts import format_usd
+from haimaker.ui.session import CSRF_FIELD, Session
+
+TEMPLATES_DIR: Final = Path(__file__).parent / "templates"
+STATIC_DIR: Final = Path(__file__).parent / "static"
+
+NOTICES: Final = {
+    "budget-created": "Budget {id} created.",
+    "budget-updated": "Budget {id} saved.",
+    "budget-deleted": "Budget {id} deleted.",
+    "customer-created": "Customer {id} created.",
+    "customer-updated": "Customer {id} saved.",
+    "customer-deleted": "Customer {id} deleted.",
+    "customer-blocked": "Customer {id} blocked: its LLM calls are refused with 403.",
+    "customer-unblocked": "Customer {id} unblocked.",
+    "signed-out": "You are signed out.",
+}
+
+
+def _usd(nanos: Nanos | None, digits: int = 4) -> str:
+    return "Unlimited" if nanos is None else format_usd(nanos, digits=digits)
+
+
+def _usd_value(nanos: Nanos | None) -> str:
+    """A form field value in USD, without trailing zeros (`4`, `0.25`)."""
+    if nanos is None:
+        return ""
+    text = f"{nanos_to_usd(nanos):.9f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _when(value: datetime | None) -> str:
+    return "—" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _count(value: int | None) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def build_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    env = templates.env
+    env.autoescape = True
+    env.trim_blocks = True
+    env.lstrip_blocks = True
+    env.filters.update(usd=_usd, usd_value=_usd_value, when=_when, count=_count)
+    env.globals["csrf_field"] = CSRF_FIELD
+    return templates
+
+
+def notice_text(request: Request) -> str | None:
+    code = request.query_params.get("notice")
+    message = NOTICES.get(code or "")
+    if message is None:
+        return None
+    return message.format(id=request.query_params.get("id", ""))
+
+
+def render(
+    templates: Jinja2Templates,
+    request: Request,
+    session: Session | None,
+    name: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """Render a page (or an htmx fragment) with the shared context."""
+    full = {
+        "csrf_token": session.csrf if session else "",
+        "is_signed_in": bool(session and session.is_admin),
+        "notice": notice_text(request),
+        "is_htmx": request.headers.get("hx-request") == "true",
+        **context,
+    }
+    return templates.TemplateResponse(request, name, full, status_code=status_code)
