@@ -345,9 +345,10 @@ async def run_load(spec: LoadSpec) -> LoadResult:
         ValueError: the URL is not plain HTTP to a loopback host.
     """
     parts = urlsplit(spec.url)
-    if parts.scheme != "http" or not parts.hostname:
+    host = parts.hostname
+    if parts.scheme != "http" or not host:
         raise ValueError(f"only http:// URLs are supported: {spec.url!r}")
-    check_loopback(parts.hostname)
+    check_loopback(host)
     port = parts.port or 80
     path = parts.path or "/"
     if parts.query:
@@ -363,7 +364,7 @@ async def run_load(spec: LoadSpec) -> LoadResult:
                 return
             try:
                 _, connection = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Connection(run, spec.stream), parts.hostname, port),
+                    loop.create_connection(lambda: _Connection(run, spec.stream), host, port),
                     spec.connect_timeout_s,
                 )
             except (OSError, TimeoutError):

@@ -17,6 +17,13 @@ GRACEFUL_TIMEOUT_S = 30
 def run_server(
     settings: Settings, config_path: Path | None, *, host: str, port: int, workers: int, server: str, debug: bool
 ) -> None:
+    if workers > 1 and not settings.redis_url:
+        # Each worker keeps its own counters in memory: without Redis, N workers would enforce N budgets.
+        from haimaker.config.loader import ConfigError
+
+        raise ConfigError(
+            ["--num_workers > 1 needs shared state: set general_settings.redis_url (or env REDIS_URL)"]
+        )
     if config_path is not None:
         os.environ["HAIMAKER_CONFIG"] = str(config_path.resolve())
     if server == "granian":

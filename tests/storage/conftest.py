@@ -31,7 +31,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def engine(migrated_database_url: str)  # noqa: F811 -> AsyncIterator[AsyncEngine]:
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:  # noqa: F811
     engine = create_engine(migrated_database_url)
     yield engine
     await engine.dispose()

@@ -56,7 +56,9 @@ def _axis_label(usd: float) -> str:
     return f"${usd:.{max(2, 1 - math.floor(math.log10(usd)))}f}"
 
 
-def daily_spend_chart(points: Sequence[tuple[str, Nanos]], *, title: str, width: int = 720, height: int = 220) -> Markup:
+def daily_spend_chart(
+    points: Sequence[tuple[str, Nanos]], *, title: str, width: int = 720, height: int = 220
+) -> Markup:
     """A column chart of spend per day (`points` already filled, oldest first)."""
     left, right, top, bottom = 64, 12, 12, 36
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -87,9 +89,7 @@ def daily_spend_chart(points: Sequence[tuple[str, Nanos]], *, title: str, width:
                     f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" '
                     f"{_FONT}>{escape(day[5:])}</text>"
                 )
-    parts.append(
-        f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" class="axis"/></svg>'
-    )
+    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" class="axis"/></svg>')
     return Markup("".join(parts))
 
 
@@ -126,7 +126,8 @@ def budget_bar(spend: Nanos, max_budget: Nanos | None, *, width: int = 120) -> M
     label = f"{format_usd(spend)} of {format_usd(max_budget, digits=2)}"
     return Markup(
         f'<span class="budget-bar {level}" title="{escape(label)}">'
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="8" viewBox="0 0 {width} 8" aria-hidden="true">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="8" viewBox="0 0 {width} 8" '
+        'aria-hidden="true">'
         f'<rect width="{width}" height="8" rx="4" class="track"/>'
         f'<rect width="{width * ratio:.1f}" height="8" rx="4" class="fill"/></svg>'
         f"<small>{escape(label)}</small></span>"

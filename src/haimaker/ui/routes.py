@@ -1,0 +1,139 @@
+"""The admin UI at `/ui`: mounting, sign-in and sign-out, CSRF enforcement, and the Models page.
+
+Pages live in `budget_pages.py`, `customer_pages.py` and `spend_pages.py`; each calls the service layer
+(`state.services`), the same code the management API calls, so a rule (validation message, shared-tier copy, catalog
+update) exists once. This module owns what every page shares: the redirect to the sign-in page and the 403 page for a
+POST without a valid CSRF token (the dependencies that raise them are in `deps.py`).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from haimaker.ui import budget_pages, customer_pages, spend_pages
+from haimaker.ui.deps import (
+    AdminSession,
+    CheckedForm,
+    StateDep,
+    TemplatesDep,
+    get_codec,
+    get_templates,
+    is_https,
+    redirect,
+)
+from haimaker.ui.rendering import STATIC_DIR, build_templates, render
+from haimaker.ui.session import CsrfRejected, Session, SignInRequired, safe_next_path
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+_MILLION = Decimal(1_000_000)
+
+
+@router.get("", include_in_schema=False)
+@router.get("/", include_in_schema=False)
+async def index() -> RedirectResponse:
+    return redirect("/ui/customers")
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, templates: TemplatesDep, next: str | None = None) -> Response:
+    codec = get_codec(request)
+    session = codec.read(request)
+    if session is not None and session.is_admin:
+        return redirect(safe_next_path(next))
+    session = session or Session.anonymous()
+    context = {"next_path": safe_next_path(next), "error": None, "is_enabled": codec.is_enabled, "nav": ""}
+    response = render(templates, request, session, "login.html", context)
+    codec.write(response, session, secure=is_https(request))
+    return response
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, state: StateDep, templates: TemplatesDep, form: CheckedForm) -> Response:
+    codec = get_codec(request)
+    next_path = safe_next_path(form.get("next"))
+    key = form.get("key", "")
+    if codec.is_enabled and key and state.auth.is_admin_key(key):
+        response = redirect(next_path)
+        codec.write(response, Session.signed_in(), secure=is_https(request))
+        return response
+    session = codec.read(request) or Session.anonymous()
+    error = "Invalid key: use the proxy's master key or an admin key." if key else "Enter the admin key."
+    context = {"next_path": next_path, "error": error, "is_enabled": codec.is_enabled, "nav": ""}
+    return render(templates, request, session, "login.html", context, status_code=401)
+
+
+@router.post("/logout")
+async def logout(request: Request, form: CheckedForm) -> Response:
+    response = redirect("/ui/login?notice=signed-out")
+    get_codec(request).clear(response)
+    return response
+
+
+@router.get("/models", response_class=HTMLResponse)
+async def models_page(request: Request, state: StateDep, templates: TemplatesDep, session: AdminSession) -> Response:
+    rows: list[dict[str, Any]] = []
+    for name in state.router.model_names:
+        for deployment in state.router.group(name):
+            price = deployment.price
+            rows.append(
+                {
+                    "model_name": deployment.model_name,
+                    "provider": deployment.provider,
+                    "upstream_model": deployment.upstream_model,
+                    "region": deployment.region_name,
+                    "input_per_million": _per_million(price.input_cost_per_token) if price else None,
+                    "output_per_million": _per_million(price.output_cost_per_token) if price else None,
+                }
+            )
+    has_missing = any(row["input_per_million"] is None for row in rows)
+    context = {"nav": "models", "rows": rows, "has_missing": has_missing}
+    return render(templates, request, session, "models.html", context)
+
+
+def _per_million(per_token: Decimal) -> str:
+    value = (per_token * _MILLION).normalize()
+    text = f"{value:f}"
+    return text if "." in text else f"{text}.00"
+
+
+def include_ui_routes(api: FastAPI) -> None:
+    """Mount the admin UI on the app: pages under `/ui`, assets under `/ui/static`."""
+
+    api.state.haimaker_ui_templates = build_templates()
+    api.include_router(router)
+    api.include_router(budget_pages.router)
+    api.include_router(customer_pages.router)
+    api.include_router(spend_pages.router)
+    api.mount("/ui/static", StaticFiles(directory=str(STATIC_DIR)), name="ui-static")
+
+    async def on_sign_in_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInRequired)
+        target = "/ui/login?" + _query({"next": exc.next_path})
+        if request.headers.get("hx-request") == "true":
+            return Response(status_code=204, headers={"HX-Redirect": target})
+        return redirect(target)
+
+    async def on_csrf_rejected(request: Request, exc: Exception) -> Response:
+        session = get_codec(request).read(request)
+        context = {
+            "nav": "",
+            "heading": "Form expired",
+            "message": "This form was refused: its security token is missing or out of date, so nothing was changed. "
+            "Go back, reload the page and submit it again.",
+            "back_href": "/ui/customers" if session and session.is_admin else "/ui/login",
+            "back_text": "Continue",
+        }
+        return render(get_templates(request), request, session, "error.html", context, status_code=403)
+
+    api.add_exception_handler(SignInRequired, on_sign_in_required)
+    api.add_exception_handler(CsrfRejected, on_csrf_rejected)
+
+
+def _query(params: dict[str, str]) -> str:
+    return urlencode(params)

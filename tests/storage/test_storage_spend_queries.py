@@ -1,0 +1,98 @@
+"""SpendRepository reports on both engines: filters, orderings, half-open time ranges, inclusive date ranges."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from storage_factories import T0, make_log
+
+from haimaker.storage import ChargeBatch, SpendLog, SpendRepository
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+async def stored(spend: SpendRepository) -> list[SpendLog]:
+    """Two days of traffic: alice and bob on two models, one failure, one request without a customer."""
+    logs = [
+        make_log(request_id="a1", end_user="alice", model="gpt-4o", spend=100, start_time=T0),
+        make_log(request_id="a2", end_user="alice", model="gpt-4o", spend=200, start_time=T0 + HOUR),
+        make_log(request_id="a3", end_user="alice", model="claude", spend=300, start_time=T0 + DAY),
+        make_log(request_id="b1", end_user="bob", model="claude", spend=1_000, start_time=T0 + 2 * HOUR),
+        make_log(
+            request_id="b2", end_user="bob", model="claude", spend=5_000, status="failure", start_time=T0 + 3 * HOUR
+        ),
+        make_log(request_id="n1", end_user="", model="gpt-4o", spend=7, start_time=T0 + DAY + HOUR),
+    ]
+    await spend.write_batch(ChargeBatch(logs=logs))
+    return logs
+
+
+async def test_list_logs_is_newest_first_and_round_trips_records(
+    spend: SpendRepository, stored: list[SpendLog]
+) -> None:
+    logs = await spend.list_logs()
+    assert [log.request_id for log in logs] == ["n1", "a3", "b2", "b1", "a2", "a1"]
+    assert sorted(logs, key=lambda log: log.request_id) == sorted(stored, key=lambda log: log.request_id)
+
+
+async def test_list_logs_filters(spend: SpendRepository, stored: list[SpendLog]) -> None:
+    assert [log.request_id for log in await spend.list_logs(end_user="alice")] == ["a3", "a2", "a1"]
+    assert [log.request_id for log in await spend.list_logs(request_id="b1")] == ["b1"]
+    assert [log.request_id for log in await spend.list_logs(start=T0 + HOUR, end=T0 + 3 * HOUR)] == ["b1", "a2"]
+    assert [log.request_id for log in await spend.list_logs(end_user="", limit=5)] == ["n1"]
+    assert [log.request_id for log in await spend.list_logs(limit=2)] == ["n1", "a3"]
+
+
+async def test_metadata_round_trips(spend: SpendRepository) -> None:
+    metadata = {"user_api_key_end_user_id": "alice", "usage": {"prompt_tokens": 3}, "tags": ["x", "y"]}
+    await spend.write_batch(ChargeBatch(logs=[make_log(request_id="m", metadata=metadata)]))
+    [log] = await spend.list_logs(request_id="m")
+    assert log.metadata == metadata
+
+
+async def test_top_end_users_ranks_by_successful_spend_and_skips_requests_without_customer(
+    spend: SpendRepository, stored: list[SpendLog]
+) -> None:
+    assert await spend.top_end_users() == [("bob", 2, 1_000), ("alice", 3, 600)]
+    assert await spend.top_end_users(start=T0 + DAY) == [("alice", 1, 300)]
+    assert await spend.top_end_users(limit=1) == [("bob", 2, 1_000)]
+    assert await spend.top_end_users(start=T0 + 10 * DAY) == []
+
+
+async def test_daily_activity_filters(spend: SpendRepository, stored: list[SpendLog]) -> None:
+    rows = await spend.daily_activity()
+    assert [(r.date, r.end_user_id, r.model, r.api_requests, r.spend) for r in rows] == [
+        ("2026-01-01", "alice", "gpt-4o", 2, 300),
+        ("2026-01-01", "bob", "claude", 2, 1_000),
+        ("2026-01-02", "alice", "claude", 1, 300),
+    ]
+    assert {r.end_user_id for r in await spend.daily_activity(end_user_ids=["bob"])} == {"bob"}
+    assert {r.end_user_id for r in await spend.daily_activity(exclude_end_user_ids=["bob"])} == {"alice"}
+    assert [r.end_user_id for r in await spend.daily_activity(end_user_ids=[""])] == [""]
+    same_day = await spend.daily_activity(start_date=date(2026, 1, 2), end_date=date(2026, 1, 2))
+    assert [(r.date, r.end_user_id) for r in same_day] == [("2026-01-02", "alice")]
+    assert [r.end_user_id for r in await spend.daily_activity(model="claude")] == ["bob", "alice"]
+    [bob] = await spend.daily_activity(end_user_ids=["bob"])
+    assert (bob.successful_requests, bob.failed_requests) == (1, 1)
+
+
+async def test_spend_by_model(spend: SpendRepository, stored: list[SpendLog]) -> None:
+    assert await spend.spend_by_model() == [("claude", 3, 1_300), ("gpt-4o", 3, 307)]
+    assert await spend.spend_by_model(end=T0 + HOUR) == [("gpt-4o", 1, 100)]
+
+
+async def test_spend_by_day(spend: SpendRepository, stored: list[SpendLog]) -> None:
+    assert await spend.spend_by_day() == [("2026-01-01", 1_300), ("2026-01-02", 307)]
+    assert await spend.spend_by_day("alice") == [("2026-01-01", 300), ("2026-01-02", 300)]
+    assert await spend.spend_by_day("bob", start_date=date(2026, 1, 2)) == []
+    assert await spend.spend_by_day(None, end_date=date(2026, 1, 1)) == [("2026-01-01", 1_300)]
+
+
+async def test_total_spend_uses_a_half_open_range(spend: SpendRepository, stored: list[SpendLog]) -> None:
+    assert await spend.total_spend() == 1_607
+    assert await spend.total_spend(start=T0, end=T0 + HOUR) == 100
+    assert await spend.total_spend(start=T0 + HOUR, end=T0 + DAY) == 1_200
+    assert await spend.total_spend(start=T0 + 10 * DAY) == 0
