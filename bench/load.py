@@ -180,7 +180,8 @@ class _Connection(asyncio.Protocol):
         self.state = "head"
         self.status = 0
         self.remaining = 0  # body length (length mode)
-        self.pos = 0  # chunked mode: offset of the next chunk-size line in the buffer
+        self.pos = 0  # chunked mode: where the body's data ends (the last-chunk line), once known
+        self.scan_from = 0  # chunked mode: where to resume looking for the end marker
         self.mode = "length"  # "length", "chunked" or "eof"
         self.saw_done = False
         self.keep_alive = True
@@ -259,7 +260,7 @@ class _Connection(asyncio.Protocol):
                 self._parse_head(bytes(buffer[:end]))
                 del buffer[: end + 4]
                 self.state = "body"
-                self.pos = 0
+                self.pos = self.scan_from = 0
                 continue
             if self.mode == "length":
                 if len(buffer) < self.remaining:
@@ -278,9 +279,28 @@ class _Connection(asyncio.Protocol):
                 self._complete()
 
     def _chunked_end(self) -> int:
-        """Advance over complete chunks; return the end offset of the whole body, or -1 if it has not all arrived."""
+        """Return the end offset of the whole chunked body, or -1 if it has not all arrived; set `pos` to the data end.
+
+        Fast path: find the last-chunk marker (`CRLF 0 CRLF CRLF`) with one C-level search instead of walking every
+        chunk header in Python (a third of the generator's CPU per stream). SSE data cannot contain that sequence
+        (it would be an event line reading `0`). A body whose last chunk has extensions or trailers does not match;
+        it is parsed exactly once it looks complete (ends with an empty line).
+        """
         buffer = self.buffer
-        pos = self.pos
+        if buffer.startswith(b"0\r\n\r\n"):
+            self.pos = 0
+            return 5
+        marker = buffer.find(b"\r\n0\r\n\r\n", self.scan_from)
+        if marker >= 0:
+            self.pos = marker + 2
+            return marker + 9
+        self.scan_from = max(len(buffer) - 8, 0)
+        return self._walk_chunks() if buffer.endswith(b"\r\n\r\n") else -1
+
+    def _walk_chunks(self) -> int:
+        """The exact parse: advance over complete chunks from the start of the body."""
+        buffer = self.buffer
+        pos = 0
         while True:
             line_end = buffer.find(b"\r\n", pos)
             if line_end < 0:
@@ -296,7 +316,6 @@ class _Connection(asyncio.Protocol):
             if next_pos > len(buffer):
                 break
             pos = next_pos
-        self.pos = pos
         return -1
 
     def _has_done(self, buffer: bytearray, end: int, *, chunked: bool) -> bool:

@@ -56,11 +56,11 @@ class Plan:
 
     @classmethod
     def full(cls, duration_s: float, warmup_s: float) -> Plan:
-        return cls(duration_s, warmup_s, 10_000_000, MEMORY_REQUESTS, 120.0, (1, 16, 64))
+        return cls(duration_s, warmup_s, 10_000_000, MEMORY_REQUESTS, 60.0, (1, 16, 64))
 
     @classmethod
     def smoke(cls) -> Plan:
-        return cls(0.2, 0.0, 60, 300, 5.0, (1, 16, 64))
+        return cls(0.1, 0.0, 40, 300, 5.0, (1, 16, 64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +136,12 @@ def write_config(path: Path, upstream: Upstream, database_url: str, budget_id: s
     path.write_text("\n".join(lines) + "\n")
 
 
-def prepare_store(workdir: Path, upstream: Upstream, database_url: str) -> Path:
+def prepare_store(workdir: Path, upstream: Upstream, database_url: str, budgets: bool) -> Path:
     """Create the budget and the one named customer, then write the config that uses the budget for everyone."""
     config = workdir / "config.yaml"
     write_config(config, upstream, database_url, None)
+    if not budgets:
+        return config
     with Haimaker(config, workdir / "haimaker-setup.log") as proxy:
         proxy.wait_ready()
         budget = {"budget_id": BUDGET_ID, "max_budget": 1e9, "rpm_limit": 10**9, "tpm_limit": 10**12}
@@ -168,6 +170,7 @@ def measure_store(
     plan: Plan,
     direct: dict[tuple[int, bool], LoadResult],
     workdir: Path,
+    budgets: bool,
 ) -> list[Row]:
     """Measure every scenario of one store through a fresh haimaker process."""
     rows: list[Row] = []
@@ -175,7 +178,7 @@ def measure_store(
     if store.skip_reason is not None:
         return [Row(s.name, None, None, None, None, f"skipped: {store.skip_reason}") for s in scenarios]
     try:
-        config = prepare_store(workdir, upstream, store.database_url)
+        config = prepare_store(workdir, upstream, store.database_url, budgets)
         with Haimaker(config, workdir / "haimaker.log") as proxy:
             proxy.wait_ready()
             for scenario in scenarios:
@@ -183,7 +186,10 @@ def measure_store(
                 result = loader.measure(load_spec(proxy.url + "/v1/chat/completions", MASTER_KEY, scenario, plan))
                 after = sample(proxy.pid)
                 cpu_ms = (after.cpu_s - before.cpu_s) * 1000 / max(result.total_requests, 1)
-                note = f"{result.total_requests:,} requests, RSS now {after.rss_mb:.0f} MB" if scenario.memory else ""
+                notes = [] if budgets else ["budgets off"]
+                if scenario.memory:
+                    notes.append(f"{result.total_requests:,} requests, RSS now {after.rss_mb:.0f} MB")
+                note = "; ".join(notes)
                 row = Row(
                     scenario.name,
                     direct.get((scenario.concurrency, scenario.stream)),
@@ -220,7 +226,7 @@ def stores(names: list[str], workdir: Path, pg_dsn: str) -> Iterator[list[Store]
 
 def run(args: argparse.Namespace) -> int:
     plan = Plan.smoke() if args.smoke else Plan.full(args.duration, args.warmup)
-    command = "python -m bench.run " + " ".join(sys.argv[1:])
+    command = " ".join(["python -m bench.run", *sys.argv[1:]])
     load_before = os.getloadavg()
     started = time.monotonic()
     rows: list[Row] = []
@@ -239,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
                         store_dir = workdir / store.name
                         store_dir.mkdir(parents=True, exist_ok=True)
                         print(f"{store.name}: starting haimaker")
-                        rows += measure_store(store, loader, upstream, plan, direct, store_dir)
+                        rows += measure_store(store, loader, upstream, plan, direct, store_dir, not args.no_budgets)
         upstream_stats = upstream.stats
     direct_rows = [
         Row(f"direct c={c} {'stream' if s else 'json'}", result, None, None, None, "")
@@ -248,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     lines = machine_lines(command, load_before, os.getloadavg(), elapsed, args.chunks, upstream_stats)
     table = render_table(direct_rows + rows)
-    targets = target_lines(rows, MEMORY_REQUESTS if not args.smoke else plan.memory_requests)
+    targets = target_lines(rows, plan.memory_requests, budgets=not args.no_budgets)
     text = "\n".join(["# haimaker benchmark", "", *lines, "", table, "", *targets]) + "\n"
     print()
     print(text)
@@ -256,7 +262,12 @@ def run(args: argparse.Namespace) -> int:
     if out is not None:
         Path(out).write_text(text)
         print(f"written to {out}")
-    failed = [row for row in rows if row.proxy is None or row.proxy.error_count or row.proxy.ok == 0]
+    skipped = [row for row in rows if row.note.startswith("skipped")]
+    if skipped:
+        print(f"{len(skipped)} scenario(s) skipped: {skipped[0].note}", file=sys.stderr)
+    failed = [
+        row for row in rows if row not in skipped and (row.proxy is None or row.proxy.error_count or not row.proxy.ok)
+    ]
     if failed:
         print(f"{len(failed)} scenario(s) failed or saw errors", file=sys.stderr)
         return 1
@@ -275,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-dsn", default="postgresql://postgres@127.0.0.1:5432/postgres", help="admin DSN")
     parser.add_argument("--per-event-writes", action="store_true", help="upstream writes each SSE event separately")
     parser.add_argument("--direct-only", action="store_true", help="measure the upstream only (no haimaker)")
+    parser.add_argument(
+        "--no-budgets", action="store_true", help="no budget, no max_end_user_budget_id: customer tracking only"
+    )
     return run(parser.parse_args(argv))
 
 

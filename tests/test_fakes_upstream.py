@@ -410,6 +410,12 @@ async def test_async_sdk_against_running_fake() -> None:
     assert completion.choices[0].message.content == "".join(pieces)
 
 
+async def test_blocking_wait_on_the_fakes_own_loop_is_refused() -> None:
+    async with FakeOpenAI.running() as fake:
+        with pytest.raises(RuntimeError, match="await"):
+            fake.wait_idle_sync(0.1)
+
+
 async def test_stop_cancels_hanging_handlers_quickly() -> None:
     fake = FakeOpenAI(behavior=Behavior.hanging())
     await fake.start()

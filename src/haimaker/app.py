@@ -37,6 +37,7 @@ from haimaker.providers.mock import MockProvider
 from haimaker.providers.openai_compat import OpenAIProvider
 from haimaker.providers.router import DEFAULT_NUM_RETRIES, Router, build_deployments
 from haimaker.state.catalog import Catalog
+from haimaker.state.counters import CounterStore
 from haimaker.state.memory import MemoryCounterStore
 from haimaker.storage.engine import create_engine, normalize_database_url, session_factory, upgrade
 from haimaker.storage.sink import StoreSink
@@ -141,11 +142,32 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
 
     recorder = SpendRecorder(sink, max_delay_s=min(general.proxy_batch_write_at, 0.1))
     next_reset = next_reset_function(litellm.timezone, litellm.budget_reset_time)
-    store = MemoryCounterStore(
-        clock, next_reset, recorder, budget_status_code=litellm.budget_exceeded_status_code
-    )
-    for customer in catalog.customers.values():
-        store.seed(customer.user_id, customer.spend, customer.spend_reset_at)
+    cluster = None
+    store: CounterStore
+    if settings.redis_url:
+        # Several instances: counters in Redis, admin writes announced to the others (docs/multi-instance.md).
+        from haimaker.state.cluster import open_cluster
+
+        cluster = await open_cluster(
+            settings.redis_url,
+            general.redis_key_prefix,
+            clock=clock,
+            next_reset=next_reset,
+            resets=recorder,
+            flush=recorder.flush,
+            source=sink,
+            catalog=catalog,
+            db=db,
+            budget_status_code=litellm.budget_exceeded_status_code,
+            fail_closed=general.fail_closed_budget_enforcement,
+        )
+        store = cluster.store
+        for customer in catalog.customers.values():
+            cluster.store.seed_local(customer.user_id, customer.spend, customer.spend_reset_at)
+    else:
+        store = MemoryCounterStore(clock, next_reset, recorder, budget_status_code=litellm.budget_exceeded_status_code)
+        for customer in catalog.customers.values():
+            store.seed(customer.user_id, customer.spend, customer.spend_reset_at)
 
     from haimaker.alerts import Alerter
 
@@ -193,14 +215,19 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         metrics=metrics,
         started_at=time.time(),
         redis_url=settings.redis_url,
+        cluster=cluster,
     )
     state.closers.extend([transport.aclose, alerter.aclose])
+    if cluster is not None:
+        state.closers.append(cluster.aclose)
     state.sink = sink
     from haimaker.services.container import Services
 
     state.services = Services(state, sink)
     if not general.disable_reset_budget:
-        job = ResetJob(state, next_reset, interval_s=_reset_interval(settings))
+        job = ResetJob(
+            state, next_reset, interval_s=_reset_interval(settings), lock=cluster.lock if cluster is not None else None
+        )
         state.reset_job = job
         state.background.append(asyncio.create_task(job.run(), name="haimaker-reset-job"))
     alerter.start()

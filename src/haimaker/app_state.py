@@ -23,6 +23,7 @@ from haimaker.providers.router import Router
 
 if TYPE_CHECKING:
     from haimaker.services.container import Services
+    from haimaker.state.cluster import Cluster
 
 logger = logging.getLogger("haimaker")
 
@@ -41,6 +42,8 @@ class AppState:
     metrics: Metrics
     started_at: float
     redis_url: str | None = None
+    # Several instances (a Redis URL is configured): shared counters, invalidations, job lock.
+    cluster: Cluster | None = None
     services: Services | None = None
     sink: Any = None
     reset_job: Any = None

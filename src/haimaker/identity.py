@@ -20,7 +20,7 @@ logger = logging.getLogger("haimaker.auth")
 
 MAX_CUSTOMER_ID_CHARS = 256
 _FIXED_CUSTOMER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
-_KEY_HEADERS = ("x-litellm-api-key", "api-key")
+_KEY_HEADERS = ("x-litellm-api-key", "authorization", "api-key")
 WEAK_MASTER_KEYS = frozenset({"sk-1234"})
 
 
@@ -30,18 +30,24 @@ def hash_key(key: str) -> bytes:
 
 
 def key_from_headers(headers: Mapping[str, str]) -> str | None:
-    """The proxy key: `Authorization: Bearer`, else `x-litellm-api-key`, else `api-key`."""
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, token = auth.partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else auth.strip()
+    """The proxy key: `x-litellm-api-key`, else `Authorization: Bearer`, else `api-key`.
+
+    `x-litellm-api-key` wins over `Authorization` as in LiteLLM: it exists so that a client whose SDK
+    always sends `Authorization` (the openai SDK insists on an api_key) can still present the proxy key.
+    A `Bearer ` prefix is accepted in every header.
+    """
+    for name in _KEY_HEADERS:
+        token = _bearer_or_raw(headers.get(name))
         if token:
             return token
-    for name in _KEY_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value.strip()
     return None
+
+
+def _bearer_or_raw(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    return (token.strip() if scheme.lower() == "bearer" else value.strip()) or None
 
 
 class Authenticator:

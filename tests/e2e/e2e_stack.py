@@ -12,9 +12,9 @@ from typing import Any
 
 import openai
 import orjson
-from support.proxy import MASTER_KEY, RunningProxy
 
 from fakes import FakeAzureOpenAI, FakeOpenAI
+from support.proxy import MASTER_KEY, RunningProxy
 
 # The key the deployments present upstream; it must never reach a client or a log line.
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
@@ -26,7 +26,12 @@ def mock_deployment(model_name: str, **params: Any) -> dict[str, Any]:
 
 
 def openai_deployment(
-    model_name: str, fake: FakeOpenAI, *, upstream_model: str | None = None, **params: Any
+    model_name: str,
+    fake: FakeOpenAI,
+    *,
+    upstream_model: str | None = None,
+    model_info: dict[str, Any] | None = None,
+    **params: Any,
 ) -> dict[str, Any]:
     """A `model_list` entry for `openai/<upstream_model>` pointed at a fake OpenAI upstream."""
     litellm_params = {
@@ -35,7 +40,10 @@ def openai_deployment(
         "api_key": fake.api_key,
         **params,
     }
-    return {"model_name": model_name, "litellm_params": litellm_params}
+    entry: dict[str, Any] = {"model_name": model_name, "litellm_params": litellm_params}
+    if model_info is not None:
+        entry["model_info"] = model_info
+    return entry
 
 
 def azure_deployment(
@@ -62,9 +70,7 @@ def proxy_config(model_list: list[dict[str, Any]], **sections: dict[str, Any]) -
 
 def sync_client(proxy: RunningProxy, *, prefix: str = "/v1", api_key: str | None = None) -> openai.OpenAI:
     """An SDK client on the proxy that never retries (tests count upstream calls); use it in a `with` block."""
-    return openai.OpenAI(
-        base_url=proxy.url + prefix, api_key=api_key or proxy.master_key, max_retries=0, timeout=15
-    )
+    return openai.OpenAI(base_url=proxy.url + prefix, api_key=api_key or proxy.master_key, max_retries=0, timeout=15)
 
 
 def async_client(proxy: RunningProxy, *, prefix: str = "/v1", api_key: str | None = None) -> openai.AsyncOpenAI:

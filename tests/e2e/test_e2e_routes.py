@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import pytest
 from e2e_stack import async_client, mock_deployment, openai_deployment, proxy_config, sync_client
 from openai.types.chat import ChatCompletionMessageParam
-from support.proxy import RunningProxy, running_proxy
 
 from fakes import FakeOpenAI
 from haimaker.accounting.tokens import load_encoding
 from haimaker.providers.mock import DEFAULT_REPLY
+from support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 MOCK_REPLY = "The quick brown fox jumps over the lazy dog."
@@ -212,4 +212,3 @@ def test_llm_routes_answer_without_the_v1_prefix(proxy: RunningProxy, prefix: st
     assert text.choices[0].text == MOCK_REPLY
     assert len(embedding.data[0].embedding) == 16
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == MOCK_REPLY
-

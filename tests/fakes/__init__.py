@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .behavior import Behavior, azure_error_body, openai_error_body
+from .behavior import Behavior, StreamUsage, azure_error_body, openai_error_body
 from .openai_upstream import FakeAzureOpenAI, FakeOpenAI
 from .recording import RecordedRequest, Stats
 from .server import BEHAVIOR_FIELD, BEHAVIOR_HEADER, DEFAULT_API_KEY, FakeUpstream
@@ -17,6 +17,7 @@ __all__ = [
     "FakeUpstream",
     "RecordedRequest",
     "Stats",
+    "StreamUsage",
     "azure_error_body",
     "openai_error_body",
 ]

@@ -36,6 +36,13 @@ DEFAULT_MODELS = ("gpt-3.5-turbo", "gpt-4o", "gpt-4o-mini", "text-embedding-3-sm
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class _ClientGone(Exception):
     """The client closed the connection while we were writing to it."""
 
@@ -151,7 +158,12 @@ class FakeUpstream:
 
     @property
     def stats(self) -> Stats:
-        """A consistent snapshot of the counters."""
+        """A consistent snapshot of the counters.
+
+        A handler finishes just after its client has read the end of the response, so counters about the end of
+        a request (`streams_completed`, `in_flight`, …) may lag the client by a moment: wait with `wait_until`
+        (or a `wait_*` helper) instead of reading them right after the response.
+        """
         c = self._counters
         with c.cond:
             return Stats(
@@ -181,7 +193,13 @@ class FakeUpstream:
         return self.stats.disconnects
 
     def wait_until_sync(self, predicate: Callable[[Stats], bool], timeout_s: float = 5.0) -> Stats:
-        """Block until `predicate(stats)` holds; raise `TimeoutError` after `timeout_s`."""
+        """Block until `predicate(stats)` holds; raise `TimeoutError` after `timeout_s`.
+
+        Raises:
+            RuntimeError: the fake runs on the calling thread's loop, which blocking would freeze (await instead).
+        """
+        if self._loop is not None and self._thread is None and _running_loop() is self._loop:
+            raise RuntimeError("this fake runs on the current event loop: use `await fake.wait_until(...)`")
         c = self._counters
         deadline = time.monotonic() + timeout_s
         with c.cond:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -134,21 +135,18 @@ async def test_migrations_match_the_mapped_tables(migrated_database_url: str) ->
 
 
 async def test_downgrade_to_base_then_upgrade_again(migrated_database_url: str) -> None:
-    await upgrade(migrated_database_url, "head")
+    def downgrade_to_base(connection: Connection) -> None:
+        command.downgrade(alembic_config(connection), "base")
+
     engine = create_engine(migrated_database_url)
     try:
-        async with engine.connect() as connection:
-            from alembic import command
-
-            def downgrade(sync_connection: Connection) -> None:
-                command.downgrade(alembic_config(sync_connection), "base")
-
-            await connection.run_sync(downgrade)
-            await connection.commit()
+        async with engine.begin() as connection:
+            await connection.run_sync(downgrade_to_base)
         assert await _current_revisions(engine) == set()
+        await upgrade(migrated_database_url)
+        assert await _current_revisions(engine) == {_head()}
     finally:
         await engine.dispose()
-    await upgrade(migrated_database_url)
 
 
 async def test_naive_datetimes_are_refused(customers: CustomerRepository) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import UiClient, csrf_token
+from ui_client import UiClient, csrf_token
 
 
 def test_pages_redirect_to_sign_in_when_signed_out(ui: UiClient) -> None:
@@ -77,3 +77,11 @@ def test_sign_in_returns_to_the_page_asked_for_but_never_off_site(ui: UiClient) 
     data = {"csrf_token": token, "key": ui.proxy.master_key, "next": "//evil.example/ui"}
     response = ui.http.post("/ui/login", data=data)
     assert response.headers["location"] == "/ui/customers"
+
+
+def test_pages_cannot_be_framed_or_run_foreign_scripts(admin: UiClient) -> None:
+    page = admin.get("/ui/customers")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"

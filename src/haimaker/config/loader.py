@@ -64,6 +64,9 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
         merged_env.update({str(k): str(v) for k, v in env_vars.items()})
     problems: list[str] = []
     resolved = _resolve_env_refs(raw, merged_env, "", problems)
+    # Checked on the raw mapping, before validation, so that a provider problem is reported alongside
+    # schema problems instead of only once those are fixed (config check promises every problem at once).
+    _check_models(resolved.get("model_list"), problems)
     try:
         config = Config.model_validate(resolved)
     except ValidationError as exc:
@@ -74,7 +77,6 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
     master_key = general.master_key or environ.get("HAIMAKER_MASTER_KEY") or environ.get("LITELLM_MASTER_KEY")
     database_url = general.database_url or environ.get("DATABASE_URL")
     redis_url = general.redis_url or environ.get("REDIS_URL") or _redis_url_from_router(config)
-    _check_models(config, problems)
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -119,11 +121,22 @@ def _redis_url_from_router(config: Config) -> str | None:
 _SUPPORTED_PROVIDERS = ("openai", "azure", "mock")
 
 
-def _check_models(config: Config, problems: list[str]) -> None:
-    for i, entry in enumerate(config.model_list):
-        provider = entry.litellm_params.model.split("/", 1)[0]
-        where = f"model_list[{i}].litellm_params.model"
+def _check_models(model_list: Any, problems: list[str]) -> None:
+    """Providers we cannot serve, and Azure deployments without their endpoint (shape errors are pydantic's)."""
+    if not isinstance(model_list, list):
+        return
+    for i, entry in enumerate(model_list):
+        params = entry.get("litellm_params") if isinstance(entry, dict) else None
+        if not isinstance(params, dict):
+            continue
+        model = params.get("model")
+        if not isinstance(model, str) or "/" not in model:
+            continue
+        provider = model.split("/", 1)[0]
         if provider not in _SUPPORTED_PROVIDERS:
-            problems.append(f"{where}: provider {provider!r} is not supported (use one of {', '.join(_SUPPORTED_PROVIDERS)})")
-        elif provider == "azure" and not entry.litellm_params.api_base:
+            problems.append(
+                f"model_list[{i}].litellm_params.model: provider {provider!r} is not supported "
+                f"(use one of {', '.join(_SUPPORTED_PROVIDERS)})"
+            )
+        elif provider == "azure" and not params.get("api_base"):
             problems.append(f"model_list[{i}].litellm_params.api_base: required for azure/ deployments")

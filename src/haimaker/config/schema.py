@@ -68,6 +68,12 @@ class GeneralSettings(_Section):
     master_key: str | None = None
     database_url: str | None = None
     redis_url: str | None = None
+    redis_key_prefix: str = Field(
+        default="haimaker",
+        min_length=1,
+        pattern=r"^[^\s{}]+$",
+        description="Prefix of every Redis key and channel of this deployment (several may share one Redis)",
+    )
     proxy_batch_write_at: float = Field(default=0.1, gt=0, description="Seconds between grouped spend writes (max)")
     enforce_user_param: bool = False
     user_header_name: str | None = None

@@ -4,6 +4,10 @@ Active customers are reset at request time by the counter store (a reset is neve
 covers the customers nobody has heard from, advances each tier's `budget_reset_at`, and announces the
 reset. Memory counters and the durable store are reset together, through the spend recorder's queue,
 so a reset sits exactly between the charges before and after it.
+
+With several instances the job runs under a cluster-wide lock (`state/locks.py`), so one instance resets a
+tier once; it re-reads each due tier from the store first (another instance may have just reset it) and
+announces the tier's new `budget_reset_at` to the others.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from haimaker.periods import next_reset_at
 
 if TYPE_CHECKING:
     from haimaker.app_state import AppState
+    from haimaker.state.locks import JobLock
 
 logger = logging.getLogger("haimaker.resets")
 
@@ -35,15 +40,23 @@ def next_reset_function(timezone: str, reset_time: str) -> NextReset:
 
 
 class ResetJob:
-    def __init__(self, state: AppState, next_reset: NextReset, *, interval_s: float) -> None:
+    def __init__(
+        self, state: AppState, next_reset: NextReset, *, interval_s: float, lock: JobLock | None = None
+    ) -> None:
         self._state = state
         self._next_reset = next_reset
         self._interval_s = interval_s
+        self._lock = lock
 
     async def run(self) -> None:
         while True:
             try:
-                await self.tick()
+                if self._lock is None:
+                    await self.tick()
+                else:
+                    async with self._lock.hold("budget-resets") as held:
+                        if held:
+                            await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -61,6 +74,10 @@ class ResetJob:
                 continue
             if budget.budget_reset_at is not None and budget.budget_reset_at > now:
                 continue
+            if self._lock is not None:
+                fresh = await state.sink.budgets.get(budget.budget_id)
+                if fresh is None or (fresh.budget_reset_at is not None and fresh.budget_reset_at > now):
+                    continue  # deleted, or reset by another instance since this catalog last heard
             next_at = self._next_reset(budget.budget_duration, now)
             customer_ids = catalog.customers_of_budget(budget.budget_id)
             reset_ids = state.engine.store.reset_due(now, customer_ids, next_at)
@@ -75,6 +92,8 @@ class ResetJob:
             updated = await state.sink.budgets.update(budget.budget_id, {"budget_reset_at": next_at})
             if updated is not None:
                 catalog.put_budget(updated)
+                if state.cluster is not None:
+                    state.cluster.changed("budget", budget.budget_id)
             if state.engine.alerter is not None:
                 for customer_id in reset_ids:
                     state.engine.alerter.budget_reset(customer_id, budget)

@@ -128,11 +128,19 @@ class Router:
                 last_error = exc
                 if on_failed_attempt is not None:
                     on_failed_attempt(deployment, exc)
-                if not exc.is_retryable or attempt == attempts - 1:
-                    raise
+                retrying = exc.is_retryable and attempt < attempts - 1
+                # The message was sanitised by the provider adapter, so operators can see why a call
+                # failed without the upstream key it may have echoed.
                 logger.info(
-                    "attempt %d on deployment %s failed (%s); retrying", attempt + 1, deployment.model_id, exc.status_code
+                    "attempt %d on deployment %s failed (%s: %s)%s",
+                    attempt + 1,
+                    deployment.model_id,
+                    exc.status_code,
+                    exc.message,
+                    "; retrying" if retrying else "",
                 )
+                if not retrying:
+                    raise
                 continue
             return deployment, response
         assert last_error is not None  # the loop either returns or raises

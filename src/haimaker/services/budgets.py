@@ -43,8 +43,9 @@ BUDGET_FIELDS: Final = (
 MONEY_FIELDS: Final = frozenset({"max_budget", "soft_budget"})
 # Money is stored as a BIGINT of nano-dollars (at most ~9.2e9 USD); refuse what would not fit.
 MAX_USD: Final = Decimal(1_000_000_000)
-_MODEL_BUDGET_KEYS: Final = frozenset({"max_budget", "budget_limit", "budget_duration", "time_period", "tpm_limit",
-                                       "rpm_limit"})
+_MODEL_BUDGET_KEYS: Final = frozenset(
+    {"max_budget", "budget_limit", "budget_duration", "time_period", "tpm_limit", "rpm_limit"}
+)
 
 
 def usd_amount(name: str, value: object) -> Nanos:

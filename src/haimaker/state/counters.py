@@ -62,6 +62,8 @@ class Reservation:
     tokens: int
     window_start: float
     holds_parallel_slot: bool
+    # Shrunk to what remained of the budget (default mode): at most one such request in flight per customer.
+    partial: bool = False
     # Headers for the client (x-ratelimit-end_user-*), computed at admission.
     rate_headers: tuple[tuple[str, str], ...] = ()
     done: bool = False

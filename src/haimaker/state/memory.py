@@ -23,6 +23,7 @@ class CustomerCounters:
 
     __slots__ = (
         "in_flight",
+        "partial_in_flight",
         "period_key",
         "reserved",
         "spend",
@@ -41,6 +42,8 @@ class CustomerCounters:
         self.window_requests = 0
         self.window_tokens = 0
         self.in_flight = 0
+        # Admitted requests whose reservation was shrunk to what remained (at most one at a time).
+        self.partial_in_flight = 0
 
 
 class MemoryCounterStore:
@@ -73,20 +76,27 @@ class MemoryCounterStore:
 
         # Check every limit before touching anything: all or nothing.
         if limits.max_parallel_requests is not None and c.in_flight >= limits.max_parallel_requests:
-            raise rate_limited(limits.customer_id, "parallel_requests", limits.max_parallel_requests, c.window_start, now)
+            raise rate_limited(
+                limits.customer_id, "parallel_requests", limits.max_parallel_requests, c.window_start, now
+            )
         if limits.rpm_limit is not None and c.window_requests >= limits.rpm_limit:
             raise rate_limited(limits.customer_id, "requests", limits.rpm_limit, c.window_start, now)
         if limits.tpm_limit is not None and c.window_tokens >= limits.tpm_limit:
             raise rate_limited(limits.customer_id, "tokens", limits.tpm_limit, c.window_start, now)
         cost = 0
+        partial = False
         if limits.max_budget is not None:
             committed = c.spend + c.reserved
             remaining = limits.max_budget - committed
-            if remaining <= 0 or (fail_closed and demand.cost > remaining):
+            does_not_fit = demand.cost > remaining
+            # A request that does not fit may run on what remains only while no other such request is in
+            # flight: each can overshoot by its excess, so one at a time bounds the overshoot to one request.
+            if remaining <= 0 or (does_not_fit and (fail_closed or c.partial_in_flight)):
                 raise budget_exceeded(
                     self._budget_status_code, limits, c.spend, demand.cost if fail_closed and remaining > 0 else None
                 )
             cost = min(demand.cost, remaining)
+            partial = does_not_fit
         tokens = demand.tokens
         if limits.tpm_limit is not None:
             tokens = min(tokens, limits.tpm_limit - c.window_tokens)
@@ -96,12 +106,14 @@ class MemoryCounterStore:
         c.window_tokens += tokens
         holds_slot = limits.max_parallel_requests is not None
         c.in_flight += 1 if holds_slot else 0
+        c.partial_in_flight += 1 if partial else 0
         return Reservation(
             customer_id=limits.customer_id,
             cost=cost,
             tokens=tokens,
             window_start=c.window_start,
             holds_parallel_slot=holds_slot,
+            partial=partial,
             rate_headers=rate_limit_headers(limits, c.window_requests, c.window_tokens),
         )
 
@@ -128,6 +140,8 @@ class MemoryCounterStore:
             c.reserved -= reservation.cost
             if reservation.holds_parallel_slot:
                 c.in_flight -= 1
+            if reservation.partial:
+                c.partial_in_flight -= 1
             if reservation.window_start == c.window_start:
                 c.window_tokens += tokens - reservation.tokens
         c.spend += cost
@@ -141,6 +155,8 @@ class MemoryCounterStore:
         c.reserved -= reservation.cost
         if reservation.holds_parallel_slot:
             c.in_flight -= 1
+        if reservation.partial:
+            c.partial_in_flight -= 1
         if reservation.window_start == c.window_start:
             c.window_tokens -= reservation.tokens
 

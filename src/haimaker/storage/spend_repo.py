@@ -96,6 +96,7 @@ class SpendRepository:
         start: datetime | None = None,
         end: datetime | None = None,
         limit: int = 10_000,
+        api_key: str | None = None,
     ) -> list[SpendLog]:
         """Spend logs matching every given filter, newest first, at most `limit`."""
         conditions = _time_range(start, end)
@@ -103,6 +104,8 @@ class SpendRepository:
             conditions.append(SpendLogRow.end_user == end_user)
         if request_id is not None:
             conditions.append(SpendLogRow.request_id == request_id)
+        if api_key is not None:
+            conditions.append(SpendLogRow.api_key == api_key)
         statement = (
             select(SpendLogRow)
             .where(*conditions)
@@ -114,13 +117,16 @@ class SpendRepository:
             return [row.to_record() for row in rows]
 
     async def top_end_users(
-        self, start: datetime | None = None, end: datetime | None = None, limit: int = 100
+        self, start: datetime | None = None, end: datetime | None = None, limit: int = 100, api_key: str | None = None
     ) -> list[tuple[str, int, Nanos]]:
-        """(end_user, request count, spend) of the customers who spent most, highest first."""
+        """(end_user, request count, spend) of the customers who spent most, highest first; optionally one key's."""
         total = func.sum(_COUNTED_SPEND)
+        conditions = _time_range(start, end)
+        if api_key is not None:
+            conditions.append(SpendLogRow.api_key == api_key)
         statement = (
             select(SpendLogRow.end_user, func.count(), total)
-            .where(SpendLogRow.end_user != "", *_time_range(start, end))
+            .where(SpendLogRow.end_user != "", *conditions)
             .group_by(SpendLogRow.end_user)
             .order_by(total.desc(), SpendLogRow.end_user)
             .limit(limit)
@@ -182,6 +188,25 @@ class SpendRepository:
         async with self._sessions() as session:
             rows = await session.execute(statement)
             return [(day, int(spend or 0)) for day, spend in rows]
+
+    async def spend_by_day_and_model(
+        self, end_user: str | None = None, start_date: date | None = None, end_date: date | None = None
+    ) -> list[tuple[str, str, Nanos]]:
+        """(YYYY-MM-DD, model, spend) per UTC day and model that has any requests, oldest first; all requests when
+        `end_user` is None."""
+        row = DailyCustomerSpendRow
+        conditions = _date_range(row.date, start_date, end_date)
+        if end_user is not None:
+            conditions.append(row.end_user_id == end_user)
+        statement = (
+            select(row.date, row.model, func.sum(row.spend))
+            .where(*conditions)
+            .group_by(row.date, row.model)
+            .order_by(row.date, row.model)
+        )
+        async with self._sessions() as session:
+            rows = await session.execute(statement)
+            return [(day, model, int(spend or 0)) for day, model, spend in rows]
 
     async def total_spend(self, start: datetime | None = None, end: datetime | None = None) -> Nanos:
         """Spend of all successful requests started in the range."""

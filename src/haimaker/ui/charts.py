@@ -10,18 +10,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import date, timedelta
+from decimal import Decimal
 from html import escape
 
 from markupsafe import Markup
 
 from haimaker.money import Nanos, nanos_to_usd
 
-_FONT = 'font-family="system-ui, sans-serif" font-size="11"'
+_FONT = 'font-family="system-ui, sans-serif" font-size="12"'
 
 
-def format_usd(nanos: Nanos, *, digits: int = 4) -> str:
-    """USD with `digits` decimals (small amounts are what LLM spend looks like)."""
-    return f"${nanos_to_usd(nanos):,.{digits}f}"
+def format_usd(nanos: Nanos, *, digits: int | None = None) -> str:
+    """USD with `digits` decimals; by default 4, or 6 under a cent (LLM spend is often fractions of a cent)."""
+    usd = nanos_to_usd(nanos)
+    if digits is None:
+        digits = 6 if 0 < abs(usd) < 0.01 else 4
+    return f"${usd:,.{digits}f}"
 
 
 def fill_days(points: Sequence[tuple[str, Nanos]], start: date, end: date) -> list[tuple[str, Nanos]]:
@@ -46,32 +50,34 @@ def _nice_ceiling(value: float) -> float:
     return 10.0 ** (exponent + 1)  # pragma: no cover - the loop always returns
 
 
-def _axis_label(usd: float) -> str:
-    if usd == 0:
-        return "$0"
-    if usd >= 100:
-        return f"${usd:,.0f}"
-    if usd >= 1:
-        return f"${usd:,.2f}"
-    return f"${usd:.{max(2, 1 - math.floor(math.log10(usd)))}f}"
+def _axis_decimals(step: float) -> int:
+    """Decimals that show every multiple of `step` exactly (at least 2), so all labels of an axis line up."""
+    text = f"{Decimal(repr(step)).normalize():f}"
+    return max(2, len(text.partition(".")[2]))
+
+
+def _axis_label(usd: float, decimals: int) -> str:
+    return "$0" if usd == 0 else f"${usd:,.{decimals}f}"
 
 
 def daily_spend_chart(
-    points: Sequence[tuple[str, Nanos]], *, title: str, width: int = 720, height: int = 220
+    points: Sequence[tuple[str, Nanos]], *, title: str, width: int = 1040, height: int = 260
 ) -> Markup:
     """A column chart of spend per day (`points` already filled, oldest first)."""
-    left, right, top, bottom = 64, 12, 12, 36
+    left, right, top, bottom = 84, 12, 12, 36
     plot_w, plot_h = width - left - right, height - top - bottom
     top_usd = _nice_ceiling(max((nanos_to_usd(v) for _, v in points), default=0.0))
     parts = [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(title)}"><title>{escape(title)}</title>'
     ]
+    decimals = _axis_decimals(top_usd / 4)
     for i in range(5):
         value = top_usd * i / 4
         y = top + plot_h - plot_h * i / 4
+        label = _axis_label(value, decimals)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" {_FONT}>{_axis_label(value)}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" {_FONT}>{label}</text>')
     if points:
         slot = plot_w / len(points)
         bar_w = max(1.0, slot * 0.7)
@@ -93,9 +99,9 @@ def daily_spend_chart(
     return Markup("".join(parts))
 
 
-def ranked_bars_chart(rows: Sequence[tuple[str, Nanos]], *, title: str, width: int = 720) -> Markup:
+def ranked_bars_chart(rows: Sequence[tuple[str, Nanos]], *, title: str, width: int = 500) -> Markup:
     """Horizontal bars, one per labelled amount, in the order given (highest first)."""
-    label_w, value_w, row_h, pad = 200, 110, 26, 8
+    label_w, value_w, row_h, pad = 150, 90, 24, 6
     height = max(1, len(rows)) * row_h + 2 * pad
     bar_space = width - label_w - value_w
     top_usd = max((nanos_to_usd(v) for _, v in rows), default=0.0) or 1.0
@@ -105,7 +111,7 @@ def ranked_bars_chart(rows: Sequence[tuple[str, Nanos]], *, title: str, width: i
     ]
     for i, (label, nanos) in enumerate(rows):
         y = pad + i * row_h
-        shown = label if len(label) <= 28 else label[:27] + "…"
+        shown = label if len(label) <= 22 else label[:21] + "…"
         bar_w = max(1.0, bar_space * nanos_to_usd(nanos) / top_usd) if nanos > 0 else 0.0
         parts.append(
             f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end" {_FONT}><title>{escape(label)}</title>'
@@ -123,12 +129,13 @@ def budget_bar(spend: Nanos, max_budget: Nanos | None, *, width: int = 120) -> M
         return Markup(f'<span class="muted">{format_usd(spend)} · no limit</span>')
     ratio = 1.0 if max_budget <= 0 else min(1.0, spend / max_budget)
     level = "over" if spend >= max_budget else "near" if ratio >= 0.8 else "ok"
+    fill_w = max(width * ratio, 3.0) if spend > 0 else 0.0  # any spend stays visible
     label = f"{format_usd(spend)} of {format_usd(max_budget, digits=2)}"
     return Markup(
         f'<span class="budget-bar {level}" title="{escape(label)}">'
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="8" viewBox="0 0 {width} 8" '
         'aria-hidden="true">'
         f'<rect width="{width}" height="8" rx="4" class="track"/>'
-        f'<rect width="{width * ratio:.1f}" height="8" rx="4" class="fill"/></svg>'
+        f'<rect width="{fill_w:.1f}" height="8" rx="4" class="fill"/></svg>'
         f"<small>{escape(label)}</small></span>"
     )

@@ -1,7 +1,182 @@
-"""The customer pages of the admin UI (pending the service layer)."""
+"""The Customers pages: the searchable, paginated table, a customer's page, block/unblock, and delete.
+
+Reads and writes go through `services.customers` and `services.spend`, as `/customer/*` and `/spend/logs` do. The
+table is paginated and searched in the database (50 rows a page), so it stays fast with any number of customers.
+The create and edit forms are in `customer_forms.py`.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import math
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from haimaker.errors import NotFoundError, ProxyError
+from haimaker.money import Nanos
+from haimaker.services.container import Services
+from haimaker.services.customers import CustomerView
+from haimaker.storage.records import Budget
+from haimaker.ui.charts import budget_bar, daily_spend_chart
+from haimaker.ui.deps import AdminSession, CheckedForm, ServicesDep, TemplatesDep, redirect
+from haimaker.ui.rendering import render
+from haimaker.ui.session import Session
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
+
+PAGE_SIZE: Final = 50
+CHART_DAYS: Final = 30
+LATEST_REQUESTS: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveBudget:
+    """The budget that applies to a customer: its own row, else the default budget, else none."""
+
+    budget: Budget | None
+    is_default: bool
+
+    @property
+    def budget_id(self) -> str | None:
+        return self.budget.budget_id if self.budget is not None else None
+
+
+def effective_budget(services: Services, view: CustomerView) -> EffectiveBudget:
+    if view.budget is not None:
+        return EffectiveBudget(view.budget, view.budget.budget_id == services.catalog.default_budget_id)
+    default_id = services.catalog.default_budget_id
+    default = services.catalog.budgets.get(default_id) if default_id is not None else None
+    return EffectiveBudget(default, default is not None)
+
+
+def customer_query(user_id: str, **extra: str) -> str:
+    return urlencode({"id": user_id, **extra})
+
+
+@router.get("/customers", response_class=HTMLResponse)
+async def customers_page(
+    request: Request,
+    services: ServicesDep,
+    templates: TemplatesDep,
+    session: AdminSession,
+    search: str = "",
+    page: int = 1,
+) -> Response:
+    search = search.strip()
+    # The service pages the table; the count for the pager comes straight from the same repository query.
+    total = await services.sink.customers.count(search or None)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    views = await services.customers.list_page(page, PAGE_SIZE, search or None)
+    rows = []
+    for view in views:
+        applied = effective_budget(services, view)
+        max_budget = applied.budget.max_budget if applied.budget is not None else None
+        rows.append(
+            {
+                "customer": view.customer,
+                "bar": budget_bar(view.spend, max_budget),
+                "budget_id": applied.budget_id,
+                "is_default": applied.is_default,
+            }
+        )
+    context = {"nav": "customers", "customers": rows, "search": search, "page": page, "pages": pages, "total": total}
+    is_fragment = request.headers.get("hx-request") == "true" and not request.headers.get("hx-history-restore-request")
+    response = render(templates, request, session, "_customer_table.html" if is_fragment else "customers.html", context)
+    response.headers["vary"] = "HX-Request"
+    return response
+
+
+def not_found_page(templates: Jinja2Templates, request: Request, session: Session, error: ProxyError) -> Response:
+    context = {
+        "nav": "customers",
+        "heading": "Customer not found",
+        "message": error.message,
+        "back_href": "/ui/customers",
+        "back_text": "Back to Customers",
+    }
+    return render(templates, request, session, "error.html", context, status_code=404)
+
+
+@router.get("/customers/view", response_class=HTMLResponse)
+async def customer_page(
+    request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, id: str
+) -> Response:
+    try:
+        view = await services.customers.info(id)
+    except NotFoundError as error:
+        return not_found_page(templates, request, session, error)
+    applied = effective_budget(services, view)
+    budget = applied.budget or Budget(budget_id="")
+    remaining: Nanos | None = None
+    if budget.max_budget is not None:
+        remaining = max(0, budget.max_budget - view.spend)
+    today = services.state.clock.now().astimezone(UTC).date()
+    first = today - timedelta(days=CHART_DAYS - 1)
+    days = await services.spend.daily_summary(first, today, end_user=id)
+    logs = await services.spend.logs(end_user=id, start_date=first)
+    context: dict[str, Any] = {
+        "nav": "customers",
+        "customer": view.customer,
+        "spend": view.spend,
+        "bar": budget_bar(view.spend, budget.max_budget),
+        "limits": budget,
+        "budget_id": applied.budget_id,
+        "is_default": applied.is_default,
+        "remaining": remaining,
+        "days": CHART_DAYS,
+        "chart": daily_spend_chart([(d.day.isoformat(), d.spend) for d in days], title="Spend per day"),
+        "logs": logs[:LATEST_REQUESTS],
+    }
+    return render(templates, request, session, "customer.html", context)
+
+
+@router.post("/customers/block")
+async def block_customer(services: ServicesDep, session: AdminSession, form: CheckedForm, id: str) -> Response:
+    await services.customers.block([id])
+    return redirect("/ui/customers/view?" + customer_query(id, notice="customer-blocked"))
+
+
+@router.post("/customers/unblock", response_class=HTMLResponse)
+async def unblock_customer(
+    request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, form: CheckedForm, id: str
+) -> Response:
+    try:
+        await services.customers.unblock([id])
+    except NotFoundError as error:
+        return not_found_page(templates, request, session, error)
+    return redirect("/ui/customers/view?" + customer_query(id, notice="customer-unblocked"))
+
+
+@router.get("/customers/delete", response_class=HTMLResponse)
+async def delete_customer_page(
+    request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, id: str
+) -> Response:
+    try:
+        view = await services.customers.info(id)
+    except NotFoundError as error:
+        return not_found_page(templates, request, session, error)
+    context = {
+        "nav": "customers",
+        "customer": view.customer,
+        "spend": view.spend,
+        "has_default": services.catalog.default_budget_id is not None,
+        "errors": {},
+    }
+    return render(templates, request, session, "customer_delete.html", context)
+
+
+@router.post("/customers/delete", response_class=HTMLResponse)
+async def delete_customer(
+    request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, form: CheckedForm, id: str
+) -> Response:
+    try:
+        await services.customers.delete([id])
+    except NotFoundError as error:
+        return not_found_page(templates, request, session, error)
+    return redirect("/ui/customers?" + urlencode({"notice": "customer-deleted", "id": id}))

@@ -10,6 +10,8 @@ from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from haimaker.app_state import AppState
+from haimaker.errors import ServiceUnavailableError
+from haimaker.services.container import Services
 from haimaker.ui.session import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -23,6 +25,14 @@ from haimaker.ui.session import (
 
 def get_state(request: Request) -> AppState:
     return request.app.state.haimaker  # type: ignore[no-any-return]
+
+
+def get_services(request: Request) -> Services:
+    """The service layer the management API uses too (built by the app's lifespan)."""
+    services = get_state(request).services
+    if services is None:  # pragma: no cover - the lifespan always builds it
+        raise ServiceUnavailableError("The proxy is still starting.")
+    return services
 
 
 def get_templates(request: Request) -> Jinja2Templates:
@@ -54,6 +64,7 @@ async def require_csrf_form(request: Request) -> dict[str, str]:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
 AdminSession = Annotated[Session, Depends(require_admin_session)]
 CheckedForm = Annotated[dict[str, str], Depends(require_csrf_form)]

@@ -22,6 +22,17 @@ from haimaker.ui.session import CSRF_FIELD, Session
 TEMPLATES_DIR: Final = Path(__file__).parent / "templates"
 STATIC_DIR: Final = Path(__file__).parent / "static"
 
+# Pages load only our own script and stylesheet, cannot be framed (the Block button must not be clickjacked), and
+# are not cached (they show spend and limits). htmx injects one small <style> for its indicators.
+SECURITY_HEADERS: Final = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
 NOTICES: Final = {
     "budget-created": "Budget {id} created.",
     "budget-updated": "Budget {id} saved.",
@@ -35,11 +46,11 @@ NOTICES: Final = {
 }
 
 
-def _usd(nanos: Nanos | None, digits: int = 4) -> str:
+def _usd(nanos: Nanos | None, digits: int | None = None) -> str:
     return "Unlimited" if nanos is None else format_usd(nanos, digits=digits)
 
 
-def _usd_value(nanos: Nanos | None) -> str:
+def usd_form_value(nanos: Nanos | None) -> str:
     """A form field value in USD, without trailing zeros (`4`, `0.25`)."""
     if nanos is None:
         return ""
@@ -61,7 +72,7 @@ def build_templates() -> Jinja2Templates:
     env.autoescape = True
     env.trim_blocks = True
     env.lstrip_blocks = True
-    env.filters.update(usd=_usd, usd_value=_usd_value, when=_when, count=_count)
+    env.filters.update(usd=_usd, usd_value=usd_form_value, when=_when, count=_count)
     env.globals["csrf_field"] = CSRF_FIELD
     return templates
 
@@ -91,4 +102,6 @@ def render(
         "is_htmx": request.headers.get("hx-request") == "true",
         **context,
     }
-    return templates.TemplateResponse(request, name, full, status_code=status_code)
+    response = templates.TemplateResponse(request, name, full, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response

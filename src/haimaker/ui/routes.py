@@ -1,9 +1,9 @@
 """The admin UI at `/ui`: mounting, sign-in and sign-out, CSRF enforcement, and the Models page.
 
-Pages live in `budget_pages.py`, `customer_pages.py` and `spend_pages.py`; each calls the service layer
-(`state.services`), the same code the management API calls, so a rule (validation message, shared-tier copy, catalog
-update) exists once. This module owns what every page shares: the redirect to the sign-in page and the 403 page for a
-POST without a valid CSRF token (the dependencies that raise them are in `deps.py`).
+Pages live in `budget_pages.py`, `customer_pages.py`, `customer_forms.py` and `spend_pages.py`; each calls the
+service layer (`state.services`), the same code the management API calls, so a rule (validation message, shared-tier
+copy, catalog update) exists once. This module owns what every page shares: the redirect to the sign-in page and the
+403 page for a POST without a valid CSRF token (the dependencies that raise them are in `deps.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from haimaker.ui import budget_pages, customer_pages, spend_pages
+from haimaker.ui import budget_pages, customer_forms, customer_pages, spend_pages
 from haimaker.ui.deps import (
     AdminSession,
     CheckedForm,
@@ -97,24 +97,25 @@ async def models_page(request: Request, state: StateDep, templates: TemplatesDep
 
 
 def _per_million(per_token: Decimal) -> str:
-    value = (per_token * _MILLION).normalize()
-    text = f"{value:f}"
-    return text if "." in text else f"{text}.00"
+    """USD per million tokens, with at least 2 decimals and no trailing noise (`0.50`, `0.075`)."""
+    text = f"{(per_token * _MILLION).normalize():f}"
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"
 
 
 def include_ui_routes(api: FastAPI) -> None:
     """Mount the admin UI on the app: pages under `/ui`, assets under `/ui/static`."""
-
     api.state.haimaker_ui_templates = build_templates()
     api.include_router(router)
     api.include_router(budget_pages.router)
     api.include_router(customer_pages.router)
+    api.include_router(customer_forms.router)
     api.include_router(spend_pages.router)
     api.mount("/ui/static", StaticFiles(directory=str(STATIC_DIR)), name="ui-static")
 
     async def on_sign_in_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInRequired)
-        target = "/ui/login?" + _query({"next": exc.next_path})
+        target = "/ui/login?" + urlencode({"next": exc.next_path})
         if request.headers.get("hx-request") == "true":
             return Response(status_code=204, headers={"HX-Redirect": target})
         return redirect(target)
@@ -133,7 +134,3 @@ def include_ui_routes(api: FastAPI) -> None:
 
     api.add_exception_handler(SignInRequired, on_sign_in_required)
     api.add_exception_handler(CsrfRejected, on_csrf_rejected)
-
-
-def _query(params: dict[str, str]) -> str:
-    return urlencode(params)

@@ -1,0 +1,261 @@
+"""Customers (end users): the admin use-cases, shared by the management API and the admin UI.
+
+Fields arrive as the wire carries them, as a mapping holding only the fields the caller sent (presence matters on
+update: a field sent as null is applied, a field left out is untouched).
+
+Invariants:
+- Every read or write starts by waiting for the spend recorder (`Services.settle_pending`): the stored spend is then
+  exact, and a customer created by traffic exists in the store (so `create` refuses it as a duplicate).
+- Spend shown is the live counter when this instance has one (it includes charges not yet written), else the stored
+  spend.
+- A customer's budget fields (max_budget, tpm_limit, …) live on a budget row. A customer without a row of its own
+  gets a private one; a row shared with other customers (a pricing tier, or the default budget) is never changed
+  from here: the customer gets a private copy with the change, the tier stays as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from haimaker.errors import DuplicateError, NotFoundError, UnprocessableError
+from haimaker.money import Nanos
+from haimaker.services.budgets import BUDGET_FIELDS, usd_amount
+from haimaker.storage.records import Budget, Customer
+
+if TYPE_CHECKING:
+    from haimaker.services.container import Services
+
+# Budget fields /customer/update accepts (CONTRACT §5).
+UPDATE_BUDGET_FIELDS: Final = (
+    "max_budget",
+    "soft_budget",
+    "max_parallel_requests",
+    "tpm_limit",
+    "rpm_limit",
+    "budget_duration",
+)
+_NULLABLE_FIELDS: Final = ("alias", "allowed_model_region", "default_model")
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerView:
+    """A customer as admins see it: the stored row, its own budget row (None on the default budget), live spend."""
+
+    customer: Customer
+    budget: Budget | None
+    spend: Nanos
+
+
+def not_found(user_id: str, param: str) -> NotFoundError:
+    return NotFoundError(f"End User Id={user_id} does not exist in db", param=param)
+
+
+class CustomerService:
+    """Create, read, update, delete, block and unblock customers; keeps catalog and counters in step."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+
+    async def info(self, user_id: str, *, param: str = "end_user_id") -> CustomerView:
+        """One customer.
+
+        Raises:
+            NotFoundError: no such customer (`param` names the request field that carried the id).
+        """
+        await self._services.settle_pending()
+        customer = await self._services.sink.customers.get(user_id)
+        if customer is None:
+            raise not_found(user_id, param)
+        return (await self._views([customer]))[0]
+
+    async def list_page(self, page: int, page_size: int, search: str | None) -> list[CustomerView]:
+        """One page of customers ordered by id, optionally filtered by a substring of id or alias."""
+        await self._services.settle_pending()
+        customers = await self._services.sink.customers.list_page(page, page_size, search or None)
+        return await self._views(customers)
+
+    # -- writes --------------------------------------------------------------------------------------------------
+
+    async def create(self, fields: Mapping[str, Any]) -> CustomerView:
+        """Create a customer; any budget field gives it a private budget row, `spend` sets its starting spend.
+
+        Raises:
+            UnprocessableError: budget fields together with budget_id, or an unknown default_model.
+            BadRequestError: an invalid budget field or spend.
+            DuplicateError: the customer exists (traffic-created ones included).
+            NotFoundError: budget_id names no budget.
+        """
+        user_id: str = fields["user_id"]
+        budget_fields = {name: fields[name] for name in BUDGET_FIELDS if fields.get(name) is not None}
+        budget_id = fields.get("budget_id")
+        if budget_fields and budget_id is not None:
+            raise _both_budget_and_fields(budget_fields)
+        self._check_default_model(fields.get("default_model"))
+        spend = usd_amount("spend", fields["spend"]) if fields.get("spend") is not None else 0
+        changes = self._services.budgets.changes(budget_fields)
+
+        await self._services.settle_pending()
+        if await self._services.sink.customers.get(user_id) is not None:
+            raise _duplicate(user_id)
+        private = await self._services.budgets.create_private(None, changes) if budget_fields else None
+        customer = Customer(
+            user_id=user_id,
+            alias=fields.get("alias"),
+            spend=spend,
+            blocked=bool(fields.get("blocked") or False),
+            allowed_model_region=fields.get("allowed_model_region"),
+            default_model=fields.get("default_model"),
+            models=tuple(fields.get("models") or ()),
+            budget_id=private.budget_id if private is not None else budget_id,
+        )
+        try:
+            created = await self._services.sink.customers.create(customer)
+        except Exception:
+            if private is not None:  # nobody else can be linked to it yet
+                await self._services.sink.budgets.delete(private.budget_id)
+                await self._services.changed("budget", private.budget_id, None)
+            raise
+        await self._services.changed("customer", user_id, created)
+        await self._services.changed("customer_spend", user_id, created)
+        return (await self._views([created]))[0]
+
+    async def update(self, fields: Mapping[str, Any]) -> CustomerView:
+        """Apply the fields present in `fields` to `fields["user_id"]`.
+
+        `budget_id: null` unlinks (the customer falls back to the default budget). Budget fields change the
+        customer's own budget row in place when nobody else uses it, else a private copy is made.
+
+        Raises:
+            NotFoundError: no such customer (param user_id), or budget_id names no budget.
+            UnprocessableError: budget fields together with budget_id, or an unknown default_model.
+            BadRequestError: an invalid budget field.
+        """
+        user_id: str = fields["user_id"]
+        changes: dict[str, Any] = {name: fields[name] for name in _NULLABLE_FIELDS if name in fields}
+        for name in ("blocked", "models"):
+            if fields.get(name) is not None:
+                changes[name] = tuple(fields[name]) if name == "models" else bool(fields[name])
+        self._check_default_model(changes.get("default_model"))
+        budget_fields = {name: fields[name] for name in UPDATE_BUDGET_FIELDS if name in fields}
+        if "budget_id" in fields:
+            if budget_fields:
+                raise _both_budget_and_fields(budget_fields)
+            changes["budget_id"] = fields["budget_id"]
+        budget_changes = self._services.budgets.changes(budget_fields)
+
+        await self._services.settle_pending()
+        current = await self._services.sink.customers.get(user_id)
+        if current is None:
+            raise not_found(user_id, "user_id")
+        private = None
+        if budget_changes:
+            own = await self._own_budget(current)
+            if own is not None and not self._is_shared(own.budget_id):
+                await self._services.budgets.apply(own.budget_id, budget_changes)
+            else:
+                base = own if own is not None else self._services.catalog.effective_budget(None)
+                private = await self._services.budgets.create_private(base, budget_changes)
+                changes["budget_id"] = private.budget_id
+        updated = await self._services.sink.customers.update(user_id, changes)
+        if updated is None:  # deleted meanwhile
+            if private is not None:
+                await self._services.sink.budgets.delete(private.budget_id)
+                await self._services.changed("budget", private.budget_id, None)
+            raise not_found(user_id, "user_id")
+        await self._services.changed("customer", user_id, updated)
+        return (await self._views([updated]))[0]
+
+    async def delete(self, user_ids: Iterable[str]) -> list[str]:
+        """Delete customers, all or none; returns the ids deleted. Their spend logs and budgets stay.
+
+        Raises:
+            NotFoundError: some ids do not exist (nothing is deleted).
+        """
+        wanted = list(dict.fromkeys(user_ids))
+        await self._services.settle_pending()
+        await self._services.sink.customers.delete_many(wanted)
+        for user_id in wanted:
+            await self._services.changed("customer", user_id, None)
+        return wanted
+
+    async def block(self, user_ids: Iterable[str]) -> list[CustomerView]:
+        """Block customers, creating those that do not exist yet."""
+        await self._services.settle_pending()
+        customers = await self._services.sink.customers.set_blocked(user_ids, True)
+        for customer in customers:
+            await self._services.changed("customer", customer.user_id, customer)
+        return await self._views(customers)
+
+    async def unblock(self, user_ids: Iterable[str]) -> list[CustomerView]:
+        """Clear the blocked flag.
+
+        Raises:
+            NotFoundError: some ids do not exist (nothing is changed).
+        """
+        wanted = list(dict.fromkeys(user_ids))
+        await self._services.settle_pending()
+        missing = [user_id for user_id in wanted if await self._services.sink.customers.get(user_id) is None]
+        if missing:
+            raise NotFoundError(f"End User Id(s)={', '.join(missing)} do not exist in db", param="user_ids")
+        customers = await self._services.sink.customers.set_blocked(wanted, False)
+        for customer in customers:
+            await self._services.changed("customer", customer.user_id, customer)
+        return await self._views(customers)
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    def _check_default_model(self, model: str | None) -> None:
+        if model is None:
+            return
+        names = self._services.state.router.model_names
+        if not names:
+            raise UnprocessableError("No models configured on proxy", param="default_model")
+        if model not in names:
+            listed = "{" + ", ".join(repr(name) for name in sorted(names)) + "}"
+            raise UnprocessableError(
+                "Default Model not on proxy. Configure via /model/new or config.yaml. "
+                f"Default_model={model}, proxy_model_names={listed}",
+                param="default_model",
+            )
+
+    def _is_shared(self, budget_id: str) -> bool:
+        catalog = self._services.catalog
+        return budget_id == catalog.default_budget_id or catalog.shared_count(budget_id) > 1
+
+    async def _own_budget(self, customer: Customer) -> Budget | None:
+        if customer.budget_id is None:
+            return None
+        return await self._services.sink.budgets.get(customer.budget_id)
+
+    async def _views(self, customers: list[Customer]) -> list[CustomerView]:
+        budget_ids = {c.budget_id for c in customers if c.budget_id is not None}
+        budgets = {b.budget_id: b for b in await self._services.sink.budgets.get_many(budget_ids)} if budget_ids else {}
+        return [
+            CustomerView(
+                customer=c,
+                budget=budgets.get(c.budget_id) if c.budget_id is not None else None,
+                spend=self._services.live_spend(c),
+            )
+            for c in customers
+        ]
+
+
+def _both_budget_and_fields(budget_fields: Mapping[str, Any]) -> UnprocessableError:
+    if "max_budget" in budget_fields:
+        return UnprocessableError("Set either 'max_budget' or 'budget_id', not both.", param="max_budget")
+    names = ", ".join(f"'{name}'" for name in budget_fields)
+    return UnprocessableError(
+        f"Set either budget limits ({names}) or 'budget_id', not both: limits make a private budget, "
+        "budget_id links an existing one.",
+        param=next(iter(budget_fields)),
+    )
+
+
+def _duplicate(user_id: str) -> DuplicateError:
+    return DuplicateError(
+        f"Customer already exists, passed user_id={user_id}. Please pass a new user_id.", param="user_id"
+    )

@@ -1,0 +1,264 @@
+"""Spend reports: spend logs, per-day summaries, the customers' daily activity and the top spenders.
+
+Every report first waits for the spend recorder, so a request whose response has been sent is in it. Money stays
+in nano-dollars here; the API renders USD.
+
+Invariants:
+- Date ranges are inclusive UTC days; `end_date` before `start_date` is refused, and per-day summaries (which list
+  every day of the range) are limited to `MAX_SUMMARY_DAYS`.
+- Failed requests count as requests but never as spend.
+- Every request reaches haimaker with an admin key, whose owner LiteLLM calls `default_user_id`: that is the `user`
+  of every spend log, and the only `user_id` a filter can match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Final
+
+from haimaker.errors import BadRequestError
+from haimaker.money import Nanos
+from haimaker.storage.records import DailySpend, SpendLog
+
+if TYPE_CHECKING:
+    from haimaker.services.container import Services
+
+KEY_OWNER: Final = "default_user_id"
+MAX_LOGS: Final = 10_000
+MAX_SUMMARY_DAYS: Final = 3660
+TOP_END_USERS: Final = 100
+DEFAULT_WINDOW: Final = timedelta(days=30)
+
+
+@dataclass(slots=True)
+class SpendMetrics:
+    """Counters summed over daily rollup rows."""
+
+    spend: Nanos = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    api_requests: int = 0
+    successful_requests: int = 0
+    failed_requests: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, row: DailySpend) -> None:
+        self.spend += row.spend
+        self.prompt_tokens += row.prompt_tokens
+        self.completion_tokens += row.completion_tokens
+        self.cache_read_input_tokens += row.cache_read_input_tokens
+        self.cache_creation_input_tokens += row.cache_creation_input_tokens
+        self.api_requests += row.api_requests
+        self.successful_requests += row.successful_requests
+        self.failed_requests += row.failed_requests
+
+
+@dataclass(slots=True)
+class DailyActivity:
+    """One day of customer activity, with its breakdowns by model, provider and customer."""
+
+    date: str
+    metrics: SpendMetrics = field(default_factory=SpendMetrics)
+    models: dict[str, SpendMetrics] = field(default_factory=dict)
+    providers: dict[str, SpendMetrics] = field(default_factory=dict)
+    entities: dict[str, SpendMetrics] = field(default_factory=dict)
+
+    def add(self, row: DailySpend) -> None:
+        self.metrics.add(row)
+        self.models.setdefault(row.model, SpendMetrics()).add(row)
+        self.providers.setdefault(row.custom_llm_provider or "unknown", SpendMetrics()).add(row)
+        self.entities.setdefault(row.end_user_id, SpendMetrics()).add(row)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityReport:
+    """A page of days (newest first) and the totals over every matching day."""
+
+    days: list[DailyActivity]
+    totals: SpendMetrics
+    page: int
+    total_pages: int
+    aliases: dict[str, str | None]
+
+    @property
+    def has_more(self) -> bool:
+        return self.page < self.total_pages
+
+
+@dataclass(frozen=True, slots=True)
+class DaySummary:
+    """Spend of one day, by key owner and by model (`/spend/logs` with a date range)."""
+
+    day: date
+    spend: Nanos
+    users: dict[str, Nanos]
+    models: dict[str, Nanos]
+
+
+def hashed_key(api_key: str) -> str:
+    """Spend logs carry keys hashed as LiteLLM does (sha256 hex); raw `sk-` keys are hashed before matching."""
+    return hashlib.sha256(api_key.encode()).hexdigest() if api_key.startswith("sk-") else api_key
+
+
+def check_range(start: date | None, end: date | None) -> None:
+    if start is not None and end is not None and end < start:
+        raise BadRequestError(f"end_date {end} is before start_date {start}.", param="end_date")
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+class SpendService:
+    """Read-only reports over spend logs and daily rollups."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def logs(
+        self,
+        *,
+        end_user: str | None = None,
+        request_id: str | None = None,
+        api_key: str | None = None,
+        user_id: str | None = None,
+        start_date: date | None = None,
+        end_date: date | None = None,
+    ) -> list[SpendLog]:
+        """Spend logs matching every filter, newest first, at most `MAX_LOGS`."""
+        check_range(start_date, end_date)
+        await self._services.settle_pending()
+        if user_id is not None and user_id != KEY_OWNER:
+            return []
+        return await self._services.sink.spend.list_logs(
+            end_user=end_user,
+            request_id=request_id,
+            api_key=hashed_key(api_key) if api_key is not None else None,
+            start=_day_start(start_date) if start_date is not None else None,
+            end=_day_start(end_date + timedelta(days=1)) if end_date is not None else None,
+            limit=MAX_LOGS,
+        )
+
+    async def daily_summary(
+        self,
+        start_date: date,
+        end_date: date,
+        *,
+        end_user: str | None = None,
+        request_id: str | None = None,
+        api_key: str | None = None,
+        user_id: str | None = None,
+    ) -> list[DaySummary]:
+        """Per-day spend, by key owner and model, for every day of the range (zeros where nothing happened)."""
+        check_range(start_date, end_date)
+        if (end_date - start_date).days >= MAX_SUMMARY_DAYS:
+            raise BadRequestError(
+                f"The date range is too long to summarize per day (at most {MAX_SUMMARY_DAYS} days).",
+                param="end_date",
+            )
+        days = {
+            start_date + timedelta(days=n): DaySummary(start_date + timedelta(days=n), 0, {}, {})
+            for n in range((end_date - start_date).days + 1)
+        }
+        totals: dict[date, Nanos] = dict.fromkeys(days, 0)
+        for day, model, spend in await self._spend_by_day_and_model(
+            start_date, end_date, end_user=end_user, request_id=request_id, api_key=api_key, user_id=user_id
+        ):
+            if day not in days:
+                continue
+            totals[day] += spend
+            summary = days[day]
+            summary.users[KEY_OWNER] = summary.users.get(KEY_OWNER, 0) + spend
+            summary.models[model] = summary.models.get(model, 0) + spend
+        return [DaySummary(day, totals[day], s.users, s.models) for day, s in sorted(days.items())]
+
+    async def _spend_by_day_and_model(
+        self,
+        start_date: date,
+        end_date: date,
+        *,
+        end_user: str | None,
+        request_id: str | None,
+        api_key: str | None,
+        user_id: str | None,
+    ) -> list[tuple[date, str, Nanos]]:
+        if request_id is None and api_key is None:
+            # The daily rollup is exact and small, however many requests the range holds.
+            check_range(start_date, end_date)
+            await self._services.settle_pending()
+            if user_id is not None and user_id != KEY_OWNER:
+                return []
+            rows = await self._services.sink.spend.spend_by_day_and_model(end_user, start_date, end_date)
+            return [(date.fromisoformat(day), model, spend) for day, model, spend in rows]
+        logs = await self.logs(
+            end_user=end_user,
+            request_id=request_id,
+            api_key=api_key,
+            user_id=user_id,
+            start_date=start_date,
+            end_date=end_date,
+        )
+        return [
+            (log.start_time.astimezone(UTC).date(), log.model, log.spend if log.status == "success" else 0)
+            for log in logs
+        ]
+
+    async def daily_activity(
+        self,
+        *,
+        end_user_ids: Sequence[str] | None = None,
+        exclude_end_user_ids: Sequence[str] | None = None,
+        start_date: date | None = None,
+        end_date: date | None = None,
+        model: str | None = None,
+        page: int = 1,
+        page_size: int = 10,
+    ) -> ActivityReport:
+        """Customers' activity per day, newest day first, `page_size` days a page."""
+        check_range(start_date, end_date)
+        await self._services.settle_pending()
+        rows = await self._services.sink.spend.daily_activity(
+            end_user_ids=end_user_ids or None,
+            exclude_end_user_ids=exclude_end_user_ids or None,
+            start_date=start_date,
+            end_date=end_date,
+            model=model,
+        )
+        by_day: dict[str, DailyActivity] = {}
+        totals = SpendMetrics()
+        for row in rows:
+            by_day.setdefault(row.date, DailyActivity(row.date)).add(row)
+            totals.add(row)
+        days = sorted(by_day.values(), key=lambda d: d.date, reverse=True)
+        total_pages = max(1, math.ceil(len(days) / page_size))
+        shown = days[(page - 1) * page_size : page * page_size]
+        catalog = self._services.catalog
+        aliases: dict[str, str | None] = {}
+        for day in shown:
+            for user_id in day.entities:
+                customer = catalog.customers.get(user_id)
+                aliases[user_id] = customer.alias if customer is not None else None
+        return ActivityReport(shown, totals, page, total_pages, aliases)
+
+    async def top_end_users(
+        self, *, start: datetime | None = None, end: datetime | None = None, api_key: str | None = None
+    ) -> list[tuple[str, int, Nanos]]:
+        """(customer, requests, spend) of the `TOP_END_USERS` biggest spenders; the last 30 days by default."""
+        await self._services.settle_pending()
+        if start is None:
+            start = (end or self._services.state.clock.now()) - DEFAULT_WINDOW
+        return await self._services.sink.spend.top_end_users(
+            start=start,
+            end=end,
+            limit=TOP_END_USERS,
+            api_key=hashed_key(api_key) if api_key is not None else None,
+        )

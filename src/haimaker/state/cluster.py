@@ -1,0 +1,102 @@
+"""Several instances behind a load balancer: this instance's share of the cluster, built and closed together.
+
+With a Redis URL configured (`general_settings.redis_url`, `router_settings.redis_host/port/password`, or env
+`REDIS_URL`), the app builds a `Cluster` instead of the in-memory counters:
+
+- `store`: the counters in Redis (`redis.py`), behind the outage policy (`resilient.py`);
+- `bus`: admin writes announced to every instance (`invalidation.py`);
+- `lock`: one writer at a time for cluster-wide jobs (`locks.py`): PostgreSQL when the store is, else Redis.
+
+Every key lives under `general_settings.redis_key_prefix`, so several deployments (or test runs) can share one
+Redis. `aclose()` stops the subscriber, finishes pending counter updates, then closes the connection pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from haimaker.clock import Clock
+from haimaker.money import Nanos
+from haimaker.state.catalog import Catalog
+from haimaker.state.counters import SpendResetSink
+from haimaker.state.invalidation import CatalogRefresher, CatalogSource, InvalidationBus
+from haimaker.state.locks import JobLock, PostgresJobLock, RedisJobLock
+from haimaker.state.memory import NextReset
+from haimaker.state.redis import RedisCounters, connect
+from haimaker.state.resilient import ResilientCounterStore
+
+logger = logging.getLogger("haimaker.state")
+
+
+@dataclass
+class Cluster:
+    client: Redis
+    store: ResilientCounterStore
+    bus: InvalidationBus
+    lock: JobLock
+
+    def changed(self, kind: str, key: str) -> None:
+        """Tell every instance that an admin write changed `kind` `key` (never awaits)."""
+        self.bus.publish(kind, key)
+
+    def status(self) -> dict[str, Any]:
+        """What a health check may show: Redis reachability and pending counter updates."""
+        return {"redis": self.store.health.value, "redis_pending_updates": self.store.pending}
+
+    async def aclose(self) -> None:
+        await self.bus.aclose()
+        await self.store.aclose()
+        await self.client.aclose()
+
+
+async def open_cluster(
+    redis_url: str,
+    prefix: str,
+    *,
+    clock: Clock,
+    next_reset: NextReset,
+    resets: SpendResetSink,
+    flush: Callable[[], Awaitable[None]],
+    source: CatalogSource,
+    catalog: Catalog,
+    db: AsyncEngine,
+    budget_status_code: int,
+    fail_closed: bool,
+) -> Cluster:
+    """Connect to Redis and start the subscriber and the counters' maintenance (a Redis outage does not fail it)."""
+    client = connect(redis_url)
+
+    async def durable_spend(customer_id: str) -> tuple[Nanos, datetime | None]:
+        customer = await source.customers.get(customer_id)
+        return (0, None) if customer is None else (customer.spend, customer.spend_reset_at)
+
+    counters = RedisCounters(
+        client, prefix, clock, next_reset, resets, durable_spend, budget_status_code=budget_status_code
+    )
+    store = ResilientCounterStore(
+        counters,
+        clock,
+        next_reset,
+        resets,
+        budget_status_code=budget_status_code,
+        fail_closed=fail_closed,
+        flush=flush,
+    )
+    await store.start()
+    bus = InvalidationBus(client, prefix, CatalogRefresher(catalog, source, store.forget_local))
+    bus.start()
+    lock: JobLock = PostgresJobLock(db) if db.dialect.name == "postgresql" else RedisJobLock(client, prefix)
+    logger.info(
+        "shared state in Redis (key prefix %r, %s); job lock in %s",
+        prefix,
+        "fail closed" if fail_closed else "fail open",
+        "PostgreSQL" if isinstance(lock, PostgresJobLock) else "Redis",
+    )
+    return Cluster(client, store, bus, lock)

@@ -1,0 +1,211 @@
+"""Cache coherence between instances: admin writes announced over Redis pub/sub, catalogs refreshed from the store.
+
+Every instance keeps customers and budgets in memory (`Catalog`). After an admin write, the instance that made it
+publishes `{"kind", "key"}` on `<prefix>:invalidate`; every instance (itself included: harmless, and it repairs a
+full reload that raced with the write) reads that row back from the durable store into its catalog. Delivery
+takes milliseconds, so a block, a new budget, a tier edit or a delete is enforced everywhere well within a second.
+
+The safety net: a full reload of the catalog when the subscription (re)connects, since messages may have been
+missed while it was down, and every `resync_interval_s` (30 s) whatever happens.
+
+Kinds: `customer` (key: user id), `budget` (key: budget id); any other kind, or an empty key, reloads everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from haimaker.state.catalog import Catalog
+from haimaker.storage.records import Budget, Customer
+
+logger = logging.getLogger("haimaker.state")
+
+RESYNC_INTERVAL_S: Final = 30.0
+_PUBLISH_ATTEMPTS: Final = 4
+
+
+class _CustomerRows(Protocol):
+    async def get(self, user_id: str) -> Customer | None: ...
+
+    async def list_all(self) -> list[Customer]: ...
+
+
+class _BudgetRows(Protocol):
+    async def get(self, budget_id: str) -> Budget | None: ...
+
+    async def list_all(self) -> list[Budget]: ...
+
+
+class CatalogSource(Protocol):
+    """Where the catalog is read back from (the storage layer's `StoreSink`)."""
+
+    @property
+    def customers(self) -> _CustomerRows: ...
+
+    @property
+    def budgets(self) -> _BudgetRows: ...
+
+
+class CatalogRefresher:
+    """Applies invalidations to this instance's catalog, reading the rows back from the durable store."""
+
+    def __init__(self, catalog: Catalog, source: CatalogSource, forget_customer: Callable[[str], None]) -> None:
+        self._catalog = catalog
+        self._source = source
+        self._forget_customer = forget_customer
+
+    async def changed(self, kind: str, key: str) -> None:
+        kind = kind.lower().rstrip("s")
+        if kind in ("customer", "end_user") and key:
+            customer = await self._source.customers.get(key)
+            if customer is None:
+                self._catalog.drop_customer(key)
+                self._forget_customer(key)
+            else:
+                self._catalog.put_customer(customer)
+        elif kind == "budget" and key:
+            budget = await self._source.budgets.get(key)
+            if budget is None:
+                self._catalog.drop_budget(key)
+            else:
+                self._catalog.put_budget(budget)
+        else:
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Read every customer and budget again (customers first seen in traffic come back with their next request)."""
+        customers = await self._source.customers.list_all()
+        budgets = await self._source.budgets.list_all()
+        known = set(self._catalog.customers)
+        self._catalog.load(customers, budgets)
+        for user_id in known - set(self._catalog.customers):
+            self._forget_customer(user_id)
+
+
+class InvalidationBus:
+    """Publishes this instance's admin writes and applies everyone's (Redis pub/sub)."""
+
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        refresher: CatalogRefresher,
+        *,
+        resync_interval_s: float = RESYNC_INTERVAL_S,
+    ) -> None:
+        self._client = client
+        self.channel = f"{prefix}:invalidate"
+        self._refresher = refresher
+        self._resync_interval_s = resync_interval_s
+        self._task: asyncio.Task[None] | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
+        self._subscribed = asyncio.Event()
+        self.received = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="haimaker-invalidation")
+
+    async def wait_subscribed(self, timeout_s: float = 5.0) -> None:
+        """Wait until the subscription is live (tests, and startup ordering)."""
+        await asyncio.wait_for(self._subscribed.wait(), timeout_s)
+
+    def publish(self, kind: str, key: str) -> None:
+        """Announce an admin write (never awaits; retried briefly, then left to the other instances' resync)."""
+        task = asyncio.get_running_loop().create_task(self.publish_now(kind, key))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def publish_now(self, kind: str, key: str) -> None:
+        message = orjson.dumps({"kind": kind, "key": key})
+        delay = 0.05
+        for attempt in range(_PUBLISH_ATTEMPTS):
+            try:
+                await self._client.publish(self.channel, message)
+                return
+            except RedisError as exc:
+                if attempt == _PUBLISH_ATTEMPTS - 1:
+                    logger.error(
+                        "could not announce a change of %s %r (%s); other instances pick it up at their next resync",
+                        kind,
+                        key,
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay *= 4
+
+    async def aclose(self) -> None:
+        if self._publishing:
+            await asyncio.gather(*list(self._publishing), return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                # Whatever was published while we were not listening: read everything again.
+                await self._resync()
+                self._subscribed.set()
+                backoff = 0.1
+                await self._receive(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._subscribed.clear()
+                logger.warning("invalidation channel lost (%s: %s); reconnecting", type(exc).__name__, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                try:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                except Exception:  # pragma: no cover - the connection is already gone
+                    pass
+
+    async def _receive(self, pubsub: PubSub) -> None:
+        loop = asyncio.get_running_loop()
+        next_resync = loop.time() + self._resync_interval_s
+        while True:
+            timeout = max(0.0, next_resync - loop.time())
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(timeout, 1.0))
+            if message is not None and message.get("type") == "message" and not await self._apply(message.get("data")):
+                next_resync = min(next_resync, loop.time() + 1.0)
+            if loop.time() >= next_resync:
+                next_resync = loop.time() + self._resync_interval_s
+                await self._resync()
+
+    async def _apply(self, data: object) -> bool:
+        """Apply one message; False when the store could not be read (a resync follows shortly)."""
+        self.received += 1
+        try:
+            payload = orjson.loads(data if isinstance(data, bytes | str) else b"")
+            kind, key = str(payload["kind"]), str(payload.get("key") or "")
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            logger.warning("ignoring a malformed invalidation message")
+            return True
+        try:
+            await self._refresher.changed(kind, key)
+        except Exception:
+            logger.exception("could not apply the change of %s %r", kind, key)
+            return False
+        return True
+
+    async def _resync(self) -> None:
+        try:
+            await self._refresher.reload()
+        except Exception:
+            logger.exception("could not reload customers and budgets; keeping the cached ones")

@@ -1,0 +1,63 @@
+"""Fixtures for the shared-state tests: a Redis key prefix of the test's own, counters on it, a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from state_setup import DurableSpend, MakeCounters, RecordedResets
+
+from dbs import database_kind, database_url  # noqa: F401
+from haimaker.clock import FakeClock
+from haimaker.limits.resets import next_reset_function
+from haimaker.state.redis import LEASE_S, RedisCounters, connect
+from redisdb import redis_prefix, redis_url  # noqa: F401
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def resets() -> RecordedResets:
+    return RecordedResets()
+
+
+@pytest.fixture
+def durable() -> DurableSpend:
+    return DurableSpend()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:  # noqa: F811
+    client = connect(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def make_counters(
+    redis_client: Redis,
+    redis_prefix: str,  # noqa: F811
+    clock: FakeClock,
+    resets: RecordedResets,
+    durable: DurableSpend,
+) -> MakeCounters:
+    """A factory: `make_counters(...)` builds `RedisCounters` on the test's prefix and the fake clock."""
+
+    def make(*, use_server_time: bool = False, lease_s: float = LEASE_S, client: Redis | None = None) -> RedisCounters:
+        return RedisCounters(
+            client or redis_client,
+            redis_prefix,
+            clock,
+            next_reset_function("UTC", "00:00"),
+            resets,
+            durable,
+            budget_status_code=400,
+            use_server_time=use_server_time,
+            lease_s=lease_s,
+        )
+
+    return make

@@ -1,0 +1,106 @@
+"""Cache coherence: an admin write announced by one instance is in every instance's catalog within a second,
+and a subscriber that reconnects reloads everything it may have missed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from dbs import temporary_database
+from haimaker.clock import SystemClock
+from haimaker.state.catalog import Catalog
+from haimaker.state.invalidation import CatalogRefresher, InvalidationBus
+from haimaker.state.redis import connect
+from haimaker.storage.engine import create_engine, session_factory, upgrade
+from haimaker.storage.records import Budget, Customer
+from haimaker.storage.sink import StoreSink
+from redisdb import private_redis
+
+pytestmark = pytest.mark.redis
+
+
+class Instance:
+    """One instance's catalog and bus, on the shared store."""
+
+    def __init__(self, client: Redis, prefix: str, sink: StoreSink) -> None:
+        self.catalog = Catalog()
+        self.forgotten: list[str] = []
+        self.bus = InvalidationBus(client, prefix, CatalogRefresher(self.catalog, sink, self.forgotten.append))
+
+
+@pytest.fixture
+async def sink(tmp_path: Path) -> AsyncIterator[StoreSink]:
+    async with temporary_database("sqlite", tmp_path) as url:
+        await upgrade(url)
+        engine = create_engine(url)
+        yield StoreSink(session_factory(engine), SystemClock())
+        await engine.dispose()
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 1.0) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"not seen within {timeout_s}s")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - started
+
+
+async def _instances(stack: AsyncExitStack, client: Redis, prefix: str, sink: StoreSink, n: int) -> list[Instance]:
+    instances = [Instance(client, prefix, sink) for _ in range(n)]
+    for instance in instances:
+        instance.bus.start()
+        stack.push_async_callback(instance.bus.aclose)
+        await instance.bus.wait_subscribed()
+    return instances
+
+
+async def test_block_budget_edit_and_delete_reach_every_instance_within_a_second(
+    redis_client: Redis, redis_prefix: str, sink: StoreSink
+) -> None:
+    await sink.budgets.create(Budget(budget_id="tier", max_budget=10_000))
+    await sink.customers.create(Customer(user_id="alice", budget_id="tier"))
+    async with AsyncExitStack() as stack:
+        first, second, third = await _instances(stack, redis_client, redis_prefix, sink, 3)
+        assert not second.catalog.customers["alice"].blocked
+
+        await sink.customers.set_blocked(["alice"], True)
+        first.bus.publish("customer", "alice")
+        for other in (second, third):
+            assert await _until(lambda other=other: other.catalog.customers["alice"].blocked) < 1.0
+
+        await sink.budgets.update("tier", {"max_budget": 5_000})
+        first.bus.publish("budget", "tier")
+        assert await _until(lambda: third.catalog.limits_for("alice").max_budget == 5_000) < 1.0
+
+        await sink.customers.delete_many(["alice"])
+        first.bus.publish("customer", "alice")
+        assert await _until(lambda: "alice" not in second.catalog.customers) < 1.0
+        assert "alice" in second.forgotten
+
+        await sink.budgets.delete("tier")
+        first.bus.publish("budget", "tier")
+        assert await _until(lambda: "tier" not in third.catalog.budgets) < 1.0
+
+
+async def test_a_reconnecting_subscriber_reloads_what_it_missed(tmp_path: Path, sink: StoreSink) -> None:
+    with private_redis(tmp_path) as server:
+        client = connect(server.url)
+        try:
+            async with AsyncExitStack() as stack:
+                (instance,) = await _instances(stack, client, "haimaker-t-reconnect", sink, 1)
+                server.stop()
+                await _until(lambda: not instance.bus._subscribed.is_set(), timeout_s=3)
+                # Written while the channel was down: no message will ever say so.
+                await sink.customers.create(Customer(user_id="bob", blocked=True))
+                server.start()
+                await instance.bus.wait_subscribed(timeout_s=5)
+                assert instance.catalog.customers["bob"].blocked
+        finally:
+            await client.aclose()
