@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from haimaker.accounting.pricing import PriceTable
 from haimaker.accounting.recorder import SpendRecorder
-from haimaker.accounting.tokens import TokenCounter
+from haimaker.accounting.tokens import TokenCounter, encoding_name_for
 from haimaker.api.errors import install_error_handlers
 from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send
 from haimaker.app_state import AppState
@@ -111,11 +111,12 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     sessions = session_factory(db)
     sink = StoreSink(sessions, clock)
 
-    tokens = TokenCounter()
-    load_tokens = asyncio.create_task(asyncio.to_thread(tokens.load))
-
     prices = PriceTable.bundled()
     deployments = build_deployments(config, prices)
+    tokens = TokenCounter()
+    # Only the vocabularies the configured models use (each costs 40-70 MB); others load on first use.
+    needed = {encoding_name_for(d.upstream_model) for d in deployments} or {"cl100k_base"}
+    load_tokens = asyncio.create_task(asyncio.to_thread(tokens.load, sorted(needed)))
     unpriced = sorted({d.model_name for d in deployments if d.price is None})
     if unpriced:
         logger.warning("models without pricing (they cost 0): %s", ", ".join(unpriced))

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,15 @@ REPLY = "alpha beta gamma delta epsilon"
 MAX_TOKENS = 5
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """What the instances of one cluster share: a PostgreSQL database and a Redis key prefix."""
+
+    database_url: str
+    redis_url: str
+    prefix: str
+
+
 def cluster_config(
     database_url: str, redis_url: str, prefix: str, *, latency_ms: float = 20, **general: Any
 ) -> dict[str, Any]:
@@ -58,7 +67,7 @@ def cluster_config(
         }
 
     return {
-        "model_list": [model("priced", latency_ms), model("slow", 600)],
+        "model_list": [model("priced", latency_ms), model("slow", 1500)],
         "general_settings": {
             "master_key": MASTER_KEY,
             "database_url": database_url.replace("postgresql+asyncpg://", "postgresql://"),
@@ -139,6 +148,28 @@ class ProxyCluster:
         """`count` simultaneous requests, spread round-robin over the live instances."""
         live = [i for i in range(len(self.instances)) if i not in self.killed]
         return await asyncio.gather(*(self.chat(live[n % len(live)], user, model) for n in range(count)))
+
+    async def sustained(
+        self, user: str, *, workers: int, seconds: float, events: Sequence[tuple[float, Callable[[], None]]] = ()
+    ) -> list[Answer]:
+        """`workers` clients sending back to back for `seconds`, over the live instances; `events` (blocking
+        actions such as a kill) run in a thread at their offsets from the start."""
+        started = time.monotonic()
+        answers: list[Answer] = []
+
+        async def worker(n: int) -> None:
+            while time.monotonic() - started < seconds:
+                live = [i for i in range(len(self.instances)) if i not in self.killed]
+                answers.append(await self.chat(live[n % len(live)], user))
+                n += 1
+
+        async def timeline() -> None:
+            for offset, action in events:
+                await asyncio.sleep(max(0.0, started + offset - time.monotonic()))
+                await asyncio.to_thread(action)
+
+        await asyncio.gather(timeline(), *(worker(n) for n in range(workers)))
+        return answers
 
     async def admin(self, index: int, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await self.clients[index].post(path, json=body)

@@ -10,21 +10,14 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+from cluster_setup import Deployment
 
 from dbs import drop_database, make_database_url
 from redisdb import PREFIX_STEM, REDIS_URL
-
-
-@dataclass(frozen=True)
-class Deployment:
-    database_url: str
-    redis_url: str
-    prefix: str
 
 
 def _require_redis() -> None:

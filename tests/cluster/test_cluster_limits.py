@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from cluster_setup import Instance, ProxyCluster, cluster_config, connected, started
-from conftest import Deployment
+from redis.asyncio import Redis
 
+from conftest import Deployment
 from haimaker.money import usd_to_nanos
+from haimaker.state.redis import LEASE_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
@@ -110,3 +112,61 @@ async def test_a_block_on_one_instance_is_enforced_by_the_others_within_a_second
     delays = await asyncio.gather(refused_after(0), refused_after(1), refused_after(2))
     print(f"\n[block] refused by instance 1/2/3 after {', '.join(f'{d * 1000:.0f} ms' for d in delays)}")
     assert max(delays) < 1.0
+
+
+async def test_kill_9_under_load_loses_at_most_the_last_write_group_and_the_survivors_stay_exact(
+    cluster: ProxyCluster, module_deployment: Deployment
+) -> None:
+    """Runs last in this module: it kills instance 2 of 3 (index 1)."""
+    parallel = 8
+    tier = {"budget_id": "steady-tier", "max_budget": 1000.0, "max_parallel_requests": parallel}
+    await cluster.admin(0, "/budget/new", tier)
+    await cluster.admin(0, "/customer/new", {"user_id": "steady", "budget_id": "steady-tier"})
+    await asyncio.sleep(PROPAGATION_S)
+    killed_at: list[float] = []
+
+    def kill() -> None:
+        killed_at.append(time.monotonic())
+        cluster.kill(1)
+
+    answers = await cluster.sustained("steady", workers=12, seconds=4.0, events=[(2.0, kill)])
+
+    (kill_time,) = killed_at
+    assert all(a.status in (200, 429) or (a.instance == 1 and a.status == 0) for a in answers), {
+        (a.instance, a.status) for a in answers
+    }
+    acked = {a.call_id: a for a in answers if a.status == 200 and a.call_id}
+    survivors = {call_id for call_id, a in acked.items() if a.instance != 1}
+    assert any(a.at > kill_time + 0.5 for a in acked.values()), "the survivors stopped serving"
+    charges = await cluster.settled_charges("steady", len(acked))
+    missing = [acked[call_id] for call_id in set(acked) - set(charges)]
+    unacknowledged = set(charges) - set(acked)
+    print(
+        f"\n[kill -9] acknowledged {len(acked)} ({len(acked) - len(survivors)} by the killed instance), "
+        f"stored {len(charges)}, acknowledged but lost {len(missing)} (answered "
+        f"{', '.join(f'{(kill_time - a.at) * 1000:.0f}' for a in missing) or '-'} ms before the kill), "
+        f"stored but never acknowledged {len(unacknowledged)}"
+    )
+    assert survivors <= set(charges)
+    # Only the killed instance's last group can be lost: charges answered within its last write interval.
+    assert all(a.instance == 1 and kill_time - a.at < 1.0 for a in missing)
+    for call_id, answer in acked.items():
+        if call_id in charges:
+            assert charges[call_id] == usd_to_nanos(answer.cost or 0)
+    assert await cluster.stored_spend("steady") == sum(charges.values())
+
+    # The killed instance's reservations are leased: once the lease has run out, the survivors' parallel limit is
+    # whole again (nothing held by the dead), and exactly `parallel` of a burst are admitted.
+    await asyncio.sleep(max(0.0, kill_time + LEASE_S + 0.5 - time.monotonic()))
+    burst = await cluster.burst("steady", parallel * 3, model="slow")
+    statuses = [a.status for a in burst]
+    print(
+        f"[kill -9] after the lease: {statuses.count(200)} of {len(burst)} admitted (max_parallel_requests={parallel})"
+    )
+    assert statuses.count(200) == parallel and statuses.count(429) == parallel * 2
+    client = Redis.from_url(module_deployment.redis_url)
+    try:
+        raw = await client.hgetall(f"{module_deployment.prefix}:{{steady}}:c")
+    finally:
+        await client.aclose()
+    assert (int(raw[b"rsv"]), int(raw[b"inf"])) == (0, 0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import gzip
 import hashlib
 import importlib
@@ -132,7 +133,21 @@ def load_encoding(name: str, data_dir: Path | None = None) -> tiktoken.Encoding:
     ranks = {
         base64.b64decode(token): int(rank) for token, rank in (line.split() for line in contents.splitlines() if line)
     }
-    return tiktoken.Encoding(name=name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=spec.special_tokens)
+    encoding = tiktoken.Encoding(name=name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=spec.special_tokens)
+    # tiktoken keeps a Python copy of the vocabulary (tens of MB) only to pickle the encoding, which we
+    # never do; the Rust tokenizer has its own. Dropping it keeps the proxy's RSS within its budget.
+    encoding._mergeable_ranks = {}
+    del ranks
+    _return_freed_memory()
+    return encoding
+
+
+def _return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise); a no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass(slots=True)

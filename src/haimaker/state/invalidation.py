@@ -113,6 +113,10 @@ class InvalidationBus:
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="haimaker-invalidation")
 
+    @property
+    def is_subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
     async def wait_subscribed(self, timeout_s: float = 5.0) -> None:
         """Wait until the subscription is live (tests, and startup ordering)."""
         await asyncio.wait_for(self._subscribed.wait(), timeout_s)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from haimaker.clock import Clock
 from haimaker.money import Nanos
 from haimaker.state.counters import WINDOW_S, Demand, Limits, Reservation, SpendReset, SpendResetSink
-from haimaker.state.verdicts import budget_exceeded, rate_limited, rate_limit_headers
+from haimaker.state.verdicts import budget_exceeded, rate_limit_headers, rate_limited
 
 NextReset = Callable[[str, datetime], datetime]
 
