@@ -8,10 +8,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from cluster_setup import Instance, ProxyCluster, cluster_config, connected, started
+from cluster_setup import Deployment, Instance, ProxyCluster, cluster_config, connected, started
 from redis.asyncio import Redis
 
-from conftest import Deployment
 from haimaker.money import usd_to_nanos
 from haimaker.state.redis import LEASE_S
 
