@@ -133,6 +133,10 @@ class PrivateRedis:
             time.sleep(0.02)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
+    @property
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.kill()

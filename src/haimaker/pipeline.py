@@ -105,11 +105,26 @@ class Pipeline:
             self._group_prices[name] = group_price([d.price for d in group], [d.max_output_tokens for d in group])
 
     async def run(self, route: Route, raw: bytes, headers: Mapping[str, str]) -> JsonResult | StreamResult:
-        """Serve one request; raise a `ProxyError` for anything the client must be told."""
+        """Serve one request; raise a `ProxyError` for anything the client must be told (and count it)."""
         started = time.perf_counter()
-        self._auth.check_llm(headers)
-        body = parse_body(route, raw)
+        try:
+            self._auth.check_llm(headers)
+            body = parse_body(route, raw)
+        except ProxyError as exc:
+            self.observe_error(route, None, exc.status_code, started)
+            raise
         model = body["model"]
+        try:
+            return await self._serve(route, body, model, headers, started)
+        except ProxyError as exc:
+            # Counted under the requested model (bounded: unknown names become "other"), so that the
+            # error rate of each configured model can be read from the metrics.
+            self.observe_error(route, model, exc.status_code, started)
+            raise
+
+    async def _serve(
+        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float
+    ) -> JsonResult | StreamResult:
         customer_id = self._customers.resolve(headers, body)
         if customer_id is None and self._options.enforce_user_param:
             raise AuthenticationError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
@@ -173,7 +188,10 @@ class Pipeline:
         if self._options.always_include_stream_usage is False:
             return call.body
         # Ask for usage so the call can be priced; the extra chunk is stripped before the client sees it.
-        return {**call.body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
+        return {
+            **call.body,
+            "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
+        }
 
     def _client_wants_usage(self, call: _Call) -> bool:
         options = call.body.get("stream_options")
@@ -374,7 +392,9 @@ def parse_body(route: Route, raw: bytes) -> dict[str, Any]:
             raise BadRequestError("'messages' must be a non-empty array.", param="messages")
         for i, message in enumerate(messages):
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise BadRequestError(f"'messages[{i}]' must be an object with a string 'role'.", param=f"messages[{i}]")
+                raise BadRequestError(
+                    f"'messages[{i}]' must be an object with a string 'role'.", param=f"messages[{i}]"
+                )
     elif route is Route.COMPLETIONS:
         if body.get("prompt") is None:
             raise BadRequestError("Missing required parameter: 'prompt'.", param="prompt")

@@ -11,11 +11,12 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
+import openai
 import pytest
 from e2e_stack import async_client, metric_samples, mock_deployment, openai_deployment, proxy_config, sync_client
 from openai.types.chat import ChatCompletionMessageParam
 
-from fakes import BEHAVIOR_FIELD, FakeOpenAI
+from fakes import BEHAVIOR_FIELD, Behavior, FakeOpenAI
 from support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -171,3 +172,18 @@ def test_streamed_requests_are_counted(proxy: RunningProxy) -> None:
     assert [s for s in samples if s[0]["model"] == "streamed-only"] == [
         ({"route": "chat/completions", "model": "streamed-only", "status": "200"}, 1.0)
     ]
+
+
+def test_failed_requests_are_counted_under_their_model(proxy: RunningProxy, openai_upstream: FakeOpenAI) -> None:
+    openai_upstream.script(*[Behavior.failing(503)] * 3)  # every attempt (default retries) fails
+    with sync_client(proxy) as client:
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="priced", messages=MESSAGES)
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="priced", messages=[])
+    with httpx.Client(timeout=10) as http:
+        text = http.get(proxy.url + "/metrics").text
+
+    counted = {(s["model"], s["status"]) for s, _ in metric_samples(text, "haimaker_requests_total")}
+    assert ("priced", "502") in counted
+    assert ("other", "400") in counted  # refused before its model was read: no name to trust yet

@@ -8,6 +8,7 @@ leaving the client hanging or the proxy broken.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections.abc import Iterator
@@ -245,3 +246,42 @@ def test_stream_longer_than_the_timeout_survives_while_chunks_keep_coming(
         )
 
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == REPLY
+
+
+# ---- hang-up before the first byte ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_giving_up_before_the_first_byte_releases_the_upstream(
+    proxy: RunningProxy, openai_upstream: FakeOpenAI, stream: bool
+) -> None:
+    # The upstream takes 3 s to start answering; the client gives up after 0.3 s. CONTRACT §2: a cancelled
+    # request is released, not charged, so the proxy must drop the upstream call too, not wait it out.
+    with openai.OpenAI(base_url=proxy.url + "/v1", api_key=proxy.master_key, max_retries=0, timeout=0.3) as client:
+        with pytest.raises(openai.APITimeoutError):  # a stream times out waiting for its headers, too
+            client.chat.completions.create(
+                model="gpt-4o", messages=MESSAGES, stream=stream, extra_body=_behavior(delay_s=3.0)
+            )
+        gave_up_at = time.perf_counter()
+        openai_upstream.wait_disconnected_sync(timeout_s=1.5)
+
+    assert time.perf_counter() - gave_up_at < 1.5
+    assert openai_upstream.stats.in_flight == 0
+
+
+async def test_concurrent_streams_and_calls_do_not_mix_up(proxy: RunningProxy, openai_upstream: FakeOpenAI) -> None:
+    async def one(client: openai.AsyncOpenAI, i: int) -> str:
+        behaviour = _behavior(reply=f"reply number {i} ends here", chunk_delay_s=0.01)
+        if i % 2:
+            reply = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_body=behaviour)
+            return reply.choices[0].message.content or ""
+        stream = await client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, extra_body=behaviour
+        )
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    async with async_client(proxy) as client:
+        texts = await asyncio.gather(*(one(client, i) for i in range(24)))
+
+    assert texts == [f"reply number {i} ends here" for i in range(24)]
+    assert openai_upstream.stats.streams_completed == 12

@@ -70,6 +70,26 @@ async def test_200_concurrent_admits_reserve_exactly_the_budget(
     assert state["rsv"] == 0 and state["s"] == sum(r.cost for r in admitted)
 
 
+async def test_only_one_shrunk_reservation_is_in_flight_at_a_time(
+    make_counters: MakeCounters, redis_client: Redis
+) -> None:
+    counters = make_counters()
+
+    async def admit(cost: int) -> SharedReservation:
+        return (await counters.admit(limits(max_budget=10_000), demand(cost=cost), fail_closed=False)).reservation
+
+    full = [await admit(3_000) for _ in range(3)]
+    shrunk = await admit(3_000)
+    assert (shrunk.cost, shrunk.partial) == (1_000, True)
+    await counters.settle(full[0], 2_000, 5)  # 1,000 free again, but a shrunk request is still running
+    with pytest.raises(BudgetExceededError):
+        await admit(3_000)
+    fits = await admit(500)
+    assert (fits.cost, fits.partial) == (500, False)
+    await counters.settle(shrunk, 3_000, 5)  # its excess is the one overshoot allowed
+    assert (await _hash(redis_client, counters))["pin"] == 0
+
+
 async def test_rpm_30_admits_exactly_30_of_100_concurrent_requests(make_counters: MakeCounters) -> None:
     counters = make_counters(use_server_time=True)
     results = await _admit_many(counters, 100, rpm_limit=30)
@@ -225,7 +245,14 @@ async def test_epoch_is_created_once(make_counters: MakeCounters) -> None:
 def _view(result: Reservation | ProxyError) -> object:
     if isinstance(result, ProxyError):
         return (type(result).__name__, result.message, sorted(result.headers.items()))
-    return (result.cost, result.tokens, result.window_start, result.holds_parallel_slot, result.rate_headers)
+    return (
+        result.cost,
+        result.tokens,
+        result.window_start,
+        result.holds_parallel_slot,
+        result.partial,
+        result.rate_headers,
+    )
 
 
 @pytest.mark.parametrize("seed", [20260115, 7, 99])

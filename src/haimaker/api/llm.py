@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from haimaker.api.errors import error_body, error_headers, internal_error
@@ -48,10 +49,23 @@ class LLMEndpoint:
         started = time.perf_counter()
         try:
             raw = await _read_body(receive)
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            result = await self._pipeline.run(route, raw, headers)
         except ProxyError as exc:
             self._pipeline.observe_error(route, None, exc.status_code, started)
+            await _send_error(send, exc)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # From here on a client hang-up cancels the request wherever it is: waiting for the upstream's
+        # first byte (a non-streaming call, or a slow time-to-first-token) as much as mid-relay. The
+        # pipeline then releases the upstream call and the reservation (a cancelled call is not charged).
+        async with _cancel_on_hangup(receive):
+            await self._serve(route, raw, headers, send, scope, started)
+
+    async def _serve(
+        self, route: Route, raw: bytes, headers: dict[str, str], send: Send, scope: Scope, started: float
+    ) -> None:
+        try:
+            result = await self._pipeline.run(route, raw, headers)
+        except ProxyError as exc:  # already counted by the pipeline
             await _send_error(send, exc)
             return
         except Exception:
@@ -62,7 +76,7 @@ class LLMEndpoint:
         if isinstance(result, JsonResult):
             await _send_json(send, result)
         else:
-            await _send_stream(receive, send, result)
+            await _send_stream(send, result)
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -104,33 +118,48 @@ async def _send_json(send: Send, result: JsonResult) -> None:
     await send({"type": "http.response.body", "body": result.body})
 
 
-async def _send_stream(receive: Receive, send: Send, result: StreamResult) -> None:
-    """Relay the stream; a client hang-up cancels the relay, whose `finally` releases the upstream."""
-    task = asyncio.current_task()
-    assert task is not None
-    disconnected = asyncio.Event()
-
-    async def watch_disconnect() -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                disconnected.set()
-                task.cancel()
-                return
-
-    watcher = asyncio.create_task(watch_disconnect())
+async def _send_stream(send: Send, result: StreamResult) -> None:
+    """Relay the stream; the relay's `finally` releases the upstream, also when a hang-up cancels us."""
     chunks = result.chunks
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _encode_headers(result.headers)})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _encode_headers(result.headers)}
+        )
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-    except asyncio.CancelledError:
-        if not disconnected.is_set():
-            raise  # a real cancellation (shutdown), not our own
-        task.uncancel()
     except OSError:
         pass  # the transport went away under us: same as a hang-up
     finally:
-        watcher.cancel()
         await chunks.aclose()  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def _cancel_on_hangup(receive: Receive) -> AsyncIterator[None]:
+    """Cancel the current task if the client disconnects before the block ends; swallow that cancellation.
+
+    A cancellation from anywhere else (server shutdown) still propagates. The watcher is stopped before the
+    block's last send can make `receive()` report the finished response as a disconnect.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    hung_up = False
+
+    async def watch() -> None:
+        nonlocal hung_up
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                hung_up = True
+                task.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not hung_up:
+            raise
+        task.uncancel()
+    finally:
+        watcher.cancel()

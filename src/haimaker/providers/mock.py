@@ -90,7 +90,9 @@ class MockProvider:
         data = []
         for index, item in enumerate(items):
             vector = _vector(str(item))
-            embedding: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+            embedding: Any = (
+                base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+            )
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         prompt_tokens = self._tokens.count_embedding_input(inputs, model)
         return orjson.dumps(

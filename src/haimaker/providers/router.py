@@ -31,7 +31,9 @@ def build_deployments(config: Config, prices: PriceTable) -> list[Deployment]:
         params, info = entry.litellm_params, entry.model_info
         provider, upstream_model = params.model.split("/", 1)
         base_price = prices.lookup(info.base_model or upstream_model) or prices.lookup(entry.model_name)
-        input_cost = params.input_cost_per_token if params.input_cost_per_token is not None else info.input_cost_per_token
+        input_cost = (
+            params.input_cost_per_token if params.input_cost_per_token is not None else info.input_cost_per_token
+        )
         output_cost = (
             params.output_cost_per_token if params.output_cost_per_token is not None else info.output_cost_per_token
         )
@@ -78,9 +80,7 @@ def _stable_id(index: int, *parts: str | None) -> str:
 class Router:
     """Chooses a deployment for each attempt and retries failed ones."""
 
-    def __init__(
-        self, deployments: list[Deployment], providers: Mapping[str, Provider], *, num_retries: int
-    ) -> None:
+    def __init__(self, deployments: list[Deployment], providers: Mapping[str, Provider], *, num_retries: int) -> None:
         self._groups: dict[str, list[Deployment]] = {}
         for deployment in deployments:
             self._groups.setdefault(deployment.model_name, []).append(deployment)

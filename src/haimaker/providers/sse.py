@@ -117,4 +117,8 @@ def _data_of(event: bytes) -> bytes | None:
 
 def error_event(message: str, error_type: str = "api_error", code: str = "502") -> bytes:
     """The SSE event that ends a client's stream when the upstream fails mid-way."""
-    return b"data: " + orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}}) + b"\n\n"
+    return (
+        b"data: "
+        + orjson.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}})
+        + b"\n\n"
+    )

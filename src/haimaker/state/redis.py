@@ -4,9 +4,10 @@ Keys, under the configured prefix `p` (`general_settings.redis_key_prefix`), per
 tag keeps a customer's keys in one cluster slot):
 
     p:{cid}:c   hash  s spend (nano-dollars, current period, charges not yet written included), rsv reserved,
-                      inf requests in flight, ws/wr/wt rate window start (ms) / requests / tokens,
+                      inf requests in flight, pin requests in flight on a shrunk reservation (at most one),
+                      ws/wr/wt rate window start (ms) / requests / tokens,
                       rst spend reset instant (ms), per the period (budget id + duration) it follows
-    p:{cid}:r   zset  live reservations: member `id|cost|tokens|slot|window` -> lease deadline (ms)
+    p:{cid}:r   zset  live reservations: member `id|cost|tokens|slot|partial|window` -> lease deadline (ms)
     p:{cid}:e   zset  reservations whose lease expired, kept a day so that a late settle charges exactly once
     p:epoch     string  a random id set when the data set is new: a changed epoch means Redis lost its data
 
@@ -175,7 +176,9 @@ class RedisCounters:
             await self._seed_from_store(limits.customer_id, again=attempt > 0)
         else:  # pragma: no cover - the key vanished twice in a row (eviction, a concurrent delete)
             raise RuntimeError(f"customer {limits.customer_id!r} could not be seeded in Redis")
-        status, cost, tokens, ws, wr, wt, spend, rst, did_reset, now_ms, estimate_flag = (int(v) for v in result)
+        status, cost, tokens, ws, wr, wt, spend, rst, did_reset, now_ms, estimate_flag, partial = (
+            int(v) for v in result
+        )
         reset_at = _from_ms(rst)
         if did_reset and reset_at is not None:
             self._resets.reset_customer(SpendReset(limits.customer_id, reset_at))
@@ -192,9 +195,10 @@ class RedisCounters:
             tokens=tokens,
             window_start=window_start,
             holds_parallel_slot=slot,
+            partial=bool(partial),
             rate_headers=rate_limit_headers(limits, wr, wt),
             # The same member the script stored: it names the reservation in every later call.
-            member=f"{reservation_id}|{cost}|{tokens}|{int(slot)}|{ws}",
+            member=f"{reservation_id}|{cost}|{tokens}|{int(slot)}|{partial}|{ws}",
         )
         return Admission(reservation, spend, reset_at)
 

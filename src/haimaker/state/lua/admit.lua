@@ -1,15 +1,16 @@
 -- Admission of one request: every limit of the customer checked, and what the request needs reserved,
 -- atomically (all or nothing). Mirrors MemoryCounterStore.admit_now exactly; see state/redis.py.
 --
--- KEYS[1] customer hash   s spend, rsv reserved, inf in flight, ws/wr/wt rate window, rst reset ms, per period
--- KEYS[2] live leases     zset: reservation member -> lease deadline (ms)
+-- KEYS[1] customer hash   s spend, rsv reserved, inf in flight, pin shrunk reservations in flight,
+--                         ws/wr/wt rate window, rst reset ms, per period
+-- KEYS[2] live leases     zset: member `id|cost|tokens|slot|partial|window` -> lease deadline (ms)
 -- KEYS[3] expired leases  zset: member -> expiry time (ms), so that a late settle still charges once
 -- ARGV  1 reservation id    2 now ms (0: the server's TIME)   3 lease ms       4 demand cost   5 demand tokens
 --       6 max budget ('')   7 fail closed (1/0)               8 rpm ('')       9 tpm ('')      10 parallel ('')
 --      11 period key ('': no budget_duration)   12 tier reset ms ('')   13 next reset ms   14 clock ms
 --      15 window ms        16 idle ttl ms
 -- Returns {1} when the customer is not seeded yet; else
---   {status, cost, tokens, ws, wr, wt, spend, rst (-1: none), did_reset, now, estimate_flag}
+--   {status, cost, tokens, ws, wr, wt, spend, rst (-1: none), did_reset, now, estimate_flag, partial}
 --   status 0 admitted, 2 parallel, 3 requests, 4 tokens, 5 budget.
 local function int(n) return string.format('%d', n) end
 
@@ -19,7 +20,7 @@ if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local f = redis.call('HMGET', c, 's', 'rsv', 'inf', 'ws', 'wr', 'wt', 'rst', 'per')
+local f = redis.call('HMGET', c, 's', 'rsv', 'inf', 'ws', 'wr', 'wt', 'rst', 'per', 'pin')
 if not f[1] then return {1} end
 local spend = tonumber(f[1])
 local reserved = tonumber(f[2] or '0')
@@ -27,16 +28,18 @@ local inflight = tonumber(f[3] or '0')
 local ws = tonumber(f[4] or '0')
 local wr = tonumber(f[5] or '0')
 local wt = tonumber(f[6] or '0')
+local pin = tonumber(f[9] or '0')
 local rst = nil
 if f[7] then rst = tonumber(f[7]) end
 
 -- Reservations whose lease ran out (their instance died or lost Redis): give back what they hold.
 local gone = redis.call('ZRANGEBYSCORE', r, '-inf', now, 'LIMIT', 0, 256)
 for _, m in ipairs(gone) do
-  local _, _, rcost, rtok, rslot, rws = string.find(m, '^[^|]*|(%d+)|(%d+)|(%d)|(%d+)$')
+  local _, _, rcost, rtok, rslot, rpart, rws = string.find(m, '^[^|]*|(%d+)|(%d+)|(%d)|(%d)|(%d+)$')
   if rcost then
     reserved = reserved - tonumber(rcost)
     inflight = inflight - tonumber(rslot)
+    pin = pin - tonumber(rpart)
     if tonumber(rws) == ws then wt = wt - tonumber(rtok) end
     redis.call('ZADD', e, now, m)
   end
@@ -79,15 +82,19 @@ elseif rpm ~= '' and wr >= tonumber(rpm) then
 elseif tpm ~= '' and wt >= tonumber(tpm) then
   status = 4
 end
-local cost, tokens, estimate_flag = 0, 0, 0
+local cost, tokens, estimate_flag, partial = 0, 0, 0, 0
 if status == 0 and ARGV[6] ~= '' then
   local remaining = tonumber(ARGV[6]) - (spend + reserved)
   local want = tonumber(ARGV[4])
-  if remaining <= 0 or (ARGV[7] == '1' and want > remaining) then
+  local does_not_fit = want > remaining
+  -- A request that does not fit may run on what remains only while no other such request is in flight:
+  -- each can overshoot by its excess, so one at a time bounds the overshoot to one request.
+  if remaining <= 0 or (does_not_fit and (ARGV[7] == '1' or pin > 0)) then
     status = 5
     if ARGV[7] == '1' and remaining > 0 then estimate_flag = 1 end
   else
     cost = math.min(want, remaining)
+    if does_not_fit then partial = 1 end
   end
 end
 
@@ -100,11 +107,12 @@ if status == 0 then
   wr = wr + 1
   wt = wt + tokens
   inflight = inflight + slot
-  local member = ARGV[1] .. '|' .. int(cost) .. '|' .. int(tokens) .. '|' .. slot .. '|' .. int(ws)
+  pin = pin + partial
+  local member = ARGV[1] .. '|' .. int(cost) .. '|' .. int(tokens) .. '|' .. slot .. '|' .. partial .. '|' .. int(ws)
   redis.call('ZADD', r, now + tonumber(ARGV[3]), member)
 end
 
-redis.call('HSET', c, 's', int(spend), 'rsv', int(reserved), 'inf', int(inflight),
+redis.call('HSET', c, 's', int(spend), 'rsv', int(reserved), 'inf', int(inflight), 'pin', int(pin),
   'ws', int(ws), 'wr', int(wr), 'wt', int(wt))
 if rst ~= nil then redis.call('HSET', c, 'rst', int(rst)) end
 local ttl = tonumber(ARGV[16])
@@ -113,4 +121,4 @@ redis.call('PEXPIRE', r, ttl)
 redis.call('PEXPIRE', e, ttl)
 local rst_out = -1
 if rst ~= nil then rst_out = rst end
-return {status, cost, tokens, ws, wr, wt, spend, rst_out, did_reset, now, estimate_flag}
+return {status, cost, tokens, ws, wr, wt, spend, rst_out, did_reset, now, estimate_flag, partial}

@@ -7,7 +7,7 @@
 local function int(n) return string.format('%d', n) end
 
 local m = ARGV[1]
-local _, _, rcost, rtok, rslot, rws = string.find(m, '^[^|]*|(%d+)|(%d+)|(%d)|(%d+)$')
+local _, _, rcost, rtok, rslot, rpart, rws = string.find(m, '^[^|]*|(%d+)|(%d+)|(%d)|(%d)|(%d+)$')
 local c = KEYS[1]
 local seeded = redis.call('HEXISTS', c, 's') == 1
 local ws = tonumber(redis.call('HGET', c, 'ws') or '0')
@@ -16,6 +16,7 @@ if redis.call('ZREM', KEYS[2], m) == 1 then
   if seeded then
     redis.call('HINCRBY', c, 'rsv', int(-tonumber(rcost)))
     if rslot == '1' then redis.call('HINCRBY', c, 'inf', -1) end
+    if rpart == '1' then redis.call('HINCRBY', c, 'pin', -1) end
     if tonumber(rws) == ws then redis.call('HINCRBY', c, 'wt', int(tokens - tonumber(rtok))) end
   end
 elseif redis.call('ZREM', KEYS[3], m) == 1 then
