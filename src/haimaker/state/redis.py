@@ -335,3 +335,7 @@ class RedisCounters:
 
     async def ping(self) -> None:
         await self.client.ping()
+
+    async def drop_idle_connections(self) -> None:
+        """Forget pooled connections that may predate a Redis restart (they reconnect when next used)."""
+        await self.client.connection_pool.disconnect(inuse_connections=False)

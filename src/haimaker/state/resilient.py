@@ -1,6 +1,6 @@
 """The `CounterStore` of several instances: Redis while it answers, and a decided behaviour while it does not.
 
-States: UP (Redis serves every admission) → DOWN (a Redis call failed; a probe pings every 250 ms) →
+States: UP (Redis serves every admission) → DOWN (a Redis call failed; a probe pings every 50 ms) →
 RECOVERING (Redis answers again; what it missed is put back) → UP.
 
 - `general_settings.fail_closed_budget_enforcement: true`: while not UP, requests that have limits are refused
@@ -13,11 +13,12 @@ Invariants:
   `_tasks` (awaited by `aclose`). A call that fails, and every call made while not UP, is kept in a per-customer
   ledger, in order, and replayed on recovery: settles and releases are idempotent per reservation, so nothing is
   counted twice or lost.
-- If Redis lost its data meanwhile (its epoch key changed), the ledger is dropped instead: after a grace second (so
-  that every instance notices and does the same), the spend recorder is flushed, and customers are seeded again from
-  the durable store, which then has every charge. Residual race, by design: charges an instance makes during its own
-  final flush (milliseconds) can be missing from counters that another instance seeds at that very moment; the
-  durable store itself is exact.
+- If Redis lost its data meanwhile (its epoch key changed), the ledger is dropped instead: the spend recorder is
+  flushed, a grace second lets every instance notice and do the same, the recorder is flushed again, and customers
+  are seeded again from the durable store, which then has every charge. Residual race, by design: an instance that
+  comes back a little later than the first one (probe phase, flush time: tens of ms) can still be charging locally
+  when the first one seeds a customer from the store, and those few charges are missing from the reseeded counter
+  (budgets then allow that much more). The durable store itself is exact.
 - The local counters double as the mirror of what Redis last said (spend, period end): `spend()` answers from it,
   and a fallback starts from it.
 - Leases of this instance's reservations in flight are renewed every `lease_s / 3` while UP.
@@ -44,7 +45,8 @@ from haimaker.state.redis import RedisCounters, SeedUnavailableError, SharedRese
 
 logger = logging.getLogger("haimaker.state")
 
-PROBE_INTERVAL_S: Final = 0.25
+# Short, so that the instances notice a returning Redis at nearly the same time (a refused connect is cheap).
+PROBE_INTERVAL_S: Final = 0.05
 LOG_EVERY_S: Final = 10.0
 FLUSH_TIMEOUT_S: Final = 10.0
 RESEED_GRACE_S: Final = 1.0
@@ -406,6 +408,7 @@ class ResilientCounterStore:
             # Calls still in flight either land or join the ledger before it is replayed.
             while self._tasks:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self.redis.drop_idle_connections()
             epoch, created = await self.redis.ensure_epoch()
             if self._epoch is not None and epoch == self._epoch and not created:
                 how = f"replayed {await self._replay()} owed updates"
@@ -415,14 +418,12 @@ class ResilientCounterStore:
                 # so that customers seeded from now on include it.
                 self._epoch = epoch
                 self._owed.clear()
-                # Give the other instances the time to notice and write what they hold too, before anyone reads
-                # a customer back from the store.
+                # Write what this instance holds, then give the others the time to notice and do the same before
+                # anyone reads a customer back from the store; write again what was charged meanwhile.
+                await self._flush_recorder()
                 await asyncio.sleep(self._reseed_grace_s)
-                try:
-                    await asyncio.wait_for(self._flush(), FLUSH_TIMEOUT_S)
-                except TimeoutError:
-                    logger.error("spend recorder did not flush in %.0fs; reseeding anyway", FLUSH_TIMEOUT_S)
-                self._owed.clear()  # charged meanwhile: written by the flush, so the seeds include it
+                await self._flush_recorder()
+                self._owed.clear()  # in the durable store now, so the seeds include it
                 how = "new data set: customers are seeded again from the durable store"
         except RedisError as exc:
             self.health = Health.DOWN
@@ -437,6 +438,12 @@ class ResilientCounterStore:
             self.served_locally,
             self.refused,
         )
+
+    async def _flush_recorder(self) -> None:
+        try:
+            await asyncio.wait_for(self._flush(), FLUSH_TIMEOUT_S)
+        except TimeoutError:
+            logger.error("spend recorder did not flush in %.0fs; reseeding anyway", FLUSH_TIMEOUT_S)
 
     async def _replay(self) -> int:
         """Apply the ledger, customer by customer and in order; returns how many updates were applied."""
