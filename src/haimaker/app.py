@@ -21,7 +21,7 @@ from haimaker.accounting.pricing import PriceTable
 from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.tokens import TokenCounter, encoding_name_for
 from haimaker.api.errors import install_error_handlers
-from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send
+from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send, azure_route
 from haimaker.app_state import AppState
 from haimaker.clock import Clock, SystemClock
 from haimaker.config.loader import ConfigError, Settings
@@ -58,12 +58,18 @@ class HaimakerApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            route = LLM_ROUTES.get(scope["path"])
+            path = scope["path"]
+            route = LLM_ROUTES.get(path)
+            path_model = None
+            if route is None and path.startswith("/openai/deployments/"):
+                found = azure_route(path)
+                if found is not None:
+                    route, path_model = found
             if route is not None:
                 llm = self._llm
                 if llm is None:
                     llm = self._llm = LLMEndpoint(self.state.pipeline)
-                await llm(scope, receive, send, route)
+                await llm(scope, receive, send, route, path_model)
                 return
         await self.api(scope, receive, send)
 

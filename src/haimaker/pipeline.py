@@ -104,12 +104,17 @@ class Pipeline:
             group = router.group(name)
             self._group_prices[name] = group_price([d.price for d in group], [d.max_output_tokens for d in group])
 
-    async def run(self, route: Route, raw: bytes, headers: Mapping[str, str]) -> JsonResult | StreamResult:
-        """Serve one request; raise a `ProxyError` for anything the client must be told (and count it)."""
+    async def run(
+        self, route: Route, raw: bytes, headers: Mapping[str, str], *, path_model: str | None = None
+    ) -> JsonResult | StreamResult:
+        """Serve one request; raise a `ProxyError` for anything the client must be told (and count it).
+
+        `path_model` is the model named by an Azure-style URL (`/openai/deployments/<model>/...`).
+        """
         started = time.perf_counter()
         try:
             self._auth.check_llm(headers)
-            body = parse_body(route, raw)
+            body = parse_body(route, raw, path_model)
         except ProxyError as exc:
             self.observe_error(route, None, exc.status_code, started)
             raise
@@ -233,7 +238,7 @@ class Pipeline:
                 rest = tap.flush()
                 if rest:
                     yield rest
-                if not tap.finished and not tap.saw_error:
+                if not tap.finished and not tap.saw_error and not tap.saw_finish_reason:
                     raise UpstreamError("Upstream closed the stream before it was complete.")
             except UpstreamError as exc:
                 failed = exc
@@ -371,7 +376,7 @@ class Pipeline:
         ).inc()
 
 
-def parse_body(route: Route, raw: bytes) -> dict[str, Any]:
+def parse_body(route: Route, raw: bytes, path_model: str | None = None) -> dict[str, Any]:
     """Decode and check the few fields the proxy reads; every other field passes through untouched."""
     try:
         body = orjson.loads(raw)
@@ -379,6 +384,8 @@ def parse_body(route: Route, raw: bytes) -> dict[str, Any]:
         raise BadRequestError(f"Invalid JSON in request body: {exc.msg}.") from None
     if not isinstance(body, dict):
         raise BadRequestError("Request body must be a JSON object.")
+    if path_model is not None and "model" not in body:
+        body["model"] = path_model
     model = body.get("model")
     if model is None:
         raise BadRequestError("Missing required parameter: 'model'.", param="model")

@@ -161,3 +161,20 @@ def test_error_event_carries_the_openai_envelope() -> None:
     assert orjson.loads(raw[6:]) == {
         "error": {"message": "Upstream closed", "type": "api_error", "param": None, "code": "502"}
     }
+
+
+def test_upstream_error_event_is_passed_on_without_the_key_it_echoes() -> None:
+    tap = SSETap(keep_usage_chunk=False)
+    event = b'data: {"error": {"message": "Incorrect API key provided: sk-live-abcdef123456", "type": "auth"}}\n\n'
+    out = tap.feed(event)
+    assert tap.saw_error
+    assert b"sk-live-abcdef123456" not in out
+    assert b'"type":"auth"' in out
+
+
+def test_stream_with_finish_reason_but_no_done_marker_counts_as_complete() -> None:
+    tap = SSETap(keep_usage_chunk=False)
+    tap.feed(b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n')
+    assert not tap.saw_finish_reason
+    tap.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n')
+    assert tap.saw_finish_reason and not tap.finished

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ctypes
+import functools
 import gzip
 import hashlib
 import importlib
@@ -142,6 +143,13 @@ def load_encoding(name: str, data_dir: Path | None = None) -> tiktoken.Encoding:
     return encoding
 
 
+@functools.lru_cache(maxsize=None)
+def _shared_encoding(name: str, data_dir: Path | None) -> tiktoken.Encoding:
+    # One copy per process: encodings are immutable, and every proxy an in-process test (or a worker's
+    # restart of the app) builds would otherwise pay ~1 s of CPU and 40-70 MB again.
+    return load_encoding(name, data_dir)
+
+
 def _return_freed_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them otherwise); a no-op elsewhere."""
     try:
@@ -254,7 +262,7 @@ class TokenCounter:
         with lock:
             encoding = self._encodings.get(name)
             if encoding is None:
-                encoding = load_encoding(name, self._data_dir)
+                encoding = _shared_encoding(name, self._data_dir)
                 self._encodings[name] = encoding
         return encoding
 

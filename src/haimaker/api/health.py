@@ -10,6 +10,7 @@ from fastapi.responses import PlainTextResponse, Response
 from haimaker import __version__
 from haimaker.api.deps import AppStateDep, require_llm_key
 from haimaker.api.responses import json_response
+from haimaker.errors import NotFoundError
 
 router = APIRouter()
 
@@ -43,6 +44,15 @@ async def list_models(request: Request, state: AppStateDep) -> Response:
         {"id": name, "object": "model", "created": created, "owned_by": "haimaker"} for name in state.router.model_names
     ]
     return json_response({"object": "list", "data": data})
+
+
+@router.get("/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request, state: AppStateDep) -> Response:
+    require_llm_key(request, state)
+    if model_id not in state.router.model_names:
+        raise NotFoundError(f"The model '{model_id}' does not exist", param="model")
+    return json_response({"id": model_id, "object": "model", "created": int(state.started_at), "owned_by": "haimaker"})
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -8,6 +8,7 @@ hanging up so the upstream call is released at once.
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import unquote
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -32,6 +33,18 @@ for _prefix in ("", "/v1", "/openai", "/openai/v1"):
     LLM_ROUTES[f"{_prefix}/completions"] = Route.COMPLETIONS
     LLM_ROUTES[f"{_prefix}/embeddings"] = Route.EMBEDDINGS
 
+_AZURE_PREFIX = "/openai/deployments/"
+
+
+def azure_route(path: str) -> tuple[Route, str] | None:
+    """`/openai/deployments/<model>/<route>` (what Azure OpenAI clients call) → (route, model)."""
+    if not path.startswith(_AZURE_PREFIX):
+        return None
+    model, _, rest = path[len(_AZURE_PREFIX) :].partition("/")
+    route = LLM_ROUTES.get("/" + rest)
+    return (route, unquote(model)) if route is not None and model else None
+
+
 MAX_BODY_BYTES = 32 * 1024 * 1024
 _JSON = (b"content-type", b"application/json")
 _SSE_HEADERS = [
@@ -45,7 +58,9 @@ class LLMEndpoint:
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, route: Route, path_model: str | None = None
+    ) -> None:
         started = time.perf_counter()
         try:
             raw = await _read_body(receive)
@@ -58,13 +73,20 @@ class LLMEndpoint:
         # first byte (a non-streaming call, or a slow time-to-first-token) as much as mid-relay. The
         # pipeline then releases the upstream call and the reservation (a cancelled call is not charged).
         async with _cancel_on_hangup(receive):
-            await self._serve(route, raw, headers, send, scope, started)
+            await self._serve(route, raw, headers, send, scope, started, path_model)
 
     async def _serve(
-        self, route: Route, raw: bytes, headers: dict[str, str], send: Send, scope: Scope, started: float
+        self,
+        route: Route,
+        raw: bytes,
+        headers: dict[str, str],
+        send: Send,
+        scope: Scope,
+        started: float,
+        path_model: str | None,
     ) -> None:
         try:
-            result = await self._pipeline.run(route, raw, headers)
+            result = await self._pipeline.run(route, raw, headers, path_model=path_model)
         except ProxyError as exc:  # already counted by the pipeline
             await _send_error(send, exc)
             return

@@ -73,6 +73,7 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
         raise ConfigError(problems + [_format_error(err) for err in exc.errors()]) from None
 
     warnings = [f"config key not supported yet (ignored): {key}" for key in config.unsupported_keys()]
+    warnings.extend(_accepted_but_not_enforced(config))
     general = config.general_settings
     master_key = general.master_key or environ.get("HAIMAKER_MASTER_KEY") or environ.get("LITELLM_MASTER_KEY")
     database_url = general.database_url or environ.get("DATABASE_URL")
@@ -140,3 +141,17 @@ def _check_models(model_list: Any, problems: list[str]) -> None:
             )
         elif provider == "azure" and not params.get("api_base"):
             problems.append(f"model_list[{i}].litellm_params.api_base: required for azure/ deployments")
+
+
+def _accepted_but_not_enforced(config: Config) -> list[str]:
+    """Keys that validate but do nothing yet: said once at startup rather than dropped silently."""
+    found = []
+    for i, entry in enumerate(config.model_list):
+        params = entry.litellm_params
+        for name in ("rpm", "tpm", "max_retries"):
+            if getattr(params, name) is not None:
+                found.append(f"model_list[{i}].litellm_params.{name}")
+    strategy = config.router_settings.routing_strategy
+    if strategy not in (None, "simple-shuffle"):
+        found.append("router_settings.routing_strategy")
+    return [f"config key accepted but not enforced yet: {key}" for key in found]

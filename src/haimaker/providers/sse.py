@@ -13,11 +13,14 @@ from typing import Any
 
 import orjson
 
+from haimaker.providers.redaction import sanitize_message
+
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
+_FINISH_MARKERS = (b'"finish_reason":"', b'"finish_reason": "')
 
 
 class SSETap:
-    __slots__ = ("_buffer", "_keep_usage_chunk", "content_parts", "finished", "saw_error", "usage")
+    __slots__ = ("_buffer", "_keep_usage_chunk", "content_parts", "finished", "saw_error", "saw_finish_reason", "usage")
 
     def __init__(self, *, keep_usage_chunk: bool) -> None:
         self._buffer = b""
@@ -26,6 +29,8 @@ class SSETap:
         self.content_parts: list[bytes] = []
         self.finished = False
         self.saw_error = False
+        # Some OpenAI-compatible servers end a complete stream without `[DONE]`; a finish_reason says it was whole.
+        self.saw_finish_reason = False
 
     def feed(self, data: bytes) -> bytes:
         """Consume raw bytes; return the bytes of the complete events to forward now (maybe empty)."""
@@ -37,13 +42,17 @@ class SSETap:
             self._buffer = buffer
             return b""
         complete, self._buffer = buffer[: end + 2], buffer[end + 2 :]
+        if not self.saw_finish_reason and any(marker in complete for marker in _FINISH_MARKERS):
+            self.saw_finish_reason = True
         if not self._needs_inspection(complete):
             self._collect_content(complete)
             return complete
         out = []
         for event in complete.split(b"\n\n"):
-            if event and self._inspect(event):
-                out.append(event + b"\n\n")
+            if event:
+                forwarded = self._inspect(event)
+                if forwarded is not None:
+                    out.append(forwarded + b"\n\n")
         return b"".join(out)
 
     def flush(self) -> bytes:
@@ -54,23 +63,27 @@ class SSETap:
     def _needs_inspection(self, chunk: bytes) -> bool:
         return any(marker in chunk for marker in _USAGE_MARKERS) or b"[DONE]" in chunk or b'"error"' in chunk
 
-    def _inspect(self, event: bytes) -> bool:
-        """Tap one event; return whether to forward it."""
+    def _inspect(self, event: bytes) -> bytes | None:
+        """Tap one event; return what to forward in its place (None: drop it)."""
         data = _data_of(event)
         if data is None:
-            return True
+            return event
         if data == b"[DONE]":
             self.finished = True
-            return True
+            return event
         if b'"error"' in data:
-            self.saw_error = True
+            error = _sanitized_error_event(data)
+            if error is not None:
+                # An upstream error event may echo what we sent it (our key included): pass it on sanitised.
+                self.saw_error = True
+                return error
         if not any(marker in data for marker in _USAGE_MARKERS):
             self._collect_content(event)
-            return True
+            return event
         try:
             payload = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return True
+            return event
         if isinstance(payload, dict):
             usage = payload.get("usage")
             if isinstance(usage, dict):
@@ -79,8 +92,8 @@ class SSETap:
             if choices:
                 self._collect_content(event + b"\n\n")
             elif not self._keep_usage_chunk:
-                return False
-        return True
+                return None
+        return event
 
     def _collect_content(self, chunk: bytes) -> None:
         # Keep raw events only; they are parsed solely if the stream ends without usage.
@@ -113,6 +126,23 @@ def _data_of(event: bytes) -> bytes | None:
     if not lines:
         return None
     return b"\n".join(lines).strip()
+
+
+def _sanitized_error_event(data: bytes) -> bytes | None:
+    """`data: {"error": ...}` with its message scrubbed of secrets, or None when `data` is not an error."""
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if error is None:
+        return None
+    if isinstance(error, dict):
+        message = sanitize_message(str(error.get("message") or "Upstream error."))
+        error = {**error, "message": message}
+    else:
+        error = sanitize_message(str(error))
+    return b"data: " + orjson.dumps({**payload, "error": error})
 
 
 def error_event(message: str, error_type: str = "api_error", code: str = "502") -> bytes:
