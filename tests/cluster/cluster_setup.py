@@ -107,7 +107,8 @@ class Answer:
     body: dict[str, Any]
     call_id: str | None
     cost: float | None
-    at: float
+    at: float  # when the answer arrived (time.monotonic())
+    sent: float = 0.0  # when the request was sent
 
     @property
     def error_type(self) -> str | None:
@@ -130,10 +131,11 @@ class ProxyCluster:
 
     async def chat(self, index: int, user: str, model: str = "priced") -> Answer:
         """One chat request on one instance; a transport error is recorded as status 0."""
+        sent = time.monotonic()
         try:
             response = await self.clients[index].post("/v1/chat/completions", json=chat_body(user, model))
         except httpx.TransportError as exc:
-            return Answer(index, 0, {"error": {"type": type(exc).__name__}}, None, None, time.monotonic())
+            return Answer(index, 0, {"error": {"type": type(exc).__name__}}, None, None, time.monotonic(), sent)
         cost = response.headers.get("x-litellm-response-cost")
         return Answer(
             index,
@@ -142,6 +144,7 @@ class ProxyCluster:
             response.headers.get("x-litellm-call-id") if response.status_code == 200 else None,
             float(cost) if cost is not None else None,
             time.monotonic(),
+            sent,
         )
 
     async def burst(self, user: str, count: int, model: str = "priced") -> list[Answer]:

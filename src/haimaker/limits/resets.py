@@ -51,17 +51,19 @@ class ResetJob:
     async def run(self) -> None:
         while True:
             try:
-                if self._lock is None:
-                    await self.tick()
-                else:
-                    async with self._lock.hold("budget-resets") as held:
-                        if held:
-                            await self.tick()
+                await self.run_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("budget reset job failed; will retry")
             await asyncio.sleep(self._interval_s)
+
+    async def run_once(self) -> int | None:
+        """One round, under the cluster-wide lock if there is one; None when another instance holds it."""
+        if self._lock is None:
+            return await self.tick()
+        async with self._lock.hold("budget-resets") as held:
+            return await self.tick() if held else None
 
     async def tick(self) -> int:
         """Reset every tier whose period has ended; return how many customers were reset."""

@@ -10,6 +10,8 @@ tag keeps a customer's keys in one cluster slot):
     p:{cid}:r   zset  live reservations: member `id|cost|tokens|slot|partial|window` -> lease deadline (ms)
     p:{cid}:e   zset  reservations whose lease expired, kept a day so that a late settle charges exactly once
     p:epoch     string  a random id set when the data set is new: a changed epoch means Redis lost its data
+    p:fence     string  after a data loss, the instant (server ms) every instance stops charging locally; seeds
+                        from the durable store wait until `FENCE_MARGIN_S` after it (see `resilient.py`)
 
 Invariants:
 - `admit` is one script: every limit checked, then everything reserved, all or nothing. Its semantics are those of
@@ -62,7 +64,9 @@ CONNECT_TIMEOUT_S: Final = 5.0
 _NOT_SEEDED: Final = 1
 _SEED_MEMORY_S: Final = 5.0
 _REFUSALS: Final = {2: "parallel_requests", 3: "requests", 4: "tokens"}
-_SCRIPTS: Final = ("admit", "settle", "release", "charge", "seed", "reset", "renew")
+_SCRIPTS: Final = ("admit", "settle", "release", "charge", "seed", "reset", "renew", "fence")
+# Seeds wait this long past the reseed fence: every instance has written what it charged locally by then.
+FENCE_MARGIN_S: Final = 0.5
 
 
 @dataclass(slots=True)
@@ -248,6 +252,7 @@ class RedisCounters:
         future: asyncio.Future[None] = loop.create_future()
         self._seeding[customer_id] = future
         try:
+            await asyncio.sleep(await self._fence_wait_s("wait", 0.0, FENCE_MARGIN_S))
             try:
                 spend, reset_at = await self._spend_source(customer_id)
             except Exception as exc:
@@ -282,6 +287,11 @@ class RedisCounters:
         """Add a charge without a reservation; the new spend, or None when the customer is not seeded."""
         spend = int(await self._run("charge", self.keys(customer_id)[:1], (cost,)))
         return spend if spend >= 0 else None
+
+    async def spend_of(self, customer_id: str) -> Nanos | None:
+        """The customer's spend as the cluster counts it; None when Redis does not hold the customer."""
+        value = await self.client.hget(self.keys(customer_id)[0], "s")
+        return None if value is None else int(value)
 
     async def seed(self, customer_id: str, spend: Nanos, reset_at: datetime | None, *, overwrite: bool) -> Nanos:
         """Set a customer's spend and period end (only if absent unless `overwrite`); the spend now held."""
@@ -332,6 +342,15 @@ class RedisCounters:
         if value is None:  # pragma: no cover - deleted between the two calls
             return await self.ensure_epoch()
         return (value.decode() if isinstance(value, bytes) else str(value)), False
+
+    async def set_reseed_fence(self, grace_s: float) -> float:
+        """After a data loss: create the cluster's reseed fence `grace_s` from now unless another instance did;
+        the seconds until it."""
+        return await self._fence_wait_s("set", grace_s, 0.0)
+
+    async def _fence_wait_s(self, mode: str, grace_s: float, margin_s: float) -> float:
+        args = (mode, int(grace_s * 1000), int(margin_s * 1000))
+        return int(await self._run("fence", [f"{self.prefix}:fence"], args)) / 1000
 
     async def ping(self) -> None:
         await self.client.ping()

@@ -14,11 +14,11 @@ Invariants:
   ledger, in order, and replayed on recovery: settles and releases are idempotent per reservation, so nothing is
   counted twice or lost.
 - If Redis lost its data meanwhile (its epoch key changed), the ledger is dropped instead: the spend recorder is
-  flushed, a grace second lets every instance notice and do the same, the recorder is flushed again, and customers
-  are seeded again from the durable store, which then has every charge. Residual race, by design: an instance that
-  comes back a little later than the first one (probe phase, flush time: tens of ms) can still be charging locally
-  when the first one seeds a customer from the store, and those few charges are missing from the reseeded counter
-  (budgets then allow that much more). The durable store itself is exact.
+  flushed; the first instance back sets a fence half a second ahead (on Redis' clock), and every instance goes back
+  to Redis at that same instant after flushing again; customers are seeded from the durable store only half a second
+  past the fence, when it has every charge made before it. Residual race: a charge whose Redis update is delayed
+  past the seed while its durable write is not (milliseconds), or an instance that notices the return only after
+  the fence. The durable store itself is exact.
 - The local counters double as the mirror of what Redis last said (spend, period end): `spend()` answers from it,
   and a fallback starts from it.
 - Leases of this instance's reservations in flight are renewed every `lease_s / 3` while UP.
@@ -49,7 +49,7 @@ logger = logging.getLogger("haimaker.state")
 PROBE_INTERVAL_S: Final = 0.05
 LOG_EVERY_S: Final = 10.0
 FLUSH_TIMEOUT_S: Final = 10.0
-RESEED_GRACE_S: Final = 1.0
+RESEED_GRACE_S: Final = 0.5
 CLOSE_TIMEOUT_S: Final = 10.0
 
 
@@ -133,7 +133,7 @@ class ResilientCounterStore:
         self._flush = flush
         self._probe_interval_s = probe_interval_s
         self._reseed_grace_s = reseed_grace_s
-        self.health = Health.DOWN
+        self.health = Health.RECOVERING  # until `start()` has reached Redis
         self._epoch: str | None = None
         self._reset_at: dict[str, datetime | None] = {}
         self._live: dict[str, SharedReservation] = {}
@@ -252,6 +252,18 @@ class ResilientCounterStore:
     def spend(self, customer_id: str) -> Nanos | None:
         return self.local.spend(customer_id)
 
+    async def current_spend(self, customer_id: str) -> Nanos | None:
+        """The customer's spend as the whole cluster counts it (`spend()` is this instance's last view of it)."""
+        if self.health is Health.UP:
+            try:
+                spend = await self.redis.spend_of(customer_id)
+            except RedisError as exc:
+                self._mark_down(exc)
+            else:
+                if spend is not None:
+                    return spend
+        return self.local.spend(customer_id)
+
     def seed(self, customer_id: str, spend: Nanos, spend_reset_at: datetime | None) -> None:
         """An admin write of a customer's spend: it replaces the shared value."""
         self.seed_local(customer_id, spend, spend_reset_at)
@@ -345,7 +357,6 @@ class ResilientCounterStore:
     def _mark_down(self, exc: BaseException) -> None:
         if self.health is Health.DOWN:
             return
-        was_up = self.health is Health.UP
         self.health = Health.DOWN
         self.outages += 1
         loop = asyncio.get_running_loop()
@@ -355,13 +366,7 @@ class ResilientCounterStore:
             if self._fail_closed
             else "enforcing limits per instance until it is back (fail open)"
         )
-        logger.error(
-            "Redis %s (%s: %s): %s",
-            "unreachable" if was_up else "still unreachable",
-            type(exc).__name__,
-            exc,
-            policy,
-        )
+        logger.error("Redis unreachable (%s: %s): %s", type(exc).__name__, exc, policy)
 
     async def _maintain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -418,10 +423,11 @@ class ResilientCounterStore:
                 # so that customers seeded from now on include it.
                 self._epoch = epoch
                 self._owed.clear()
-                # Write what this instance holds, then give the others the time to notice and do the same before
-                # anyone reads a customer back from the store; write again what was charged meanwhile.
+                # Write what this instance holds; then, at the cluster's fence (one instant for every instance),
+                # stop charging locally and write again. Seeds wait past the fence (`RedisCounters`), so they find
+                # every charge made before it in the store, and every charge after it goes to Redis.
                 await self._flush_recorder()
-                await asyncio.sleep(self._reseed_grace_s)
+                await asyncio.sleep(await self.redis.set_reseed_fence(self._reseed_grace_s))
                 await self._flush_recorder()
                 self._owed.clear()  # in the durable store now, so the seeds include it
                 how = "new data set: customers are seeded again from the durable store"
