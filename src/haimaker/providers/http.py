@@ -1,53 +1,47 @@
-"""The only module that speaks aiohttp: long-lived client sessions and their error mapping.
+"""Upstream HTTP: the transport the providers call, and the mapping of its failures to our errors.
 
-One `ClientSession` per upstream origin, created lazily and owned by `HttpTransport` until `aclose()`;
-connector limits are explicit so a slow upstream cannot take every socket. Transport failures are
-mapped to our `UpstreamError` tree here, so no aiohttp type escapes this module.
+Upstream calls go through `http1.Http1Client` (lean keep-alive HTTP/1.1; see its docstring for why not
+aiohttp). aiohttp is used only for webhooks (`post_json`), off the hot path; this is the only module that
+imports it. Transport failures become our `UpstreamError` tree here, so nothing else sees a socket error.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from haimaker.errors import BadGatewayError, GatewayTimeoutError, UpstreamStatusError
+from haimaker.providers.http1 import Http1Client, Response, TransportError, TransportTimeout
 from haimaker.providers.redaction import sanitize_message
-
-_CONNECTIONS_PER_ORIGIN = 512
 
 
 class HttpResponse:
     """A 2xx upstream response; `close()` drops the connection at once (client hung up)."""
 
-    __slots__ = ("_response", "_timeout_s", "status")
+    __slots__ = ("_response", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse, timeout_s: float | None) -> None:
+    def __init__(self, response: Response) -> None:
         self._response = response
-        self._timeout_s = timeout_s
         self.status = response.status
 
     async def read(self) -> bytes:
         try:
             return await self._response.read()
-        except TimeoutError:
+        except TransportTimeout:
             raise GatewayTimeoutError("Upstream timed out while sending its response.") from None
-        except aiohttp.ClientError as exc:
-            raise BadGatewayError(f"Upstream connection failed: {type(exc).__name__}") from None
-        finally:
-            self._response.release()
+        except TransportError as exc:
+            raise BadGatewayError(f"Upstream connection failed: {exc}") from None
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.iter_chunks():
                 yield chunk
-        except TimeoutError:
+        except TransportTimeout:
             raise GatewayTimeoutError("Upstream timed out mid-stream.") from None
-        except aiohttp.ClientError as exc:
-            raise BadGatewayError(f"Upstream connection failed mid-stream: {type(exc).__name__}") from None
+        except TransportError as exc:
+            raise BadGatewayError(f"Upstream connection failed mid-stream: {exc}") from None
         finally:
             self._response.close()
 
@@ -56,56 +50,31 @@ class HttpResponse:
 
 
 class HttpTransport:
-    """Owns the aiohttp sessions for every upstream origin."""
+    """Owns the upstream connection pools."""
 
     def __init__(self) -> None:
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-
-    def _session(self, url: str) -> aiohttp.ClientSession:
-        parts = urlsplit(url)
-        origin = f"{parts.scheme}://{parts.netloc}"
-        session = self._sessions.get(origin)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=_CONNECTIONS_PER_ORIGIN, limit_per_host=_CONNECTIONS_PER_ORIGIN, ttl_dns_cache=300
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-            self._sessions[origin] = session
-        return session
+        self._client = Http1Client()
 
     async def post(
         self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, secrets: tuple[str, ...] = ()
     ) -> HttpResponse:
         """POST and return the response if 2xx; raise the mapped `UpstreamError` otherwise."""
-        session = self._session(url)
-        # sock_read bounds the wait for each piece, so a long stream that keeps sending is not cut,
-        # while an upstream that goes silent is.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(timeout_s, 10.0), sock_read=timeout_s)
         try:
-            response = await session.post(url, data=body, headers=dict(headers), timeout=timeout)
-        except TimeoutError:
+            response = await self._client.post(url, headers, body, timeout_s=timeout_s)
+        except TransportTimeout:
             raise GatewayTimeoutError(f"Upstream did not answer within {timeout_s:g}s.") from None
-        except aiohttp.ClientError as exc:
-            raise BadGatewayError(f"Upstream connection failed: {type(exc).__name__}") from None
+        except TransportError as exc:
+            raise BadGatewayError(f"Upstream connection failed: {exc}") from None
         if response.status < 300:
-            return HttpResponse(response, timeout_s)
+            return HttpResponse(response)
         try:
-            raw = await asyncio.wait_for(response.read(), timeout=timeout_s)
-        except (TimeoutError, aiohttp.ClientError):
+            raw = await response.read()
+        except (TransportError, TransportTimeout):
             raw = b""
-        finally:
-            response.release()
-        raise status_error(response.status, raw, secrets, retry_after=response.headers.get("retry-after"))
+        raise status_error(response.status, raw, secrets, retry_after=response.header(b"retry-after"))
 
     async def aclose(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
-            await session.close()
+        self._client.close()
 
 
 def status_error(

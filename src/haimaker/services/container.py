@@ -71,8 +71,13 @@ class Services:
                 "try again shortly.",
             ) from None
 
-    def live_spend(self, customer: Customer) -> Nanos:
-        """The customer's spend including charges not yet written, when this instance counts it."""
+    async def live_spend(self, customer: Customer) -> Nanos:
+        """The customer's spend including charges not yet written (by every instance, when several share Redis)."""
+        cluster = self.state.cluster
+        if cluster is not None:
+            shared = await cluster.store.current_spend(customer.user_id)
+            if shared is not None:
+                return shared
         spend = self.counters.spend(customer.user_id)
         return customer.spend if spend is None else spend
 

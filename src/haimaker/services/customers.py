@@ -238,7 +238,7 @@ class CustomerService:
             CustomerView(
                 customer=c,
                 budget=budgets.get(c.budget_id) if c.budget_id is not None else None,
-                spend=self._services.live_spend(c),
+                spend=await self._services.live_spend(c),
             )
             for c in customers
         ]
