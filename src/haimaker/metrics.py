@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -12,6 +14,8 @@ class Metrics:
     def __init__(self, known_models: list[str]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._known_models = frozenset(known_models)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._upstream_children: dict[tuple[str, str], Any] = {}
         self.requests = Counter(
             "haimaker_requests", "LLM requests by route, model and status", ["route", "model", "status"],
             registry=self.registry,
@@ -41,6 +45,29 @@ class Metrics:
 
     def model_label(self, model: str | None) -> str:
         return model if model in self._known_models else "other"
+
+    def observe_upstream(self, model: str, provider: str, seconds: float) -> None:
+        key = (self.model_label(model), provider)
+        child = self._upstream_children.get(key)
+        if child is None:
+            child = self._upstream_children[key] = self.upstream_latency.labels(*key)
+        child.observe(seconds)
+
+    def observe_request(self, route: str, model: str | None, status: int, total_s: float, overhead_s: float) -> None:
+        """Count one finished request; labelled children are cached (`labels()` costs more than the update)."""
+        key = (route, self.model_label(model), status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(key[0], key[1], str(status)),
+                self.latency.labels(key[0], key[1]),
+                self.overhead.labels(route),
+            )
+        requests, latency, overhead = children
+        requests.inc()
+        latency.observe(total_s)
+        if overhead_s >= 0:
+            overhead.observe(overhead_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -156,9 +156,7 @@ class Pipeline:
             self._release(call)
             raise
         call.upstream_s = time.perf_counter() - call.upstream_started
-        self._metrics.upstream_latency.labels(self._metrics.model_label(model), deployment.provider).observe(
-            call.upstream_s
-        )
+        self._metrics.observe_upstream(model, deployment.provider, call.upstream_s)
         if call.stream:
             return self._stream(call, deployment, response)
         return await self._whole(call, deployment, response)
@@ -332,17 +330,11 @@ class Pipeline:
 
     def _observe(self, call: _Call, status: int) -> None:
         total_s = time.perf_counter() - call.started
-        route = call.route.value
-        model = self._metrics.model_label(call.model)
-        self._metrics.requests.labels(route, model, str(status)).inc()
-        self._metrics.latency.labels(route, model).observe(total_s)
-        self._metrics.overhead.labels(route).observe(max(0.0, total_s - call.upstream_s))
+        self._metrics.observe_request(call.route.value, call.model, status, total_s, max(0.0, total_s - call.upstream_s))
 
     def observe_error(self, route: Route, model: str | None, status: int, started: float) -> None:
-        self._metrics.requests.labels(route.value, self._metrics.model_label(model), str(status)).inc()
-        self._metrics.latency.labels(route.value, self._metrics.model_label(model)).observe(
-            time.perf_counter() - started
-        )
+        # No overhead sample for errors: most never reach an upstream.
+        self._metrics.observe_request(route.value, model, status, time.perf_counter() - started, -1.0)
 
     def _release(self, call: _Call) -> None:
         if call.ticket is not None:

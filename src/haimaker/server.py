@@ -41,6 +41,9 @@ def run_server(
         "timeout_graceful_shutdown": GRACEFUL_TIMEOUT_S,
         "timeout_keep_alive": 65,
         "lifespan": "on",
+        # We read no client address, so uvicorn's X-Forwarded-For rewriting is pure per-request cost.
+        "proxy_headers": False,
+        "server_header": False,
     }
     if workers > 1:
         uvicorn.run("haimaker.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]

@@ -16,7 +16,6 @@ import orjson
 from haimaker.providers.redaction import sanitize_message
 
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
-_FINISH_MARKERS = (b'"finish_reason":"', b'"finish_reason": "')
 
 
 class SSETap:
@@ -42,7 +41,8 @@ class SSETap:
             self._buffer = buffer
             return b""
         complete, self._buffer = buffer[: end + 2], buffer[end + 2 :]
-        if not self.saw_finish_reason and any(marker in complete for marker in _FINISH_MARKERS):
+        # Plain `in` tests, not any(genexpr): this runs for every piece of every stream.
+        if not self.saw_finish_reason and (b'"finish_reason":"' in complete or b'"finish_reason": "' in complete):
             self.saw_finish_reason = True
         if not self._needs_inspection(complete):
             self._collect_content(complete)
@@ -61,7 +61,12 @@ class SSETap:
         return rest
 
     def _needs_inspection(self, chunk: bytes) -> bool:
-        return any(marker in chunk for marker in _USAGE_MARKERS) or b"[DONE]" in chunk or b'"error"' in chunk
+        return (
+            b'"usage":{' in chunk
+            or b'"usage": {' in chunk
+            or b"[DONE]" in chunk
+            or b'"error"' in chunk
+        )
 
     def _inspect(self, event: bytes) -> bytes | None:
         """Tap one event; return what to forward in its place (None: drop it)."""

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from alembic import command
 from alembic.config import Config
+import orjson
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -57,6 +58,11 @@ def normalize_database_url(url: str | None, *, config_dir: Path) -> str:
     return f"{driver}://{rest}" if driver else url.strip()
 
 
+def _json_dumps(value: Any) -> str:
+    # Every spend log carries a JSON column: orjson instead of the stdlib encoder on the write path.
+    return orjson.dumps(value).decode()
+
+
 def create_engine(url: str) -> AsyncEngine:
     """Create the async engine for a normalized URL (see `normalize_database_url`). The caller disposes it."""
     sa_url = make_url(url)
@@ -65,13 +71,14 @@ def create_engine(url: str) -> AsyncEngine:
         is_memory = sa_url.database in (None, "", ":memory:")
         # SQLite has one writer at a time: a few connections serve readers and queue writers on the busy timeout.
         pool_args: dict[str, Any] = {} if is_memory else {"pool_size": 5, "max_overflow": 5}
-        engine = create_async_engine(sa_url, **pool_args)
+        engine = create_async_engine(sa_url, json_serializer=_json_dumps, **pool_args)
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
         return engine
     if backend == "postgresql":
         return create_async_engine(
             sa_url,
+            json_serializer=_json_dumps,
             pool_size=POSTGRES_POOL_SIZE,
             max_overflow=POSTGRES_POOL_SIZE,
             pool_pre_ping=True,
