@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import openai
+
 from support.proxy import base_config, running_proxy
 
 

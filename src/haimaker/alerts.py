@@ -58,8 +58,17 @@ class Alerter:
     def budget_reset(self, customer_id: str, budget: Budget) -> None:
         if not self.enabled:
             return
-        limits = Limits(customer_id, budget.budget_id, budget.max_budget, budget.soft_budget, None, None, None,
-                        budget.budget_duration, budget.budget_reset_at)
+        limits = Limits(
+            customer_id,
+            budget.budget_id,
+            budget.max_budget,
+            budget.soft_budget,
+            None,
+            None,
+            None,
+            budget.budget_duration,
+            budget.budget_reset_at,
+        )
         self._emit("budget_reset", limits, 0, "Customer budget period reset")
 
     def _emit(self, event: str, limits: Limits, spend: Nanos, text: str) -> None:

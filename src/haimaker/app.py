@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from haimaker.accounting.pricing import PriceTable
 from haimaker.accounting.recorder import SpendRecorder
+from haimaker.accounting.store_sink import StoreSink
 from haimaker.accounting.tokens import TokenCounter, encoding_name_for
 from haimaker.api.errors import install_error_handlers
 from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send, azure_route
@@ -40,7 +41,6 @@ from haimaker.state.catalog import Catalog
 from haimaker.state.counters import CounterStore
 from haimaker.state.memory import MemoryCounterStore
 from haimaker.storage.engine import create_engine, normalize_database_url, session_factory, upgrade
-from haimaker.storage.sink import StoreSink
 
 logger = logging.getLogger("haimaker")
 

@@ -1,8 +1,8 @@
 """The `haimaker` command: serve the proxy, check a config, upgrade the database.
 
-    haimaker --config config.yaml [--host 0.0.0.0] [--port 4000] [--num_workers 1] [--detailed_debug]
-    haimaker config check --config config.yaml
-    haimaker db upgrade --config config.yaml
+haimaker --config config.yaml [--host 0.0.0.0] [--port 4000] [--num_workers 1] [--detailed_debug]
+haimaker config check --config config.yaml
+haimaker db upgrade --config config.yaml
 """
 
 from __future__ import annotations

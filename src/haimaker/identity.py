@@ -76,11 +76,11 @@ class Authenticator:
             ok = hmac.compare_digest(digest, admin) or ok
         return ok
 
-    def check_llm(self, headers: Mapping[str, str]) -> None:
-        """Authenticate an LLM route call."""
+    def check_llm(self, headers: Mapping[str, str]) -> str:
+        """Authenticate an LLM route call; return the key's SHA-256 (hex) for the spend log ("" when open)."""
         if self._master_hash is None:
             if self.allow_unauthenticated:
-                return
+                return ""
             raise PermissionDeniedError(
                 "No master key is configured: set general_settings.master_key (or LITELLM_MASTER_KEY), or "
                 "general_settings.allow_unauthenticated: true to serve LLM routes without a key.",
@@ -91,6 +91,7 @@ class Authenticator:
             raise AuthenticationError("Authentication Error, No api key passed in.")
         if not self._is_admin(key):
             raise AuthenticationError("Authentication Error, Invalid proxy server token passed. Unable to find token.")
+        return hashlib.sha256(key.encode()).hexdigest()
 
     def check_admin(self, headers: Mapping[str, str]) -> None:
         """Authenticate a management route call: master key or an admin key."""

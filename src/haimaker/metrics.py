@@ -17,28 +17,39 @@ class Metrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         self._upstream_children: dict[tuple[str, str], Any] = {}
         self.requests = Counter(
-            "haimaker_requests", "LLM requests by route, model and status", ["route", "model", "status"],
+            "haimaker_requests",
+            "LLM requests by route, model and status",
+            ["route", "model", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "haimaker_request_duration_seconds", "Total request latency", ["route", "model"],
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )
-        self.overhead = Histogram(
-            "haimaker_overhead_duration_seconds", "Time spent in haimaker, upstream excluded", ["route"],
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1), registry=self.registry,
-        )
-        self.upstream_latency = Histogram(
-            "haimaker_upstream_duration_seconds", "Upstream latency to the response headers", ["model", "provider"],
-            buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )
-        self.upstream_failures = Counter(
-            "haimaker_upstream_failures", "Failed upstream attempts", ["model", "provider", "status"],
+            "haimaker_request_duration_seconds",
+            "Total request latency",
+            ["route", "model"],
+            buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.tokens = Counter(
-            "haimaker_tokens", "Tokens by model and kind", ["model", "kind"], registry=self.registry
+        self.overhead = Histogram(
+            "haimaker_overhead_duration_seconds",
+            "Time spent in haimaker, upstream excluded",
+            ["route"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1),
+            registry=self.registry,
         )
+        self.upstream_latency = Histogram(
+            "haimaker_upstream_duration_seconds",
+            "Upstream latency to the response headers",
+            ["model", "provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_failures = Counter(
+            "haimaker_upstream_failures",
+            "Failed upstream attempts",
+            ["model", "provider", "status"],
+            registry=self.registry,
+        )
+        self.tokens = Counter("haimaker_tokens", "Tokens by model and kind", ["model", "kind"], registry=self.registry)
         self.spend_pending = Gauge(
             "haimaker_spend_writes_pending", "Charges queued but not yet durable", registry=self.registry
         )

@@ -70,6 +70,7 @@ class _Call:
     started: float
     started_at: datetime
     customer_id: str | None
+    key_hash: str = ""
     ticket: Ticket | None = None
     prompt_tokens: int | None = None
     upstream_started: float = 0.0
@@ -113,14 +114,14 @@ class Pipeline:
         """
         started = time.perf_counter()
         try:
-            self._auth.check_llm(headers)
+            key_hash = self._auth.check_llm(headers)
             body = parse_body(route, raw, path_model)
         except ProxyError as exc:
             self.observe_error(route, None, exc.status_code, started)
             raise
         model = body["model"]
         try:
-            return await self._serve(route, body, model, headers, started)
+            return await self._serve(route, body, model, headers, started, key_hash)
         except ProxyError as exc:
             # Counted under the requested model (bounded: unknown names become "other"), so that the
             # error rate of each configured model can be read from the metrics.
@@ -128,7 +129,7 @@ class Pipeline:
             raise
 
     async def _serve(
-        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float
+        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float, key_hash: str
     ) -> JsonResult | StreamResult:
         customer_id = self._customers.resolve(headers, body)
         if customer_id is None and self._options.enforce_user_param:
@@ -143,6 +144,7 @@ class Pipeline:
             started=started,
             started_at=datetime.now(UTC),
             customer_id=customer_id,
+            key_hash=key_hash,
         )
         if customer_id is not None:
             await self._admit(call, customer_id)
@@ -304,6 +306,7 @@ class Pipeline:
                 end_time=now,
                 cache_read_input_tokens=usage.cache_read_tokens,
                 cache_creation_input_tokens=usage.cache_creation_tokens,
+                api_key=call.key_hash,
             )
         )
         model_label = self._metrics.model_label(call.model)
@@ -330,7 +333,9 @@ class Pipeline:
 
     def _observe(self, call: _Call, status: int) -> None:
         total_s = time.perf_counter() - call.started
-        self._metrics.observe_request(call.route.value, call.model, status, total_s, max(0.0, total_s - call.upstream_s))
+        self._metrics.observe_request(
+            call.route.value, call.model, status, total_s, max(0.0, total_s - call.upstream_s)
+        )
 
     def observe_error(self, route: Route, model: str | None, status: int, started: float) -> None:
         # No overhead sample for errors: most never reach an upstream.
@@ -358,6 +363,7 @@ class Pipeline:
                 start_time=call.started_at,
                 end_time=datetime.now(UTC),
                 status="failure",
+                api_key=call.key_hash,
                 metadata={"error": error.message[:200], "status_code": error.status_code},
             )
         )

@@ -21,9 +21,7 @@ def run_server(
         # Each worker keeps its own counters in memory: without Redis, N workers would enforce N budgets.
         from haimaker.config.loader import ConfigError
 
-        raise ConfigError(
-            ["--num_workers > 1 needs shared state: set general_settings.redis_url (or env REDIS_URL)"]
-        )
+        raise ConfigError(["--num_workers > 1 needs shared state: set general_settings.redis_url (or env REDIS_URL)"])
     if config_path is not None:
         os.environ["HAIMAKER_CONFIG"] = str(config_path.resolve())
     if server == "granian":
@@ -82,7 +80,7 @@ def _graceful_server_class() -> type:
     return _GracefulServer
 
 
-def GracefulServer(config: object) -> object:  # noqa: N802 - reads as the class it builds
+def GracefulServer(config: object) -> object:
     return _graceful_server_class()(config)
 
 

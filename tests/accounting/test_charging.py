@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from fakes import DEFAULT_API_KEY, Behavior, FakeOpenAI
 from support.proxy import RunningProxy, base_config, running_proxy
 
@@ -129,5 +130,3 @@ def test_stream_usage_from_upstream_is_what_gets_charged(proxy: RunningProxy, up
     [log] = _logs(proxy)
     assert (log["prompt_tokens"], log["completion_tokens"]) == (100, 40)
     assert log["spend"] == pytest.approx(100 * 0.000001 + 40 * 0.00001)
-
-

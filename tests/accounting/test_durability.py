@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from support.process import proxy_process
 from support.proxy import MASTER_KEY, base_config
 

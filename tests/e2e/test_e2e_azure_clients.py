@@ -6,6 +6,7 @@ from pathlib import Path
 
 import openai
 import pytest
+
 from support.proxy import base_config, running_proxy
 
 

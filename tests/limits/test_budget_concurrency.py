@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from budget_setup import async_client, chat_body, cost_of, fire, priced_model
+
 from support.proxy import base_config, running_proxy
 
 pytestmark = pytest.mark.slow
@@ -46,7 +47,9 @@ async def test_200_simultaneous_requests_never_overspend_a_budget_of_about_10(
             budget = round(cost * 10.5, 9)
             created = await client.post("/budget/new", json={"budget_id": "ten-calls", "max_budget": budget})
             assert created.status_code == 200, created.text
-            assert (await client.post("/customer/new", json={"user_id": "hot", "budget_id": "ten-calls"})).status_code == 200
+            assert (
+                await client.post("/customer/new", json={"user_id": "hot", "budget_id": "ten-calls"})
+            ).status_code == 200
 
             responses = await fire(client, "hot", 200)
 
@@ -98,7 +101,9 @@ async def test_rpm_30_admits_exactly_30_of_100_simultaneous_requests(tmp_path: P
     with running_proxy(tmp_path, _config(database_url)) as proxy:
         async with async_client(proxy.url, proxy.master_key) as client:
             assert (await client.post("/budget/new", json={"budget_id": "rpm30", "rpm_limit": 30})).status_code == 200
-            assert (await client.post("/customer/new", json={"user_id": "bursty", "budget_id": "rpm30"})).status_code == 200
+            assert (
+                await client.post("/customer/new", json={"user_id": "bursty", "budget_id": "rpm30"})
+            ).status_code == 200
 
             responses = await fire(client, "bursty", 100)
 

@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from budget_setup import async_client, chat_body, cost_of, priced_model
+
 from support.proxy import base_config, running_proxy
 
 
@@ -150,7 +150,7 @@ class _Webhook:
         received = self.events
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 length = int(self.headers["Content-Length"])
                 received.append(json.loads(self.rfile.read(length)))
                 self.send_response(200)
@@ -207,11 +207,11 @@ async def test_a_dead_webhook_never_slows_or_fails_requests(tmp_path: Path, monk
     config = _config(general_settings={"alerting": ["webhook"]})
     with running_proxy(tmp_path, config) as proxy:
         async with async_client(proxy.url, proxy.master_key) as client:
-            created = await client.post("/customer/new", json={"user_id": "s2", "soft_budget": 0.0000001, "max_budget": 1})
+            created = await client.post(
+                "/customer/new", json={"user_id": "s2", "soft_budget": 0.0000001, "max_budget": 1}
+            )
             assert created.status_code == 200, created.text
             for _ in range(3):
                 response = await client.post("/v1/chat/completions", json=chat_body("s2"))
                 assert response.status_code == 200
                 assert float(response.headers["x-litellm-overhead-duration-ms"]) < 500
-
-

@@ -13,13 +13,13 @@ import pytest
 from redis.asyncio import Redis
 
 from dbs import temporary_database
+from haimaker.accounting.store_sink import StoreSink
 from haimaker.clock import SystemClock
 from haimaker.state.catalog import Catalog
 from haimaker.state.invalidation import CatalogRefresher, InvalidationBus
 from haimaker.state.redis import connect
 from haimaker.storage.engine import create_engine, session_factory, upgrade
 from haimaker.storage.records import Budget, Customer
-from haimaker.storage.sink import StoreSink
 from redisdb import private_redis
 
 pytestmark = pytest.mark.redis

@@ -57,7 +57,9 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30
 
 
 @contextlib.contextmanager
-def proxy_process(tmp_path: Path, config: dict[str, Any], *, name: str = "proxy", env: dict[str, str] | None = None) -> Iterator[ProxyProcess]:
+def proxy_process(
+    tmp_path: Path, config: dict[str, Any], *, name: str = "proxy", env: dict[str, str] | None = None
+) -> Iterator[ProxyProcess]:
     """Start `python -m haimaker --config …` on a free port; kill it on exit if still running."""
     config_path = tmp_path / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -65,7 +67,17 @@ def proxy_process(tmp_path: Path, config: dict[str, Any], *, name: str = "proxy"
     log_path = tmp_path / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "haimaker", "--config", str(config_path), "--port", str(port), "--host", "127.0.0.1"],
+            [
+                sys.executable,
+                "-m",
+                "haimaker",
+                "--config",
+                str(config_path),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -75,7 +75,13 @@ def running_proxy(tmp_path: Path, config: dict[str, Any], *, clock: Clock | None
     path.write_text(yaml.safe_dump(config))
     app = create_app(load_config(path), clock=clock)
     uv_config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, loop="asyncio", http="httptools", lifespan="on", log_level="warning",
+        app,
+        host="127.0.0.1",
+        port=0,
+        loop="asyncio",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(uv_config)

@@ -134,7 +134,9 @@ def load_encoding(name: str, data_dir: Path | None = None) -> tiktoken.Encoding:
     ranks = {
         base64.b64decode(token): int(rank) for token, rank in (line.split() for line in contents.splitlines() if line)
     }
-    encoding = tiktoken.Encoding(name=name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=spec.special_tokens)
+    encoding = tiktoken.Encoding(
+        name=name, pat_str=spec.pat_str, mergeable_ranks=ranks, special_tokens=spec.special_tokens
+    )
     # tiktoken keeps a Python copy of the vocabulary (tens of MB) only to pickle the encoding, which we
     # never do; the Rust tokenizer has its own. Dropping it keeps the proxy's RSS within its budget.
     encoding._mergeable_ranks = {}
@@ -143,7 +145,7 @@ def load_encoding(name: str, data_dir: Path | None = None) -> tiktoken.Encoding:
     return encoding
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shared_encoding(name: str, data_dir: Path | None) -> tiktoken.Encoding:
     # One copy per process: encodings are immutable, and every proxy an in-process test (or a worker's
     # restart of the app) builds would otherwise pay ~1 s of CPU and 40-70 MB again.

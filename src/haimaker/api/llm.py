@@ -8,12 +8,12 @@ hanging up so the upstream call is released at once.
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import unquote
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 from haimaker.api.errors import error_body, error_headers, internal_error
 from haimaker.errors import ProxyError

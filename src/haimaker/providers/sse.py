@@ -16,6 +16,7 @@ import orjson
 from haimaker.providers.redaction import sanitize_message
 
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
+_MARKERS = (*_USAGE_MARKERS, b"[DONE]", b'"error"')
 
 
 class SSETap:
@@ -47,7 +48,17 @@ class SSETap:
         if not self._needs_inspection(complete):
             self._collect_content(complete)
             return complete
+        # Markers sit at the end of a stream (usage chunk, [DONE]): forward the events before the first
+        # marked one untouched and inspect only the rest, instead of parsing every event of the piece.
+        first = min(i for i in (complete.find(m) for m in _MARKERS) if i >= 0)
+        boundary = complete.rfind(b"\n\n", 0, first)
+        head_end = boundary + 2 if boundary >= 0 else 0
         out = []
+        if head_end > 0:
+            head = complete[:head_end]
+            self._collect_content(head)
+            out.append(head)
+            complete = complete[head_end:]
         for event in complete.split(b"\n\n"):
             if event:
                 forwarded = self._inspect(event)
@@ -60,13 +71,10 @@ class SSETap:
         rest, self._buffer = self._buffer, b""
         return rest
 
-    def _needs_inspection(self, chunk: bytes) -> bool:
-        return (
-            b'"usage":{' in chunk
-            or b'"usage": {' in chunk
-            or b"[DONE]" in chunk
-            or b'"error"' in chunk
-        )
+    @staticmethod
+    def _needs_inspection(chunk: bytes) -> bool:
+        # Plain `in` tests rather than a loop over _MARKERS: this runs on every piece of every stream.
+        return b'"usage":{' in chunk or b'"usage": {' in chunk or b"[DONE]" in chunk or b'"error"' in chunk
 
     def _inspect(self, event: bytes) -> bytes | None:
         """Tap one event; return what to forward in its place (None: drop it)."""

@@ -26,10 +26,10 @@ from haimaker.services.spend import SpendService
 from haimaker.storage.records import Budget, Customer
 
 if TYPE_CHECKING:
+    from haimaker.accounting.store_sink import StoreSink
     from haimaker.app_state import AppState
     from haimaker.state.catalog import Catalog
     from haimaker.state.counters import CounterStore
-    from haimaker.storage.sink import StoreSink
 
 # What an admin write changed: a customer row, a customer's spend (set by an admin), or a budget row.
 ChangeKind = Literal["customer", "customer_spend", "budget"]

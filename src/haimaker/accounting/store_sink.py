@@ -1,4 +1,5 @@
-"""The storage side of the spend recorder: grouped charges and resets, written transactionally."""
+"""The storage side of the spend recorder: grouped charges and resets, written transactionally (lives in
+accounting/ because it speaks the recorder's types; storage/ stays below it)."""
 
 from __future__ import annotations
 
