@@ -200,7 +200,6 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         tokens=tokens,
         recorder=recorder,
         metrics=metrics,
-        deployments=deployments,
         options=PipelineOptions(
             enforce_user_param=general.enforce_user_param,
             track_customers=not litellm.disable_end_user_cost_tracking,

@@ -25,9 +25,5 @@ def nanos_to_usd(nanos: Nanos) -> float:
     return nanos / NANOS_PER_USD
 
 
-def optional_usd_to_nanos(usd: Decimal | float | int | str | None) -> Nanos | None:
-    return None if usd is None else usd_to_nanos(usd)
-
-
 def optional_nanos_to_usd(nanos: Nanos | None) -> float | None:
     return None if nanos is None else nanos_to_usd(nanos)

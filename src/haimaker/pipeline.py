@@ -89,7 +89,6 @@ class Pipeline:
         tokens: TokenCounter,
         recorder: SpendRecorder,
         metrics: Metrics,
-        deployments: list[Deployment],
         options: PipelineOptions,
     ) -> None:
         self._auth = auth

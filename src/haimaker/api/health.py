@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
@@ -59,7 +57,3 @@ async def retrieve_model(model_id: str, request: Request, state: AppStateDep) ->
 async def metrics(state: AppStateDep) -> Response:
     state.metrics.spend_pending.set(state.recorder.pending)
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-def uptime_s(started_at: float) -> float:
-    return time.time() - started_at

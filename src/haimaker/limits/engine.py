@@ -9,7 +9,6 @@ when the upstream failed, so a failed request costs nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from haimaker.accounting.pricing import ModelPrice, Usage, cost_nanos, estimate_max_cost_nanos
@@ -151,9 +150,6 @@ class BudgetEngine:
     def forget_customer(self, customer_id: str) -> None:
         self.catalog.drop_customer(customer_id)
         self.store.forget(customer_id)
-
-    def now(self) -> datetime:
-        return self._clock.now()
 
 
 def group_price(prices: list[ModelPrice | None], max_outputs: list[int | None]) -> GroupPrice:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime
 
 from haimaker.state.counters import Limits
 from haimaker.storage.records import Budget, Customer
@@ -93,7 +92,3 @@ def limits_of(customer_id: str, budget: Budget | None) -> Limits:
         budget_duration=budget.budget_duration,
         budget_reset_at=budget.budget_reset_at,
     )
-
-
-def is_due(reset_at: datetime | None, now: datetime) -> bool:
-    return reset_at is not None and reset_at <= now

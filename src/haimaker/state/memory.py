@@ -8,7 +8,7 @@ reservations of those before it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from haimaker.clock import Clock
 from haimaker.money import Nanos
@@ -189,7 +189,3 @@ class MemoryCounterStore:
 
     def __len__(self) -> int:
         return len(self._counters)
-
-
-def utc_from_timestamp(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
