@@ -7,7 +7,14 @@ lifespan drains the spend recorder and closes every pool.
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Generator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 from haimaker.config.loader import Settings
 
@@ -27,9 +34,7 @@ def run_server(
     if server == "granian":
         _run_granian(host, port, workers)
         return
-    import uvicorn
-
-    common = {
+    common: dict[str, Any] = {
         "host": host,
         "port": port,
         "loop": "uvloop",
@@ -44,49 +49,34 @@ def run_server(
         "server_header": False,
     }
     if workers > 1:
-        uvicorn.run("haimaker.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        uvicorn.run("haimaker.app:app_from_env", factory=True, workers=workers, **common)
         return
     from haimaker.app import create_app
 
-    GracefulServer(uvicorn.Config(create_app(settings), **common)).run()  # type: ignore[arg-type]
+    GracefulServer(uvicorn.Config(create_app(settings), **common)).run()
 
 
-def _graceful_server_class() -> type:
-    import signal
-    import threading
-    from collections.abc import Generator
-    from contextlib import contextmanager
+class GracefulServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies "by signal" even when every
+    request finished and every charge was written; we exit 0 instead, as process managers expect of a clean stop."""
 
-    import uvicorn
-
-    class _GracefulServer(uvicorn.Server):
-        """uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies "by signal" even when
-        every request finished and every charge was written; we exit 0 instead, as process managers expect
-        of a clean stop."""
-
-        @contextmanager
-        def capture_signals(self) -> Generator[None, None, None]:
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            handled = (signal.SIGINT, signal.SIGTERM)
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in original.items():
-                    signal.signal(sig, handler)
-
-    return _GracefulServer
-
-
-def GracefulServer(config: object) -> object:
-    return _graceful_server_class()(config)
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def _run_granian(host: str, port: int, workers: int) -> None:
-    from granian import Granian  # type: ignore[import-not-found]
-    from granian.constants import Interfaces, Loops  # type: ignore[import-not-found]
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
 
     Granian(
         "haimaker.app:app_from_env",

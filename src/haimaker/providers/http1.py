@@ -23,7 +23,7 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
-import httptools  # type: ignore[import-untyped]
+import httptools
 
 _IDLE_PER_ORIGIN = 256
 
@@ -217,7 +217,7 @@ class _Pool:
         except OSError as exc:
             raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
         # uvloop may return before `connection_made` ran: take the transport from the call itself.
-        conn.transport = transport  # type: ignore[assignment]
+        conn.transport = transport
         return conn
 
     def take_idle(self) -> _Connection | None:
