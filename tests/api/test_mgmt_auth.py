@@ -9,7 +9,7 @@ import httpx
 import pytest
 from mgmt_support import assert_error, mgmt_config, proxy_on
 
-from support.proxy import RunningProxy
+from support.proxy import RunningProxy, base_config, running_proxy
 
 BLOCK = {"user_ids": ["someone"]}
 ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -65,3 +65,13 @@ def test_every_route_is_forbidden_without_a_master_key(tmp_path: Path, monkeypat
             response = send(client, method, path, body, authorization="Bearer sk-1234")
             error = assert_error(response, 403, "auth_error")
             assert "general_settings.master_key" in error["message"]
+
+
+def test_management_call_without_key_gets_401_before_its_body_is_parsed(tmp_path: Path) -> None:
+    with running_proxy(tmp_path, base_config()) as proxy:
+        with httpx.Client(base_url=proxy.url) as anonymous:
+            response = anonymous.post(
+                "/customer/new", content=b'{"user_id": "x",}', headers={"Content-Type": "application/json"}
+            )
+    assert response.status_code == 401
+    assert response.json()["error"]["type"] == "auth_error"

@@ -30,6 +30,9 @@ async def readiness(state: AppStateDep) -> Response:
         "haimaker_version": __version__,
         "spend_writes_pending": state.recorder.pending,
     }
+    if state.cluster is not None:
+        # Informational: a Redis outage is handled by fail-open/fail-closed, so it never fails readiness.
+        body.update(state.cluster.status())
     return json_response(body, status_code=200 if db_ok else 503)
 
 

@@ -66,7 +66,7 @@ class LLMEndpoint:
             raw = await _read_body(receive)
         except ProxyError as exc:
             self._pipeline.observe_error(route, None, exc.status_code, started)
-            await _send_error(send, exc)
+            await send_error(send, exc)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         # From here on a client hang-up cancels the request wherever it is: waiting for the upstream's
@@ -88,12 +88,12 @@ class LLMEndpoint:
         try:
             result = await self._pipeline.run(route, raw, headers, path_model=path_model)
         except ProxyError as exc:  # already counted by the pipeline
-            await _send_error(send, exc)
+            await send_error(send, exc)
             return
         except Exception:
             logger.exception("unhandled error on %s", scope.get("path"))
             self._pipeline.observe_error(route, None, 500, started)
-            await _send_error(send, internal_error())
+            await send_error(send, internal_error())
             return
         if isinstance(result, JsonResult):
             await _send_json(send, result)
@@ -124,7 +124,7 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-async def _send_error(send: Send, error: ProxyError) -> None:
+async def send_error(send: Send, error: ProxyError) -> None:
     body = error_body(error)
     headers = error_headers(error)
     headers.append((b"content-length", str(len(body)).encode()))
