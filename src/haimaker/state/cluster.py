@@ -14,6 +14,7 @@ Redis. `aclose()` stops the subscriber, finishes pending counter updates, then c
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +27,7 @@ from haimaker.clock import Clock
 from haimaker.money import Nanos
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import SpendResetSink
-from haimaker.state.invalidation import CatalogRefresher, CatalogSource, InvalidationBus
+from haimaker.state.invalidation import RESYNC_INTERVAL_S, CatalogRefresher, CatalogSource, InvalidationBus
 from haimaker.state.locks import JobLock, PostgresJobLock, RedisJobLock
 from haimaker.state.memory import NextReset
 from haimaker.state.redis import RedisCounters, connect
@@ -74,8 +75,19 @@ async def open_cluster(
     client = connect(redis_url)
 
     async def durable_spend(customer_id: str) -> tuple[Nanos, datetime | None]:
+        if customer_id not in catalog.customers and _no_recent_data_loss():
+            # Never seen here, and the catalog is reloaded every RESYNC_INTERVAL_S while Redis keys live a week:
+            # a customer another instance created since the last reload still has its key, so the seed is a
+            # no-op for it; a customer the store does not know is new. Either way spend 0, without a database
+            # read on every new customer's first request. Not right after Redis lost its data: then the store is
+            # read for everyone, as the keys of recently created customers are gone too.
+            return (0, None)
         customer = await source.customers.get(customer_id)
         return (0, None) if customer is None else (customer.spend, customer.spend_reset_at)
+
+    def _no_recent_data_loss() -> bool:
+        reseeded_at = store.reseeded_at
+        return reseeded_at is None or time.monotonic() - reseeded_at > 2 * RESYNC_INTERVAL_S
 
     counters = RedisCounters(
         client, prefix, clock, next_reset, resets, durable_spend, budget_status_code=budget_status_code

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,6 +136,8 @@ class ResilientCounterStore:
         self._reseed_grace_s = reseed_grace_s
         self.health = Health.RECOVERING  # until `start()` has reached Redis
         self._epoch: str | None = None
+        # When this instance last saw Redis come back without its data (monotonic seconds), if ever.
+        self.reseeded_at: float | None = None
         self._reset_at: dict[str, datetime | None] = {}
         self._live: dict[str, SharedReservation] = {}
         self._owed: dict[str, list[_Op]] = {}
@@ -421,6 +424,8 @@ class ResilientCounterStore:
                 # Redis lost its data (or never had ours): the durable store is the truth. Reservations made
                 # before settle as plain charges from now on; what this instance still holds is written first,
                 # so that customers seeded from now on include it.
+                if self._epoch is not None:
+                    self.reseeded_at = time.monotonic()
                 self._epoch = epoch
                 self._owed.clear()
                 # Write what this instance holds; then, at the cluster's fence (one instant for every instance),
