@@ -22,7 +22,7 @@ from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.accounting.tokens import TokenCounter, encoding_name_for
 from haimaker.api.errors import install_error_handlers
-from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send, azure_route, send_error
+from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send, azure_route, headers_of, send_error
 from haimaker.app_state import AppState
 from haimaker.clock import Clock, SystemClock
 from haimaker.config.loader import ConfigError, Settings
@@ -75,9 +75,8 @@ class HaimakerApp:
         if scope["type"] == "http" and scope["path"].startswith(_ADMIN_PREFIXES):
             # Authenticate management calls before FastAPI parses their body: a caller without the key gets
             # 401/403, never a 422 that would tell it about our validation (the route dependency stays as well).
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             try:
-                self.state.auth.check_admin(headers)
+                self.state.auth.check_admin(headers_of(scope))
             except ProxyError as exc:
                 await send_error(send, exc)
                 return

@@ -68,7 +68,7 @@ class LLMEndpoint:
             self._pipeline.observe_error(route, None, exc.status_code, started)
             await send_error(send, exc)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = headers_of(scope)
         # From here on a client hang-up cancels the request wherever it is: waiting for the upstream's
         # first byte (a non-streaming call, or a slow time-to-first-token) as much as mid-relay. The
         # pipeline then releases the upstream call and the reservation (a cancelled call is not charged).
@@ -99,6 +99,11 @@ class LLMEndpoint:
             await _send_json(send, result)
         else:
             await _send_stream(send, result)
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    """The request headers as a lower-case-keyed dict (a repeated header keeps its last value)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 async def _read_body(receive: Receive) -> bytes:
