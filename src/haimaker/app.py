@@ -108,14 +108,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> HaimakerApp
 
 def _include_routers(api: FastAPI) -> None:
     from haimaker.api import health
+    from haimaker.api.management import include_management_routes
     from haimaker.ui.routes import include_ui_routes
 
     api.include_router(health.router)
     include_ui_routes(api)
-    try:
-        from haimaker.api.management import include_management_routes
-    except ImportError:  # pragma: no cover - during the build-up of the management API
-        return
     include_management_routes(api)
 
 
