@@ -264,8 +264,11 @@ class Pipeline:
     def _count_usage(self, call: _Call, deployment: Deployment, completion_text: str) -> Usage:
         prompt = call.prompt_tokens
         if prompt is None:
+            # The same prompt as admission's `_count_prompt`, counted synchronously (this runs in a `finally`).
             if call.route is Route.CHAT:
-                prompt = self._tokens.count_chat_prompt(call.body.get("messages"), call.model)
+                prompt = self._tokens.count_chat_prompt(
+                    call.body.get("messages"), call.model, tools=call.body.get("tools")
+                )
             elif call.route is Route.COMPLETIONS:
                 prompt = self._tokens.count_completion_prompt(call.body.get("prompt"), call.model)
             else:
