@@ -27,6 +27,7 @@ from haimaker.app_state import AppState
 from haimaker.clock import Clock, SystemClock
 from haimaker.config.loader import ConfigError, Settings
 from haimaker.errors import ProxyError
+from haimaker.gc_tuning import freeze_startup_heap
 from haimaker.identity import Authenticator, CustomerIdResolver
 from haimaker.limits.engine import BudgetEngine
 from haimaker.limits.resets import ResetJob, next_reset_function
@@ -86,8 +87,12 @@ class HaimakerApp:
 _ADMIN_PREFIXES = ("/customer/", "/end_user/", "/budget/", "/spend/", "/global/")
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> HaimakerApp:
-    """Build the application for a loaded config. Nothing starts until the ASGI lifespan runs."""
+def create_app(settings: Settings, *, clock: Clock | None = None, serving: bool = False) -> HaimakerApp:
+    """Build the application for a loaded config. Nothing starts until the ASGI lifespan runs.
+
+    `serving` marks the one app of a `haimaker serve` process: its startup heap is frozen out of the garbage
+    collector's reach (`gc_tuning`), which a test process that builds many apps must not do.
+    """
     for warning in settings.warnings:
         logger.warning(warning)
 
@@ -95,6 +100,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> HaimakerApp
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         state = await build_state(settings, clock or SystemClock())
         api.state.haimaker = state
+        if serving:
+            freeze_startup_heap()
         try:
             yield
         finally:
@@ -279,4 +286,4 @@ def app_from_env() -> Any:
 
     from haimaker.config.loader import load_config
 
-    return create_app(load_config(os.environ.get("HAIMAKER_CONFIG") or None))
+    return create_app(load_config(os.environ.get("HAIMAKER_CONFIG") or None), serving=True)

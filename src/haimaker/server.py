@@ -53,7 +53,7 @@ def run_server(
         return
     from haimaker.app import create_app
 
-    GracefulServer(uvicorn.Config(create_app(settings), **common)).run()
+    GracefulServer(uvicorn.Config(create_app(settings, serving=True), **common)).run()
 
 
 class GracefulServer(uvicorn.Server):
