@@ -36,13 +36,31 @@ class TransportTimeout(Exception):
     """Nothing arrived within the timeout."""
 
 
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TransportTimeout())
+
+
+async def _wait(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], timeout_s: float) -> None:
+    """Await `future`, failed with `TransportTimeout` after `timeout_s`.
+
+    `asyncio.wait_for` does the same with a second future and callbacks per wait; this is one timer, and it
+    runs once per request and once per streamed read.
+    """
+    timer = loop.call_later(timeout_s, _expire, future)
+    try:
+        await future
+    finally:
+        timer.cancel()
+
+
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection carrying one request at a time."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = True
@@ -117,25 +135,32 @@ class _Connection(asyncio.Protocol):
         self._chunks.clear()
         self._error = None
         self._parser = httptools.HttpResponseParser(self)
-        self._head = self._loop.create_future()
+        self._head = self.loop.create_future()
         assert self.transport is not None
         self.transport.write(request)
         return self._head
 
     async def next_chunk(self, timeout_s: float) -> bytes | None:
-        """The next piece of body, or None at the end of the response."""
+        """All body bytes that arrived since the last call, or None at the end of the response.
+
+        Joining what is queued matters for streams: one socket read often holds many SSE events (one
+        HTTP chunk each), and relaying them as one piece costs one write downstream instead of one per event.
+        """
         while True:
-            if self._chunks:
-                return self._chunks.popleft()
+            chunks = self._chunks
+            if chunks:
+                if len(chunks) == 1:
+                    return chunks.popleft()
+                data = b"".join(chunks)
+                chunks.clear()
+                return data
             if self.complete:
                 return None
             if self._error is not None:
                 raise self._error
-            self._wakeup = self._loop.create_future()
+            self._wakeup = self.loop.create_future()
             try:
-                await asyncio.wait_for(self._wakeup, timeout_s)
-            except TimeoutError:
-                raise TransportTimeout() from None
+                await _wait(self.loop, self._wakeup, timeout_s)
             finally:
                 self._wakeup = None
 
@@ -283,10 +308,7 @@ class Http1Client:
     async def _exchange(self, pool: _Pool, conn: _Connection, request: bytes, timeout_s: float) -> Response:
         head = conn.start(request)
         try:
-            await asyncio.wait_for(head, timeout_s)
-        except TimeoutError:
-            conn.close()
-            raise TransportTimeout() from None
+            await _wait(conn.loop, head, timeout_s)
         except BaseException:
             conn.close()
             raise
