@@ -27,6 +27,7 @@ from haimaker.storage import (
     upgrade,
 )
 from haimaker.storage.engine import alembic_config
+from haimaker.storage.migrations import HEAD_REVISION
 from haimaker.storage.tables import Base
 
 
@@ -99,6 +100,11 @@ def _head() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    # `upgrade()` skips Alembic when the database is at HEAD_REVISION: a new migration must move it.
+    assert HEAD_REVISION == _head()
 
 
 async def test_upgrade_creates_schema_at_head_and_is_idempotent(database_url: str) -> None:

@@ -45,10 +45,15 @@ _Item = SpendLog | SpendReset | BudgetReset
 
 
 class SpendRecorder:
-    def __init__(self, sink: SpendSink, *, max_delay_s: float = 0.1, max_rows: int = 500) -> None:
+    def __init__(
+        self, sink: SpendSink, *, max_delay_s: float = 0.1, max_rows: int = 500, max_catch_up_rows: int = 5_000
+    ) -> None:
         self._sink = sink
         self._max_delay_s = max_delay_s
         self._max_rows = max_rows
+        # A group normally closes at `max_rows`; a writer that fell behind takes up to this many at once, because
+        # a group's cost is mostly its fixed round trips, and only bigger groups let it catch up under load.
+        self._max_catch_up_rows = max(max_rows, max_catch_up_rows)
         self._queue: list[_Item] = []
         self._queued = 0  # sequence number of the last item queued
         self._written = 0  # sequence number of the last item made durable
@@ -120,7 +125,7 @@ class SpendRecorder:
             del self._queue[0]
             return 1
         logs: list[SpendLog] = []
-        for item in self._queue[: self._max_rows]:
+        for item in self._queue[: self._max_catch_up_rows]:
             if not isinstance(item, SpendLog):
                 break
             logs.append(item)

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from haimaker.storage.migrations import HEAD_REVISION
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
 DEFAULT_SQLITE_FILENAME: Final = "haimaker.db"
@@ -36,6 +40,9 @@ MIGRATION_LOCK_KEY: Final = 0x6861696D616B6572
 
 # Execution option read by the SQLite BEGIN hook: take the write lock up front (`BEGIN IMMEDIATE`).
 _SQLITE_BEGIN_IMMEDIATE: Final = "haimaker_sqlite_begin_immediate"
+# Execution options for a transaction that reads before it writes: on SQLite it takes the write lock at BEGIN, so a
+# concurrent writer waits on the busy timeout instead of failing to upgrade a stale read snapshot. No-op elsewhere.
+WRITE_TRANSACTION: Final = {_SQLITE_BEGIN_IMMEDIATE: True}
 _ASYNC_DRIVERS: Final = {
     "sqlite": "sqlite+aiosqlite",
     "postgresql": "postgresql+asyncpg",
@@ -103,6 +110,8 @@ async def upgrade(url: str, revision: str = "head") -> None:
     """
     engine = create_engine(url)
     try:
+        if revision == "head" and await _at_revision(engine, HEAD_REVISION):
+            return  # the usual start: nothing to migrate, and Alembic (~10 MB of modules) is never imported
         async with engine.connect() as connection:
             if connection.dialect.name == "sqlite":
                 # Take SQLite's write lock up front: a concurrent upgrader then waits on the busy timeout instead of
@@ -118,8 +127,19 @@ async def upgrade(url: str, revision: str = "head") -> None:
         await engine.dispose()
 
 
+async def _at_revision(engine: AsyncEngine, revision: str) -> bool:
+    try:
+        async with engine.connect() as connection:
+            versions = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+    except DBAPIError:
+        return False  # a new database: no version table yet
+    return list(versions) == [revision]
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config for the packaged migrations (no alembic.ini), bound to `connection` when given."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
     if connection is not None:
@@ -128,6 +148,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _run_alembic_upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(connection), revision)
 
 

@@ -4,7 +4,10 @@ Invariants of `SpendRepository.write_batch` (one transaction per batch):
 - Idempotent: a spend log is keyed by `request_id` and inserted with ON CONFLICT DO NOTHING; only the logs actually
   inserted add to `customers.spend` and to the daily rollup, so a batch retried after a crash never double-counts.
 - Deadlock-free across processes: every writer touches tables in the same order (customers inserted, logs, customers
-  updated, daily rollup) and rows within a table in sorted key order.
+  updated, daily rollup) and rows within a table in sorted key order. On SQLite the transaction takes the write lock at
+  BEGIN, since it reads (which logs are stored) before it writes.
+- A constant number of statements per batch, whatever its size: rows travel as one JSON parameter (`json_rows`), so
+  neither Python nor the driver does work per row beyond building that parameter.
 - A log whose `status` is not "success" counts as a failed request and adds no spend anywhere, reports included.
 - A charge for a customer that does not exist (deleted, or never created) still writes its log and rollup; the
   recorder lists customers it has not seen stored in `ChargeBatch.new_customers` to have them created first.
@@ -16,18 +19,21 @@ Time ranges in reports are half-open, `start <= start_time < end`; date ranges a
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, bindparam, case, func, select, update
+import orjson
+from sqlalchemy import ColumnElement, TextClause, case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import QueryableAttribute
 
 from haimaker.clock import Clock, SystemClock
 from haimaker.money import Nanos
-from haimaker.storage._upsert import chunked, dialect_insert
+from haimaker.storage._upsert import chunked
+from haimaker.storage.engine import WRITE_TRANSACTION
+from haimaker.storage.json_rows import insert_from_json, rows_param
 from haimaker.storage.records import Customer, DailySpend, SpendLog
 from haimaker.storage.tables import (
     DailyCustomerSpendRow,
@@ -36,6 +42,7 @@ from haimaker.storage.tables import (
     customers_table,
     daily_customer_spend_table,
     spend_log_values,
+    spend_logs_table,
 )
 
 SUCCESS: Final = "success"
@@ -67,7 +74,8 @@ class SpendRepository:
         logs = [first_by_id[request_id] for request_id in sorted(first_by_id)]
         if not logs and not batch.new_customers:
             return 0
-        async with self._sessions.begin() as session:
+        async with self._sessions() as session, session.begin():
+            await session.connection(execution_options=WRITE_TRANSACTION)
             await self._insert_missing_customers(session, batch.new_customers)
             inserted = await _insert_logs(session, logs)
             await _add_customer_spend(session, inserted)
@@ -85,9 +93,9 @@ class SpendRepository:
             customer_values(customer) | {"created_at": customer.created_at or now}
             for _, customer in sorted(first_by_id.items())
         ]
-        statement = dialect_insert(session, customers_table).on_conflict_do_nothing(index_elements=["user_id"])
-        for chunk in chunked(rows):
-            await session.execute(statement, list(chunk))
+        sql = _CHARGE_SQL[_dialect(session)]
+        for chunk in chunked(rows, _ROWS_PER_STATEMENT):
+            await session.execute(sql.insert_customers, {"rows": sql.rows(chunk, _CUSTOMER_TIMES)})
 
     async def list_logs(
         self,
@@ -215,33 +223,116 @@ class SpendRepository:
             return int(await session.scalar(statement) or 0)
 
 
+_ROWS_PER_STATEMENT: Final = 5_000
+_LOG_COLUMNS: Final = tuple(column.name for column in spend_logs_table.c)
+_LOG_TIMES: Final = ("start_time", "end_time")
+_CUSTOMER_COLUMNS: Final = tuple(column.name for column in customers_table.c)
+_CUSTOMER_TIMES: Final = ("spend_reset_at", "created_at")
+_DAILY_COLUMNS: Final = (*_DAILY_KEY, *DailyCustomerSpendRow.COUNTERS)
+
+
+@dataclass(frozen=True, slots=True)
+class _ChargeSql:
+    """The charge write's statements for one dialect; every batch of rows is one JSON parameter (`json_rows`)."""
+
+    dialect: str
+    insert_customers: TextClause
+    stored_ids: TextClause | None  # SQLite: which request ids are stored already
+    insert_logs: TextClause
+    lock_customers: TextClause | None  # PostgreSQL: lock the charged customers in sorted order
+    add_spend: TextClause
+    upsert_daily: TextClause
+
+    def rows(self, rows: Iterable[Mapping[str, Any]], datetime_columns: Sequence[str] = ()) -> str:
+        return rows_param(rows, datetime_columns, self.dialect)
+
+
+def _charge_sql(dialect: str) -> _ChargeSql:
+    add_counters = ", ".join(
+        f"{name} = daily_customer_spend.{name} + excluded.{name}" for name in DailyCustomerSpendRow.COUNTERS
+    )
+    upsert_daily = f"ON CONFLICT ({', '.join(_DAILY_KEY)}) DO UPDATE SET {add_counters}"
+    insert_customers = insert_from_json(customers_table, _CUSTOMER_COLUMNS, dialect, "ON CONFLICT (user_id) DO NOTHING")
+    daily = insert_from_json(daily_customer_spend_table, _DAILY_COLUMNS, dialect, upsert_daily)
+    if dialect == "sqlite":
+        return _ChargeSql(
+            dialect=dialect,
+            insert_customers=insert_customers,
+            # SQLite has no cheap RETURNING here (one step per returned row, see `json_rows`): read which ids are
+            # stored, inside the transaction that already holds SQLite's single write lock, then insert the rest.
+            stored_ids=text(
+                "SELECT request_id FROM spend_logs WHERE request_id IN (SELECT value FROM json_each(:ids))"
+            ),
+            insert_logs=insert_from_json(spend_logs_table, _LOG_COLUMNS, dialect),
+            lock_customers=None,
+            add_spend=text(
+                "UPDATE customers SET spend = spend + d.value "
+                "FROM json_each(:deltas) AS d WHERE customers.user_id = d.key"
+            ),
+            upsert_daily=daily,
+        )
+    return _ChargeSql(
+        dialect=dialect,
+        insert_customers=insert_customers,
+        stored_ids=None,
+        insert_logs=insert_from_json(
+            spend_logs_table, _LOG_COLUMNS, dialect, "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+        ),
+        # A multi-row UPDATE locks rows in join order; locking the customers sorted first keeps concurrent writers
+        # (several instances) from deadlocking on customers they share.
+        lock_customers=text(
+            "SELECT user_id FROM customers WHERE user_id IN (SELECT key FROM jsonb_each_text(CAST(:deltas AS jsonb))) "
+            "ORDER BY user_id FOR UPDATE"
+        ),
+        add_spend=text(
+            "UPDATE customers AS c SET spend = c.spend + d.value::bigint "
+            "FROM jsonb_each_text(CAST(:deltas AS jsonb)) AS d WHERE c.user_id = d.key"
+        ),
+        upsert_daily=daily,
+    )
+
+
+_CHARGE_SQL: Final = {dialect: _charge_sql(dialect) for dialect in ("sqlite", "postgresql")}
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
 async def _insert_logs(session: AsyncSession, logs: Sequence[SpendLog]) -> list[SpendLog]:
     """Insert the logs not stored yet; returns those inserted (in the given order)."""
-    inserted_ids: set[str] = set()
-    insert = dialect_insert(session, SpendLogRow.__table__)
-    statement = insert.on_conflict_do_nothing(index_elements=["request_id"]).returning(SpendLogRow.request_id)
-    for chunk in chunked(logs):
-        result = await session.execute(statement, [spend_log_values(log) for log in chunk])
-        inserted_ids.update(result.scalars())
-    return [log for log in logs if log.request_id in inserted_ids]
+    sql = _CHARGE_SQL[_dialect(session)]
+    inserted: list[SpendLog] = []
+    for chunk in chunked(logs, _ROWS_PER_STATEMENT):
+        rows = {"rows": sql.rows((spend_log_values(log) for log in chunk), _LOG_TIMES)}
+        if sql.stored_ids is None:
+            inserted_ids = set((await session.execute(sql.insert_logs, rows)).scalars())
+            inserted.extend(log for log in chunk if log.request_id in inserted_ids)
+            continue
+        ids = orjson.dumps([log.request_id for log in chunk]).decode()
+        stored = set((await session.execute(sql.stored_ids, {"ids": ids})).scalars())
+        fresh = [log for log in chunk if log.request_id not in stored]
+        if fresh:
+            if stored:
+                rows = {"rows": sql.rows((spend_log_values(log) for log in fresh), _LOG_TIMES)}
+            await session.execute(sql.insert_logs, rows)
+        inserted.extend(fresh)
+    return inserted
 
 
 async def _add_customer_spend(session: AsyncSession, logs: Sequence[SpendLog]) -> None:
-    """Add the logs' spend to their customers: one UPDATE per customer, in sorted id order."""
+    """Add the logs' spend to their customers in one statement (a customer that does not exist stays absent)."""
     deltas: defaultdict[str, int] = defaultdict(int)
     for log in logs:
         if log.end_user and log.status == SUCCESS and log.spend:
             deltas[log.end_user] += log.spend
     if not deltas:
         return
-    table = customers_table
-    statement = (
-        update(table)
-        .where(table.c.user_id == bindparam("target_user_id"))
-        .values(spend=table.c.spend + bindparam("spend_delta"))
-    )
-    params = [{"target_user_id": user_id, "spend_delta": delta} for user_id, delta in sorted(deltas.items())]
-    await session.execute(statement, params)
+    sql = _CHARGE_SQL[_dialect(session)]
+    params = {"deltas": orjson.dumps(deltas).decode()}
+    if sql.lock_customers is not None:
+        await session.execute(sql.lock_customers, params)
+    await session.execute(sql.add_spend, params)
 
 
 async def _add_daily_rollups(session: AsyncSession, logs: Sequence[SpendLog]) -> None:
@@ -270,14 +361,9 @@ async def _add_daily_rollups(session: AsyncSession, logs: Sequence[SpendLog]) ->
         dict(zip(_DAILY_KEY, key, strict=True)) | dict(zip(DailyCustomerSpendRow.COUNTERS, counters, strict=True))
         for key, counters in sorted(totals.items())
     ]
-    table = daily_customer_spend_table
-    insert = dialect_insert(session, table)
-    statement = insert.on_conflict_do_update(
-        index_elements=list(_DAILY_KEY),
-        set_={name: table.c[name] + insert.excluded[name] for name in DailyCustomerSpendRow.COUNTERS},
-    )
-    for chunk in chunked(rows):
-        await session.execute(statement, list(chunk))
+    sql = _CHARGE_SQL[_dialect(session)]
+    for chunk in chunked(rows, _ROWS_PER_STATEMENT):
+        await session.execute(sql.upsert_daily, {"rows": sql.rows(chunk)})
 
 
 def _time_range(start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:
