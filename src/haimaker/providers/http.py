@@ -1,15 +1,15 @@
 """Upstream HTTP: the transport the providers call, and the mapping of its failures to our errors.
 
-Upstream calls go through `http1.Http1Client` (lean keep-alive HTTP/1.1; see its docstring for why not
-aiohttp). aiohttp is used only for webhooks (`post_json`), off the hot path; this is the only module that
-imports it. Transport failures become our `UpstreamError` tree here, so nothing else sees a socket error.
+Upstream calls and webhooks (`post_json`) go through `http1.Http1Client` (lean keep-alive HTTP/1.1; see its
+docstring for why not aiohttp). Transport failures become our `UpstreamError` tree here, so nothing else sees a
+socket error.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from typing import Final
 
-import aiohttp
 import orjson
 
 from haimaker.errors import BadGatewayError, GatewayTimeoutError, UpstreamStatusError
@@ -115,11 +115,16 @@ def _upstream_error_fields(raw: bytes) -> tuple[str | None, str | None, str | No
 
 
 async def post_json(url: str, payload: object, *, timeout_s: float) -> bool:
-    """POST a JSON document on a short-lived session (webhooks); True on a 2xx answer, never raises."""
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    """POST a JSON document on a one-off connection (webhooks); True on a 2xx answer, never raises."""
+    client = Http1Client()
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.post(url, data=orjson.dumps(payload), headers={"Content-Type": "application/json"}) as r:
-                return r.status < 300
-    except (aiohttp.ClientError, TimeoutError, OSError):
+        response = await client.post(url, _JSON_HEADERS, orjson.dumps(payload), timeout_s=timeout_s)
+        await response.read()
+        return response.status < 300
+    except (TransportError, TransportTimeout, OSError, ValueError):
         return False
+    finally:
+        client.close()
+
+
+_JSON_HEADERS: Final = {"Content-Type": "application/json"}
