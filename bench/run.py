@@ -163,6 +163,19 @@ def measure_direct(loader: LoadGenerator, upstream: Upstream, plan: Plan) -> dic
     return results
 
 
+WRITER_LAG_NOTE_S = 1.0
+
+
+def writer_lag(url: str, limit_s: float = 60.0) -> float | None:
+    """Seconds until every charge of the run is durable (`spend_writes_pending` 0), or None past `limit_s`."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        if http_json("GET", url + "/health/readiness").get("spend_writes_pending", 0) == 0:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
 def measure_store(
     store: Store,
     loader: LoadGenerator,
@@ -187,6 +200,13 @@ def measure_store(
                 after = sample(proxy.pid)
                 cpu_ms = (after.cpu_s - before.cpu_s) * 1000 / max(result.total_requests, 1)
                 notes = [] if budgets else ["budgets off"]
+                lag_s = writer_lag(proxy.url)
+                if lag_s is None or lag_s > WRITER_LAG_NOTE_S:
+                    # Requests served faster than their charges are stored would be a throughput the proxy cannot
+                    # sustain: say so next to the number.
+                    notes.append(
+                        "spend writer did not drain in 60 s" if lag_s is None else f"writer drained in {lag_s:.1f} s"
+                    )
                 if scenario.memory:
                     notes.append(f"{result.total_requests:,} requests, RSS now {after.rss_mb:.0f} MB")
                 note = "; ".join(notes)
