@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -155,9 +156,26 @@ async def test_downgrade_to_base_then_upgrade_again(migrated_database_url: str) 
         await engine.dispose()
 
 
-async def test_naive_datetimes_are_refused(customers: CustomerRepository) -> None:
+async def test_naive_datetimes_are_refused(customers: CustomerRepository, spend: SpendRepository) -> None:
     with pytest.raises(StatementError, match="naive datetime"):
         await customers.create(make_customer(created_at=datetime(2026, 1, 1)))
+    # The charge writer builds its own parameters (json_rows) and refuses them the same way.
+    with pytest.raises(ValueError, match="naive datetime"):
+        await spend.write_batch(ChargeBatch(logs=[make_log(start_time=datetime(2026, 1, 1))]))
+    assert await spend.list_logs() == []
+
+
+async def test_a_start_at_the_head_revision_never_imports_alembic(migrated_database_url: str) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from haimaker.storage.engine import upgrade\n"
+        f"asyncio.run(upgrade({migrated_database_url!r}))\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=asyncio.subprocess.PIPE)
+    out, _ = await child.communicate()
+    assert child.returncode == 0
+    assert out.decode().strip() == "False"
 
 
 async def test_datetimes_come_back_aware_utc_on_every_table(

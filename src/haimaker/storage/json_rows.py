@@ -73,7 +73,8 @@ def _postgres_type(column: Column[Any]) -> str:
 def _db_time(value: datetime, dialect: str) -> str:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value!r}: haimaker stores timezone-aware UTC datetimes only")
-    value = value.astimezone(UTC)
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
     if dialect == "sqlite":
-        return f"{value:%Y-%m-%d %H:%M:%S.%f}"
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")  # what SQLite's DATETIME type reads back
     return value.isoformat()
