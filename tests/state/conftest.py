@@ -38,17 +38,18 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:  # noqa: F811
 
 
 @pytest.fixture
-def make_counters(
+async def make_counters(
     redis_client: Redis,
     redis_prefix: str,  # noqa: F811
     clock: FakeClock,
     resets: RecordedResets,
     durable: DurableSpend,
-) -> MakeCounters:
+) -> AsyncIterator[MakeCounters]:
     """A factory: `make_counters(...)` builds `RedisCounters` on the test's prefix and the fake clock."""
+    made: list[RedisCounters] = []
 
     def make(*, use_server_time: bool = False, lease_s: float = LEASE_S, client: Redis | None = None) -> RedisCounters:
-        return RedisCounters(
+        counters = RedisCounters(
             client or redis_client,
             redis_prefix,
             clock,
@@ -59,5 +60,9 @@ def make_counters(
             use_server_time=use_server_time,
             lease_s=lease_s,
         )
+        made.append(counters)
+        return counters
 
-    return make
+    yield make
+    for counters in made:
+        counters.close()

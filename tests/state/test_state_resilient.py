@@ -56,6 +56,7 @@ async def resilient_store(
         yield store
     finally:
         await store.aclose()
+        counters.close()
         await client.aclose()
 
 

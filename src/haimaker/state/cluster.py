@@ -54,6 +54,7 @@ class Cluster:
     async def aclose(self) -> None:
         await self.bus.aclose()
         await self.store.aclose()
+        self.store.redis.close()
         await self.client.aclose()
 
 

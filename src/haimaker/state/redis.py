@@ -45,6 +45,7 @@ from redis.commands.core import AsyncScript
 from haimaker.clock import Clock
 from haimaker.money import Nanos
 from haimaker.state.counters import WINDOW_S, Demand, Limits, Reservation, SpendReset, SpendResetSink
+from haimaker.state.resp import ScriptClient
 from haimaker.state.verdicts import budget_exceeded, rate_limit_headers, rate_limited
 
 NextReset = Callable[[str, datetime], datetime]
@@ -145,10 +146,15 @@ class RedisCounters:
         self._budget_status_code = budget_status_code
         self._use_server_time = use_server_time
         self.lease_s = lease_s
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(resources.files(__package__).joinpath(f"lua/{name}.lua").read_text("utf-8"))
-            for name in _SCRIPTS
+        sources = {
+            name: resources.files(__package__).joinpath(f"lua/{name}.lua").read_text("utf-8") for name in _SCRIPTS
         }
+        # Pipelined maintenance (resets, lease renewals) goes through redis-py; single calls, the per-request
+        # admit/settle/release among them, through the multiplexed `ScriptClient`.
+        self._scripts: dict[str, AsyncScript] = {name: client.register_script(src) for name, src in sources.items()}
+        self._calls = ScriptClient.like(client)
+        for name, source in sources.items():
+            self._calls.register(name, source)
         self._seeding: dict[str, asyncio.Future[None]] = {}
 
     # -- keys
@@ -167,7 +173,7 @@ class RedisCounters:
         return 0 if self._use_server_time else int(self._clock.time() * 1000)
 
     async def _run(self, name: str, keys: Sequence[str], args: Iterable[str | int]) -> Any:
-        return await self._scripts[name](keys=list(keys), args=list(args))
+        return await self._calls.run(name, keys, list(args))
 
     # -- admission
 
@@ -357,4 +363,9 @@ class RedisCounters:
 
     async def drop_idle_connections(self) -> None:
         """Forget pooled connections that may predate a Redis restart (they reconnect when next used)."""
+        self._calls.disconnect()
         await self.client.connection_pool.disconnect(inuse_connections=False)
+
+    def close(self) -> None:
+        """Close the script connection (the redis-py client is its owner's to close)."""
+        self._calls.disconnect()
