@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -48,7 +48,13 @@ async def make_counters(
     """A factory: `make_counters(...)` builds `RedisCounters` on the test's prefix and the fake clock."""
     made: list[RedisCounters] = []
 
-    def make(*, use_server_time: bool = False, lease_s: float = LEASE_S, client: Redis | None = None) -> RedisCounters:
+    def make(
+        *,
+        use_server_time: bool = False,
+        lease_s: float = LEASE_S,
+        client: Redis | None = None,
+        is_new: Callable[[str], bool] | None = None,
+    ) -> RedisCounters:
         counters = RedisCounters(
             client or redis_client,
             redis_prefix,
@@ -59,6 +65,7 @@ async def make_counters(
             budget_status_code=400,
             use_server_time=use_server_time,
             lease_s=lease_s,
+            is_new=is_new,
         )
         made.append(counters)
         return counters

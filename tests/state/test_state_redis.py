@@ -225,6 +225,23 @@ async def test_first_requests_seed_from_the_durable_store_once(
     assert await counters.charge("nobody", 100) is None  # unseeded: the durable store will have it
 
 
+async def test_a_customer_known_to_be_new_is_seeded_by_its_first_admission(
+    make_counters: MakeCounters, durable: DurableSpend, redis_client: Redis
+) -> None:
+    counters = make_counters(is_new=lambda customer_id: customer_id.startswith("new-"))
+    durable.rows["old-bob"] = (9_500, None)
+    admissions = await asyncio.gather(
+        *(counters.admit(limits("new-alice", max_budget=10_000), demand(), fail_closed=False) for _ in range(5))
+    )
+    assert [a.spend for a in admissions] == [0] * 5
+    assert durable.reads == 0  # no store read, no separate seed
+    assert (await _hash(redis_client, counters, "new-alice"))["rsv"] == 5_000
+    # A customer the store may hold something for is still seeded from it: 9,500 spent, 1,000 more does not fit.
+    with pytest.raises(ProxyError):
+        await counters.admit(limits("old-bob", max_budget=10_000), demand(), fail_closed=True)
+    assert durable.reads == 1
+
+
 async def test_seed_overwrites_only_when_told(make_counters: MakeCounters) -> None:
     counters = make_counters()
     assert await counters.seed("alice", 100, None, overwrite=False) == 100

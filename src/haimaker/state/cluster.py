@@ -75,13 +75,16 @@ async def open_cluster(
     """Connect to Redis and start the subscriber and the counters' maintenance (a Redis outage does not fail it)."""
     client = connect(redis_url)
 
+    def is_new(customer_id: str) -> bool:
+        # Never seen here, and the catalog is reloaded every RESYNC_INTERVAL_S while Redis keys live a week: a
+        # customer another instance created since the last reload still has its key, so a seed is a no-op for it;
+        # a customer the store does not know is new. Either way spend 0, without a database read (and within the
+        # admission script) on every new customer's first request. Not right after Redis lost its data: then the
+        # store is read for everyone, as the keys of recently created customers are gone too.
+        return customer_id not in catalog.customers and _no_recent_data_loss()
+
     async def durable_spend(customer_id: str) -> tuple[Nanos, datetime | None]:
-        if customer_id not in catalog.customers and _no_recent_data_loss():
-            # Never seen here, and the catalog is reloaded every RESYNC_INTERVAL_S while Redis keys live a week:
-            # a customer another instance created since the last reload still has its key, so the seed is a
-            # no-op for it; a customer the store does not know is new. Either way spend 0, without a database
-            # read on every new customer's first request. Not right after Redis lost its data: then the store is
-            # read for everyone, as the keys of recently created customers are gone too.
+        if is_new(customer_id):
             return (0, None)
         customer = await source.customers.get(customer_id)
         return (0, None) if customer is None else (customer.spend, customer.spend_reset_at)
@@ -91,7 +94,7 @@ async def open_cluster(
         return reseeded_at is None or time.monotonic() - reseeded_at > 2 * RESYNC_INTERVAL_S
 
     counters = RedisCounters(
-        client, prefix, clock, next_reset, resets, durable_spend, budget_status_code=budget_status_code
+        client, prefix, clock, next_reset, resets, durable_spend, budget_status_code=budget_status_code, is_new=is_new
     )
     store = ResilientCounterStore(
         counters,

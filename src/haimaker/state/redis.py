@@ -21,7 +21,8 @@ Invariants:
   runs out and the next admission gives its reservation back, so survivors' limits stay exact.
 - `settle` and `release` are idempotent per reservation (replays after an outage never count twice).
 - A customer unknown to Redis is seeded from the durable store (`SpendSource`) before its first admission; charges
-  for an unseeded customer are left to that seed (the durable store has them once written).
+  for an unseeded customer are left to that seed (the durable store has them once written). A customer the caller
+  knows to be new (`is_new`: nothing stored for it) is seeded at zero by its first admission script itself.
 - Money is integral nano-dollars throughout (`HINCRBY`); Lua's doubles are exact below 2^53 nano-dollars.
 
 This module only speaks to Redis: outages, fallback and never-awaiting wrappers are `resilient.py`'s.
@@ -136,6 +137,7 @@ class RedisCounters:
         budget_status_code: int,
         use_server_time: bool = True,
         lease_s: float = LEASE_S,
+        is_new: Callable[[str], bool] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -146,6 +148,9 @@ class RedisCounters:
         self._budget_status_code = budget_status_code
         self._use_server_time = use_server_time
         self.lease_s = lease_s
+        # True for a customer the durable store is known to hold nothing for: its first admission seeds it at zero
+        # in the same script, instead of a failed admission, a seed and a second admission.
+        self._is_new = is_new
         sources = {
             name: resources.files(__package__).joinpath(f"lua/{name}.lua").read_text("utf-8") for name in _SCRIPTS
         }
@@ -179,8 +184,9 @@ class RedisCounters:
 
     async def admit(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Admission:
         """Check every limit and reserve, in one script; raise BudgetExceededError / RateLimitError."""
+        seed_if_absent = self._is_new is not None and self._is_new(limits.customer_id)
         for attempt in range(3):
-            reservation_id, result = await self._admit_once(limits, demand, fail_closed)
+            reservation_id, result = await self._admit_once(limits, demand, fail_closed, seed_if_absent)
             if result[0] != _NOT_SEEDED:
                 break
             await self._seed_from_store(limits.customer_id, again=attempt > 0)
@@ -212,7 +218,9 @@ class RedisCounters:
         )
         return Admission(reservation, spend, reset_at)
 
-    async def _admit_once(self, limits: Limits, demand: Demand, fail_closed: bool) -> tuple[str, list[Any]]:
+    async def _admit_once(
+        self, limits: Limits, demand: Demand, fail_closed: bool, seed_if_absent: bool
+    ) -> tuple[str, list[Any]]:
         period, tier_reset, next_reset, clock_ms = "", "", "", 0
         if limits.budget_duration is not None:
             now = self._clock.now()
@@ -241,6 +249,7 @@ class RedisCounters:
                 clock_ms,
                 int(WINDOW_S * 1000),
                 IDLE_TTL_MS,
+                "1" if seed_if_absent else "0",
             ),
         )
         return reservation_id, result

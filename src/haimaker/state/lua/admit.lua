@@ -8,7 +8,7 @@
 -- ARGV  1 reservation id    2 now ms (0: the server's TIME)   3 lease ms       4 demand cost   5 demand tokens
 --       6 max budget ('')   7 fail closed (1/0)               8 rpm ('')       9 tpm ('')      10 parallel ('')
 --      11 period key ('': no budget_duration)   12 tier reset ms ('')   13 next reset ms   14 clock ms
---      15 window ms        16 idle ttl ms
+--      15 window ms        16 idle ttl ms     17 '1': seed an absent customer at zero (known to be new)
 -- Returns {1} when the customer is not seeded yet; else
 --   {status, cost, tokens, ws, wr, wt, spend, rst (-1: none), did_reset, now, estimate_flag, partial}
 --   status 0 admitted, 2 parallel, 3 requests, 4 tokens, 5 budget.
@@ -21,7 +21,12 @@ if now == 0 then
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local f = redis.call('HMGET', c, 's', 'rsv', 'inf', 'ws', 'wr', 'wt', 'rst', 'per', 'pin')
-if not f[1] then return {1} end
+if not f[1] then
+  -- Not seeded. ARGV[17] '1': the caller knows the durable store holds nothing for this customer (a new one), so
+  -- it starts here at zero, exactly as a seed of (0, no reset) followed by this admission would.
+  if ARGV[17] ~= '1' then return {1} end
+  f[1] = '0'
+end
 local spend = tonumber(f[1])
 local reserved = tonumber(f[2] or '0')
 local inflight = tonumber(f[3] or '0')
