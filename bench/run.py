@@ -163,7 +163,18 @@ def measure_direct(loader: LoadGenerator, upstream: Upstream, plan: Plan) -> dic
     return results
 
 
+# Sections of the report that other scripts measure (bench/multi_instance.sh): kept when the table is rewritten.
+KEPT_SECTIONS = "## Several instances"
 WRITER_LAG_NOTE_S = 1.0
+
+
+def kept_sections(report: Path) -> str:
+    """The part of an existing report from `KEPT_SECTIONS` on, or ""."""
+    if not report.exists():
+        return ""
+    text = report.read_text()
+    start = text.find(KEPT_SECTIONS)
+    return "" if start < 0 else "\n" + text[start:]
 
 
 def writer_lag(url: str, limit_s: float = 60.0) -> float | None:
@@ -280,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     out = args.out if args.out is not None else (None if args.smoke else repo / "bench" / "RESULTS.md")
     if out is not None:
-        Path(out).write_text(text)
+        Path(out).write_text(text + kept_sections(Path(out)))
         print(f"written to {out}")
     skipped = [row for row in rows if row.note.startswith("skipped")]
     if skipped:
