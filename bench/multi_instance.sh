@@ -2,7 +2,8 @@
 # Needs PostgreSQL (127.0.0.1:5432, trust auth), Redis (127.0.0.1:6379) and nginx; run from anywhere:
 #   CUST=10000 bash bench/multi_instance.sh
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# 3 instances + Redis + PG behind nginx vs 1 instance (PG, no Redis) and 1 instance (PG + Redis); c=64 JSON, 10k customers
+# 1 instance (PG, no Redis), 1 instance (PG + Redis), 1 instance with --num_workers 2 (PG + Redis), 3 instances + Redis
+# + PG behind nginx; c=64 JSON, 10k customers
 WORK=$(mktemp -d); cd "$WORK"; pkill -f "haimaker --config .* --port 460[123]"; pkill -f "bench.upstream --port 4611"; sleep 1
 DB=haimaker_bench_multi_$$
 psql -h 127.0.0.1 -U postgres -d test -qc "CREATE DATABASE $DB" 
@@ -31,6 +32,9 @@ pkill -f "haimaker --config .* --port 460[123]"; sleep 1
 for f in one.yaml redis.yaml; do printf 'litellm_settings: {max_end_user_budget_id: b}\n' >> $f; done
 start one.yaml 4601; echo -n "1 instance, PG, no Redis:     "; load 4601; pkill -f "haimaker --config .* --port 460[123]"; sleep 1
 start redis.yaml 4601; echo -n "1 instance, PG + Redis:       "; load 4601; pkill -f "haimaker --config .* --port 460[123]"; sleep 1
+(setsid $ROOT/.venv/bin/haimaker --config redis.yaml --port 4601 --host 127.0.0.1 --num_workers 2 > inst4601w.log 2>&1 &)
+for i in $(seq 100); do curl -sf localhost:4601/health/readiness >/dev/null && break; sleep 0.2; done; sleep 2
+echo -n "1 instance, 2 workers, Redis: "; load 4601; pkill -f "haimaker --config .* --port 460[123]"; sleep 2
 start redis.yaml 4601; start redis.yaml 4602; start redis.yaml 4603
 sed 's/4001/4601/; s/4002/4602/; s/4003/4603/; s/listen 4000/listen 4600/' $ROOT/examples/nginx.conf > nginx.conf
 nginx -c $WORK/nginx.conf -p $WORK/ -g "pid $WORK/nginx.pid;" 2>/dev/null
