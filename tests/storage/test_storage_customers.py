@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from storage_factories import T0, make_budget, make_customer, make_log
@@ -205,3 +205,14 @@ async def test_reset_spend_with_due_at_skips_customers_already_in_a_new_period(c
     # A second instance repeating the same reset finds nothing left to do.
     assert await customers.reset_spend(include_unbudgeted=True, next_reset_at=next_reset, due_at=T0) == 0
     assert {c.user_id: c.spend for c in await customers.list_all()} == {"due": 0, "never-reset": 0, "fresh": 5}
+
+
+async def test_spend_of_many_reads_existing_customers_only(
+    spend: SpendRepository, customers: CustomerRepository
+) -> None:
+    reset_at = datetime(2026, 2, 1, tzinfo=UTC)
+    await customers.create(make_customer(user_id="alice", spend=7, spend_reset_at=reset_at))
+    await customers.create(make_customer(user_id="bob"))
+    many = [f"ghost-{index}" for index in range(1_200)]  # more than one query's worth of ids
+    found = await customers.spend_of_many(["alice", "bob", "alice", *many])
+    assert found == {"alice": (7, reset_at), "bob": (0, None)}

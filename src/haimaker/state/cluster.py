@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from haimaker.clock import Clock
 from haimaker.money import Nanos
+from haimaker.state.batching import BatchedLookup
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import SpendResetSink
 from haimaker.state.invalidation import RESYNC_INTERVAL_S, CatalogRefresher, CatalogSource, InvalidationBus
@@ -83,11 +84,14 @@ async def open_cluster(
         # store is read for everyone, as the keys of recently created customers are gone too.
         return customer_id not in catalog.customers and _no_recent_data_loss()
 
+    stored_spend: BatchedLookup[str, tuple[Nanos, datetime | None]] = BatchedLookup(
+        source.customers.spend_of_many, missing=(0, None)
+    )
+
     async def durable_spend(customer_id: str) -> tuple[Nanos, datetime | None]:
         if is_new(customer_id):
             return (0, None)
-        customer = await source.customers.get(customer_id)
-        return (0, None) if customer is None else (customer.spend, customer.spend_reset_at)
+        return await stored_spend(customer_id)
 
     def _no_recent_data_loss() -> bool:
         reseeded_at = store.reseeded_at

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Final, Protocol
 
 import orjson
@@ -34,6 +35,8 @@ _PUBLISH_ATTEMPTS: Final = 4
 
 class _CustomerRows(Protocol):
     async def get(self, user_id: str) -> Customer | None: ...
+
+    async def spend_of_many(self, user_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]: ...
 
     async def list_all(self) -> list[Customer]: ...
 

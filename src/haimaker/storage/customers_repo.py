@@ -40,6 +40,17 @@ class CustomerRepository:
             row = await session.get(CustomerRow, user_id)
             return row.to_record() if row is not None else None
 
+    async def spend_of_many(self, user_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
+        """(spend, spend_reset_at) of each customer that exists, in one query per 500 ids."""
+        found: dict[str, tuple[int, datetime | None]] = {}
+        row = CustomerRow
+        async with self._sessions() as session:
+            for chunk in chunked(sorted(set(user_ids))):
+                statement = select(row.user_id, row.spend, row.spend_reset_at).where(row.user_id.in_(chunk))
+                for user_id, spend, reset_at in await session.execute(statement):
+                    found[user_id] = (int(spend), reset_at)
+        return found
+
     async def list_all(self) -> list[Customer]:
         """Every customer, ordered by id (loads the in-memory catalog at startup)."""
         async with self._sessions() as session:
