@@ -27,12 +27,12 @@ from haimaker.app_state import AppState
 from haimaker.clock import Clock, SystemClock
 from haimaker.config.loader import ConfigError, Settings
 from haimaker.errors import ProxyError
-from haimaker.gc_tuning import freeze_startup_heap
 from haimaker.identity import Authenticator, CustomerIdResolver
 from haimaker.limits.engine import BudgetEngine
 from haimaker.limits.resets import ResetJob, next_reset_function
 from haimaker.metrics import Metrics
 from haimaker.pipeline import Pipeline, PipelineOptions
+from haimaker.process_tuning import freeze_startup_heap, limit_malloc_arenas
 from haimaker.providers.azure import AzureProvider
 from haimaker.providers.base import Provider
 from haimaker.providers.http import HttpTransport
@@ -90,9 +90,11 @@ _ADMIN_PREFIXES = ("/customer/", "/end_user/", "/budget/", "/spend/", "/global/"
 def create_app(settings: Settings, *, clock: Clock | None = None, serving: bool = False) -> HaimakerApp:
     """Build the application for a loaded config. Nothing starts until the ASGI lifespan runs.
 
-    `serving` marks the one app of a `haimaker serve` process: its startup heap is frozen out of the garbage
-    collector's reach (`gc_tuning`), which a test process that builds many apps must not do.
+    `serving` marks the one app of a `haimaker serve` process (or worker): the allocator and the garbage collector
+    are tuned for a long-running server (`process_tuning`), which a test process that builds many apps must not do.
     """
+    if serving:
+        limit_malloc_arenas()  # before the lifespan starts the database driver's threads
     for warning in settings.warnings:
         logger.warning(warning)
 
