@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +49,9 @@ class JsonResult:
 class StreamResult:
     headers: Headers
     chunks: AsyncIterator[bytes]
+    # True once the relayed stream has carried `data: [DONE]` and the upstream response has ended: the rest of the
+    # relay then finishes without waiting, and nothing the client should see follows.
+    done: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +225,9 @@ class Pipeline:
             headers.extend(call.ticket.reservation.rate_headers)
         tap = SSETap(keep_usage_chunk=self._client_wants_usage(call))
         self._observe(call, 200)
-        return StreamResult(headers, self._relay(call, deployment, response, tap))
+        return StreamResult(
+            headers, self._relay(call, deployment, response, tap), done=lambda: tap.finished and response.at_end()
+        )
 
     async def _relay(
         self, call: _Call, deployment: Deployment, response: UpstreamResponse, tap: SSETap

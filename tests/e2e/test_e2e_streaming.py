@@ -78,6 +78,17 @@ async def test_async_stream_is_relayed_chunk_by_chunk(proxy: RunningProxy, opena
     assert arrivals[0] < arrivals[-1] - 3 * chunk_delay_s, f"first chunk came late: {arrivals}"
 
 
+def test_finished_streams_end_at_once_and_leave_the_upstream_connection_for_the_next(
+    proxy: RunningProxy, openai_upstream: FakeOpenAI
+) -> None:
+    client = sync_client(proxy)
+    for _ in range(5):
+        stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == REPLY
+    peers = {request.peer for request in openai_upstream.requests[-5:]}
+    assert len(peers) == 1, peers  # one kept-alive upstream connection served all five
+
+
 def test_stream_split_across_arbitrary_tcp_pieces_reaches_the_client_whole(
     proxy: RunningProxy, openai_upstream: FakeOpenAI
 ) -> None:

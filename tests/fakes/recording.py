@@ -22,6 +22,7 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names; the last value wins
     raw_body: bytes
     body: Any  # parsed JSON, or None when the body is empty or not JSON
+    peer: str = ""  # "host:port" of the connection it came over
     received_at: float = field(default_factory=time.monotonic)
 
     @property

@@ -381,6 +381,7 @@ class FakeUpstream:
             headers={k.lower(): v for k, v in request.headers.items()},
             raw_body=raw,
             body=body,
+            peer=_peer(request),
         )
         with self._lock:
             self.requests.append(recorded)
@@ -563,3 +564,10 @@ class FakeUpstream:
         if self.reveal_key_in_errors or len(key) < 12:
             return key
         return f"{key[:8]}{'*' * (len(key) - 12)}{key[-4:]}"
+
+
+def _peer(request: web.Request) -> str:
+    """The client's address and port: requests sharing it came over one (kept-alive) connection."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return f"{peer[0]}:{peer[1]}" if peer else ""

@@ -153,6 +153,14 @@ async def _send_stream(send: Send, result: StreamResult) -> None:
             {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _encode_headers(result.headers)}
         )
         async for chunk in chunks:
+            if result.done():
+                # The piece carrying [DONE] also ends the response: one write instead of two. The relay's rest
+                # (settling, returning the upstream connection to its pool) runs without awaiting anything, so the
+                # hang-up watcher cannot mistake the finished response for a disconnect first.
+                await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                async for _ in chunks:
+                    pass
+                return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:

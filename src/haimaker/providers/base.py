@@ -64,6 +64,10 @@ class UpstreamResponse(Protocol):
         """Raw body pieces as they arrive (streaming calls): SSE bytes in OpenAI's format."""
         ...
 
+    def at_end(self) -> bool:
+        """Every byte of the body has arrived and been read: iterating further returns without waiting."""
+        ...
+
     def close(self) -> None:
         """Release the upstream connection now (idempotent, never awaits)."""
         ...

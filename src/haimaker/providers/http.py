@@ -45,6 +45,9 @@ class HttpResponse:
         finally:
             self._response.close()
 
+    def at_end(self) -> bool:
+        return self._response.at_end()
+
     def close(self) -> None:
         self._response.close()
 

@@ -164,6 +164,9 @@ class _Connection(asyncio.Protocol):
             finally:
                 self._wakeup = None
 
+    def drained(self) -> bool:
+        return not self._chunks
+
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
@@ -208,6 +211,10 @@ class Response:
             self.close()
             raise
         self._release()
+
+    def at_end(self) -> bool:
+        """The whole response has arrived and every piece of it was handed out."""
+        return self._conn.complete and self._conn.drained()
 
     def _release(self) -> None:
         if not self._released:

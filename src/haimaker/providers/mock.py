@@ -42,6 +42,9 @@ class MockResponse:
         for event in self._events or ():
             yield event
 
+    def at_end(self) -> bool:
+        return False  # served from a generator: the end is only known by iterating to it
+
     def close(self) -> None:
         self._events = None
 
