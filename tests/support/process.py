@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,12 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30
 
 @contextlib.contextmanager
 def proxy_process(
-    tmp_path: Path, config: dict[str, Any], *, name: str = "proxy", env: dict[str, str] | None = None
+    tmp_path: Path,
+    config: dict[str, Any],
+    *,
+    name: str = "proxy",
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[ProxyProcess]:
     """Start `python -m haimaker --config …` on a free port; kill it on exit if still running."""
     config_path = tmp_path / f"{name}.yaml"
@@ -77,6 +82,7 @@ def proxy_process(
                 str(port),
                 "--host",
                 "127.0.0.1",
+                *args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
