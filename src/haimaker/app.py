@@ -90,7 +90,7 @@ _ADMIN_PREFIXES = ("/customer/", "/end_user/", "/budget/", "/spend/", "/global/"
 def create_app(settings: Settings, *, clock: Clock | None = None, serving: bool = False) -> HaimakerApp:
     """Build the application for a loaded config. Nothing starts until the ASGI lifespan runs.
 
-    `serving` marks the one app of a `haimaker serve` process (or worker): the allocator and the garbage collector
+    `serving` marks the one app of a `haimaker` server process (or worker): the allocator and the garbage collector
     are tuned for a long-running server (`process_tuning`), which a test process that builds many apps must not do.
     """
     if serving:
