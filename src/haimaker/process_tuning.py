@@ -1,4 +1,4 @@
-"""How a serving process (`haimaker --config …`, and each `--num_workers` worker) tunes the interpreter and the allocator.
+"""How a serving process (`haimaker --config …` and each `--num_workers` worker) tunes the interpreter and malloc.
 
 Garbage collector: after startup the heap holds a few hundred thousand long-lived objects (FastAPI, SQLAlchemy,
 pydantic models, the price table, the catalog). Every full collection walks all of them: ~100 ms on the benchmark
