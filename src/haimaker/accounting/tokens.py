@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import ctypes
 import functools
 import gzip
@@ -48,6 +49,12 @@ __all__ = [
 
 ENCODING_NAMES: Final = ("cl100k_base", "o200k_base")
 DEFAULT_INLINE_LIMIT_CHARS: Final = 16_000
+# Counts of long texts are remembered: a chat client resends its system prompt and the whole history on every turn,
+# so without this each request tokenizes the conversation again. Short texts cost less to count than to look up;
+# longer ones than the cap are rare and would make the cache's memory unpredictable (512 x 8,000 chars at most).
+COUNT_CACHE_MIN_CHARS: Final = 200
+COUNT_CACHE_MAX_CHARS: Final = 8_000
+COUNT_CACHE_ENTRIES: Final = 512
 
 # OpenAI's chat format overhead (cookbook "How to count tokens with tiktoken", gpt-3.5-turbo-0613 onwards).
 _TOKENS_PER_MESSAGE: Final = 3
@@ -236,6 +243,36 @@ def _input_parts(value: object) -> _Parts:
     return parts
 
 
+class _CountCache:
+    """A small LRU of token counts per (encoding, text), shared by the event loop and counting threads."""
+
+    def __init__(self, entries: int = COUNT_CACHE_ENTRIES) -> None:
+        self._entries = entries
+        self._counts: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> int | None:
+        with self._lock:
+            count = self._counts.get(key)
+            if count is not None:
+                self._counts.move_to_end(key)
+            return count
+
+    def put(self, key: tuple[str, str], count: int) -> None:
+        with self._lock:
+            self._counts[key] = count
+            self._counts.move_to_end(key)
+            while len(self._counts) > self._entries:
+                self._counts.popitem(last=False)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._counts
+
+
+def _cacheable(text: str) -> bool:
+    return COUNT_CACHE_MIN_CHARS <= len(text) <= COUNT_CACHE_MAX_CHARS
+
+
 class TokenCounter:
     """Counts prompt tokens per model; owns the loaded encodings (cached per encoding name, thread-safe)."""
 
@@ -244,6 +281,7 @@ class TokenCounter:
         self._data_dir = data_dir
         self._encodings: dict[str, tiktoken.Encoding] = {}
         self._locks = {name: threading.Lock() for name in ENCODING_NAMES}
+        self._cache = _CountCache()
 
     def load(self, names: Iterable[str] = ENCODING_NAMES) -> None:
         """Load the encodings now (blocking, about a second): `await asyncio.to_thread(counter.load)`."""
@@ -315,11 +353,32 @@ class TokenCounter:
     def _count(self, parts: _Parts, model: str) -> int:
         if not parts.texts:
             return parts.fixed_tokens
-        encoding = self.encoding(encoding_name_for(model))
-        return parts.fixed_tokens + sum(len(encoding.encode_ordinary(text)) for text in parts.texts)
+        name = encoding_name_for(model)
+        encoding = self.encoding(name)
+        total = parts.fixed_tokens
+        for text in parts.texts:
+            if not _cacheable(text):
+                total += len(encoding.encode_ordinary(text))
+                continue
+            key = (name, text)
+            count = self._cache.get(key)
+            if count is None:
+                count = len(encoding.encode_ordinary(text))
+                self._cache.put(key, count)
+            total += count
+        return total
 
     async def _count_async(self, parts: _Parts, model: str, inline_limit_chars: int) -> int:
-        # Off the loop when the text is large, or when the encoding still has to be loaded (about a second).
-        if parts.texts and (parts.chars > inline_limit_chars or not self.is_loaded(encoding_name_for(model))):
+        # Off the loop when the text still to tokenize is large, or when the encoding still has to be loaded.
+        name = encoding_name_for(model)
+        if parts.texts and (
+            not self.is_loaded(name) or self._uncached_chars(parts, name, inline_limit_chars) > inline_limit_chars
+        ):
             return await asyncio.to_thread(self._count, parts, model)
         return self._count(parts, model)
+
+    def _uncached_chars(self, parts: _Parts, name: str, limit: int) -> int:
+        total = parts.chars
+        if total <= limit:
+            return total
+        return sum(len(text) for text in parts.texts if not (_cacheable(text) and (name, text) in self._cache))
