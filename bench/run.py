@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import secrets
 import sys
@@ -40,6 +41,19 @@ ONE_CUSTOMER = "bench-one"
 MANY_CUSTOMERS = 10_000
 MEMORY_REQUESTS = 100_000
 CUSTOMER_MODES = ("none", "one", "10k")
+# A realistic chat turn: a long system prompt and a 20-message history (about 17,000 characters), as a chat client
+# resends on every turn. With a tpm limit every prompt is counted before admission; this row shows what that and
+# the bigger bodies cost.
+LONG_CHAT: list[dict[str, str]] = [
+    {"role": "system", "content": "You are the helpful support assistant of ACME Inc. Answer briefly. " * 90},
+    *(
+        {
+            "role": "user" if turn % 2 == 0 else "assistant",
+            "content": f"Message {turn}: " + "the quick brown fox jumps over the lazy dog, again and again. " * 8,
+        }
+        for turn in range(20)
+    ),
+]
 _CUSTOMER_LABELS = {"none": "no customer", "one": "1 customer", "10k": "10k customers"}
 
 
@@ -72,13 +86,15 @@ class Scenario:
     stream: bool
     customers: str
     memory: bool = False
+    chat: bool = False  # the LONG_CHAT prompt instead of "hello"
 
     @property
     def name(self) -> str:
         if self.memory:
             return f"{self.store} memory: 10k customers c={self.concurrency}"
         mode = "stream" if self.stream else "json"
-        return f"{self.store} c={self.concurrency} {mode} {_CUSTOMER_LABELS[self.customers]}"
+        chat = ", 17k-char chat" if self.chat else ""
+        return f"{self.store} c={self.concurrency} {mode} {_CUSTOMER_LABELS[self.customers]}{chat}"
 
 
 def scenarios_for(store: str, plan: Plan) -> list[Scenario]:
@@ -89,15 +105,17 @@ def scenarios_for(store: str, plan: Plan) -> list[Scenario]:
         for stream in (False, True)
         for customers in CUSTOMER_MODES
     ]
+    rows.append(Scenario(store, max(plan.concurrencies), False, "10k", chat=True))
     rows.append(Scenario(store, max(plan.concurrencies), False, "10k", memory=True))
     return rows
 
 
-def request_body(customers: str, stream: bool) -> str:
+def request_body(customers: str, stream: bool, chat: bool = False) -> str:
     """The JSON body template; `{customer}` is filled in by the load generator."""
     user = {"none": "", "one": f',"user":"{ONE_CUSTOMER}"', "10k": ',"user":"{customer}"'}[customers]
     streaming = ',"stream":true' if stream else ""
-    return f'{{"model":"{MODEL}","messages":[{{"role":"user","content":"hello"}}]{user}{streaming}}}'
+    messages = json.dumps(LONG_CHAT) if chat else '[{"role":"user","content":"hello"}]'
+    return f'{{"model":"{MODEL}","messages":{messages}{user}{streaming}}}'
 
 
 def load_spec(url: str, key: str, scenario: Scenario, plan: Plan) -> LoadSpec:
@@ -107,7 +125,7 @@ def load_spec(url: str, key: str, scenario: Scenario, plan: Plan) -> LoadSpec:
         duration_s=plan.duration_s,
         max_requests=plan.max_requests,
         warmup_s=plan.warmup_s,
-        body=request_body(scenario.customers, scenario.stream),
+        body=request_body(scenario.customers, scenario.stream, scenario.chat),
         customers=MANY_CUSTOMERS if scenario.customers == "10k" else 0,
         customer_prefix="bench-c",
         stream=scenario.stream,
@@ -152,14 +170,18 @@ def prepare_store(workdir: Path, upstream: Upstream, database_url: str, budgets:
     return config
 
 
-def measure_direct(loader: LoadGenerator, upstream: Upstream, plan: Plan) -> dict[tuple[int, bool], LoadResult]:
+DirectKey = tuple[int, bool, bool]  # concurrency, stream, long chat
+
+
+def measure_direct(loader: LoadGenerator, upstream: Upstream, plan: Plan) -> dict[DirectKey, LoadResult]:
     results = {}
-    for concurrency in plan.concurrencies:
-        for stream in (False, True):
-            scenario = Scenario("direct", concurrency, stream, "one")
-            spec = load_spec(upstream.base_url + "/chat/completions", UPSTREAM_KEY, scenario, plan)
-            result = results[(concurrency, stream)] = loader.measure(spec)
-            print(f"  direct c={concurrency} {'stream' if stream else 'json'}: {result.rps:,.0f} rps")
+    shapes = [(concurrency, stream, False) for concurrency in plan.concurrencies for stream in (False, True)]
+    shapes.append((max(plan.concurrencies), False, True))
+    for concurrency, stream, chat in shapes:
+        scenario = Scenario("direct", concurrency, stream, "one", chat=chat)
+        spec = load_spec(upstream.base_url + "/chat/completions", UPSTREAM_KEY, scenario, plan)
+        result = results[(concurrency, stream, chat)] = loader.measure(spec)
+        print(f"  {scenario.name}: {result.rps:,.0f} rps")
     return results
 
 
@@ -192,7 +214,7 @@ def measure_store(
     loader: LoadGenerator,
     upstream: Upstream,
     plan: Plan,
-    direct: dict[tuple[int, bool], LoadResult],
+    direct: dict[DirectKey, LoadResult],
     workdir: Path,
     budgets: bool,
 ) -> list[Row]:
@@ -223,7 +245,7 @@ def measure_store(
                 note = "; ".join(notes)
                 row = Row(
                     scenario.name,
-                    direct.get((scenario.concurrency, scenario.stream)),
+                    direct.get((scenario.concurrency, scenario.stream, scenario.chat)),
                     result,
                     cpu_ms,
                     after.hwm_mb,
@@ -279,8 +301,10 @@ def run(args: argparse.Namespace) -> int:
                         rows += measure_store(store, loader, upstream, plan, direct, store_dir, not args.no_budgets)
         upstream_stats = upstream.stats
     direct_rows = [
-        Row(f"direct c={c} {'stream' if s else 'json'}", result, None, None, None, "")
-        for (c, s), result in direct.items()
+        Row(
+            f"direct c={c} {'stream' if s else 'json'}{', 17k-char chat' if chat else ''}", result, None, None, None, ""
+        )
+        for (c, s, chat), result in direct.items()
     ]
     elapsed = time.monotonic() - started
     lines = machine_lines(command, load_before, os.getloadavg(), elapsed, args.chunks, upstream_stats)

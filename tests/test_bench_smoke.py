@@ -19,6 +19,7 @@ CUSTOMERS = ("no customer", "1 customer", "10k customers")
 def expected_rows() -> list[str]:
     """The scenario names bench/README.md promises, written out independently of bench/run.py."""
     rows = [f"direct c={c} {mode}" for c in (1, 16, 64) for mode in ("json", "stream")]
+    rows.append("direct c=64 json, 17k-char chat")
     for store in ("sqlite", "postgres"):
         rows += [
             f"{store} c={c} {mode} {customers}"
@@ -26,6 +27,7 @@ def expected_rows() -> list[str]:
             for mode in ("json", "stream")
             for customers in CUSTOMERS
         ]
+        rows.append(f"{store} c=64 json 10k customers, 17k-char chat")
         rows.append(f"{store} memory: 10k customers c=64")
     return rows
 
