@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
-from haimaker.process_tuning import OLDER_THRESHOLDS, YOUNG_THRESHOLD
+import pytest
+
+from haimaker.process_tuning import OLDER_THRESHOLDS, YOUNG_THRESHOLD, start_heap_trims
 
 
 def test_freezing_moves_the_startup_heap_out_of_the_collectors_reach() -> None:
@@ -28,3 +31,14 @@ def test_malloc_arenas_can_be_limited_on_glibc() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
     # This project's machines and CI are Debian (glibc); elsewhere the call declines without failing.
     assert out == ("True" if sys.platform.startswith("linux") else "False")
+
+
+async def test_heap_trims_run_on_the_loop_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr("haimaker.process_tuning._malloc_trim", lambda: trims.append)
+    stop = start_heap_trims(asyncio.get_running_loop(), interval_s=0.01)
+    await asyncio.sleep(0.1)
+    stop()
+    seen = len(trims)
+    await asyncio.sleep(0.05)
+    assert seen >= 3 and len(trims) == seen and set(trims) == {0}

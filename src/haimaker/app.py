@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,7 +32,7 @@ from haimaker.limits.engine import BudgetEngine
 from haimaker.limits.resets import ResetJob, next_reset_function
 from haimaker.metrics import Metrics
 from haimaker.pipeline import Pipeline, PipelineOptions
-from haimaker.process_tuning import freeze_startup_heap, limit_malloc_arenas
+from haimaker.process_tuning import freeze_startup_heap, limit_malloc_arenas, start_heap_trims
 from haimaker.providers.azure import AzureProvider
 from haimaker.providers.base import Provider
 from haimaker.providers.http import HttpTransport
@@ -102,11 +102,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None, serving: bool 
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
         state = await build_state(settings, clock or SystemClock())
         api.state.haimaker = state
+        stop_trims: Callable[[], None] = lambda: None  # noqa: E731
         if serving:
             freeze_startup_heap()
+            stop_trims = start_heap_trims(asyncio.get_running_loop())
         try:
             yield
         finally:
+            stop_trims()
             await close_state(state)
 
     api = FastAPI(title="haimaker", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)

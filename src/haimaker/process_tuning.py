@@ -11,15 +11,22 @@ by another. The database driver's threads and the event loop then each keep thei
 one arena for the whole process kept RSS about 7 MB lower (139-141 MB against 144-147 MB after the same 300k
 requests from 10k customers) and flat; the GIL already serializes most allocation, so the shared lock costs little.
 
+Heap trims: glibc keeps freed memory inside the heap for reuse; after a burst (large bodies, a catch-up write group)
+that is RSS the process no longer needs. `malloc_trim(0)` every 30 s hands it back (measured: 134 -> 125 MB after a
+load; the call takes about a millisecond).
+
 Only serving processes do this: a test process builds many apps and must be able to free them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
+import functools
 import gc
 import sys
+from collections.abc import Callable
 
 # CPython's default is (700, 10, 10). One request allocates a few hundred tracked objects, nearly all freed by
 # reference counting; a young collection every ~50k allocations instead of every 700 is still cheap (it walks only
@@ -41,6 +48,46 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return bool(ctypes.CDLL(name).mallopt(_M_ARENA_MAX, arenas))
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
+
+
+TRIM_INTERVAL_S = 30.0
+
+
+def return_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise); a no-op elsewhere."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def start_heap_trims(loop: asyncio.AbstractEventLoop, interval_s: float = TRIM_INTERVAL_S) -> Callable[[], None]:
+    """Call `return_freed_memory` every `interval_s` on `loop`; returns the function that stops it."""
+    if _malloc_trim() is None:
+        return lambda: None
+    handle: asyncio.TimerHandle | None = None
+
+    def tick() -> None:
+        nonlocal handle
+        return_freed_memory()
+        handle = loop.call_later(interval_s, tick)
+
+    def stop() -> None:
+        if handle is not None:
+            handle.cancel()
+
+    handle = loop.call_later(interval_s, tick)
+    return stop
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
 
 
 def freeze_startup_heap() -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import ctypes
 import functools
 import gzip
 import hashlib
@@ -38,6 +37,8 @@ from typing import Any, Final
 
 import orjson
 import tiktoken
+
+from haimaker.process_tuning import return_freed_memory
 
 __all__ = [
     "ENCODING_NAMES",
@@ -148,7 +149,7 @@ def load_encoding(name: str, data_dir: Path | None = None) -> tiktoken.Encoding:
     # never do; the Rust tokenizer has its own. Dropping it keeps the proxy's RSS within its budget.
     encoding._mergeable_ranks = {}
     del ranks
-    _return_freed_memory()
+    return_freed_memory()
     return encoding
 
 
@@ -157,14 +158,6 @@ def _shared_encoding(name: str, data_dir: Path | None) -> tiktoken.Encoding:
     # One copy per process: encodings are immutable, and every proxy an in-process test (or a worker's
     # restart of the app) builds would otherwise pay ~1 s of CPU and 40-70 MB again.
     return load_encoding(name, data_dir)
-
-
-def _return_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them otherwise); a no-op elsewhere."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass(slots=True)
