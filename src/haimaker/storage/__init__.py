@@ -6,6 +6,7 @@ records.py        the domain records repositories return
 budgets_repo.py   BudgetRepository
 customers_repo.py CustomerRepository
 spend_repo.py     SpendRepository and ChargeBatch (the grouped, idempotent charge write)
+json_rows.py      many rows in one statement, as one JSON parameter (the charge write's statements)
 database.py       Database: engine + sessions + repositories, opened and closed together
 migrations/       Alembic environment and versions (package data)
 """
