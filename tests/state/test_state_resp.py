@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from haimaker.state.redis import connect
 from haimaker.state.resp import ScriptClient
-from redisdb import private_redis
+from redisdb import free_port, private_redis
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 SPIN = "local t = redis.call('TIME') local until_ms = t[1] * 1000 + t[2] / 1000 + tonumber(ARGV[1]) " + (
@@ -106,3 +108,86 @@ async def test_password_and_database_come_from_the_client_url(tmp_path: Path) ->
         finally:
             scripts.disconnect()
             await redis.aclose()
+
+
+async def test_a_unix_socket_url_is_followed(tmp_path: Path) -> None:
+    executable = shutil.which("redis-server")
+    assert executable is not None, "redis-server is not installed"
+    socket_path = tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        [executable, "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            if socket_path.exists():
+                break
+            await asyncio.sleep(0.02)
+        redis, scripts = _client(f"unix://{socket_path}?db=2")
+        try:
+            assert await scripts.run("echo", ["k"], [7]) == [b"k", b"7"]
+            scripts.register("mark", "redis.call('SET', KEYS[1], '1') return 1")
+            await scripts.run("mark", ["over-the-socket"], [])
+            assert await redis.exists("over-the-socket") == 1  # same server, same database as redis-py
+        finally:
+            scripts.disconnect()
+            await redis.aclose()
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key (openssl, as Debian ships it)."""
+    cert, key = directory / "redis.crt", directory / "redis.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_a_tls_url_is_verified_against_its_ca(tmp_path: Path) -> None:
+    executable = shutil.which("redis-server")
+    assert executable is not None, "redis-server is not installed"
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            executable, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file",
+            str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"rediss://localhost:{port}/0?ssl_ca_certs={cert}"
+        redis, scripts = _client(url)
+        try:
+            for _ in range(200):
+                try:
+                    assert await scripts.run("echo", ["k"], [9]) == [b"k", b"9"]
+                    break
+                except RedisConnectionError:
+                    await asyncio.sleep(0.02)  # still starting
+            else:
+                pytest.fail("TLS redis-server did not answer")
+        finally:
+            scripts.disconnect()
+            await redis.aclose()
+        # A client that does not trust the certificate is refused, not silently connected.
+        redis, untrusting = _client(f"rediss://localhost:{port}/0")
+        try:
+            with pytest.raises(RedisConnectionError):
+                await untrusting.run("echo", ["k"], [1])
+        finally:
+            untrusting.disconnect()
+            await redis.aclose()
+    finally:
+        server.kill()
+        server.wait(10)

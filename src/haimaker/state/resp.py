@@ -203,11 +203,22 @@ class ScriptClient:
 
 
 def _tls_context(connection_kwargs: Mapping[str, Any]) -> ssl.SSLContext | None:
+    """The TLS context redis-py would use for the same `rediss://` URL (CA, client certificate, verification)."""
     connection_class = connection_kwargs.get("connection_class")
     if connection_class is None or "SSL" not in getattr(connection_class, "__name__", ""):
         return None
-    context = ssl.create_default_context()
-    if str(connection_kwargs.get("ssl_cert_reqs", "required")).lower() in ("none", "cert_none"):
+    context = ssl.create_default_context(
+        cafile=connection_kwargs.get("ssl_ca_certs"),
+        capath=connection_kwargs.get("ssl_ca_path"),
+        cadata=connection_kwargs.get("ssl_ca_data"),
+    )
+    certfile = connection_kwargs.get("ssl_certfile")
+    if certfile:
+        context.load_cert_chain(certfile, connection_kwargs.get("ssl_keyfile"), connection_kwargs.get("ssl_password"))
+    requirement = str(connection_kwargs.get("ssl_cert_reqs", "required")).lower()
+    if requirement in ("none", "cert_none"):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    elif str(connection_kwargs.get("ssl_check_hostname", True)).lower() in ("false", "0", "no"):
+        context.check_hostname = False
     return context
