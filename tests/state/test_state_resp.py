@@ -108,6 +108,14 @@ async def test_password_and_database_come_from_the_client_url(tmp_path: Path) ->
         finally:
             scripts.disconnect()
             await redis.aclose()
+        redis, wrong = _client(url.replace(":s3cret@", ":wrong@"))
+        try:
+            for _ in range(2):  # refused at AUTH each time, never served on an unauthenticated connection (NOAUTH)
+                with pytest.raises(ResponseError, match="WRONGPASS"):
+                    await wrong.run("echo", ["k"], [1])
+        finally:
+            wrong.disconnect()
+            await redis.aclose()
 
 
 async def test_a_unix_socket_url_is_followed(tmp_path: Path) -> None:

@@ -187,12 +187,18 @@ class ScriptClient:
                     )
         except (OSError, TimeoutError) as exc:
             raise RedisConnectionError(f"cannot connect to Redis: {exc}") from None
-        self._conn = conn
-        if self._password is not None:
-            credentials = [self._username, self._password] if self._username else [self._password]
-            await self._call(_encode([b"AUTH", *credentials]))
-        if self._db:
-            await self._call(_encode([b"SELECT", self._db]))
+        self._conn = conn  # calls from now on queue behind AUTH and SELECT on this connection, in order
+        try:
+            if self._password is not None:
+                credentials = [self._username, self._password] if self._username else [self._password]
+                await self._call(_encode([b"AUTH", *credentials]))
+            if self._db:
+                await self._call(_encode([b"SELECT", self._db]))
+        except BaseException:
+            # A refused password or database: this connection must not serve anyone; the next call starts over.
+            conn.close(RedisConnectionError("Redis refused the connection's credentials or database"))
+            self._conn = None
+            raise
         return conn
 
     def disconnect(self) -> None:
