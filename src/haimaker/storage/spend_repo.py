@@ -1,7 +1,8 @@
 """Spend in the durable store: the grouped charge write, and the reports built on spend logs and daily rollups.
 
 Invariants of `SpendRepository.write_batch` (one transaction per batch):
-- Idempotent: a spend log is keyed by `request_id` and inserted with ON CONFLICT DO NOTHING; only the logs actually
+- Idempotent: a spend log is keyed by `request_id` and a log already stored is skipped (PostgreSQL: ON CONFLICT DO
+  NOTHING RETURNING; SQLite: the stored ids read inside the write-locked transaction); only the logs actually
   inserted add to `customers.spend` and to the daily rollup, so a batch retried after a crash never double-counts.
 - Deadlock-free across processes: every writer touches tables in the same order (customers inserted, logs, customers
   updated, daily rollup) and rows within a table in sorted key order. On SQLite the transaction takes the write lock at
