@@ -35,7 +35,7 @@ def test_malloc_arenas_can_be_limited_on_glibc() -> None:
 
 async def test_heap_trims_run_on_the_loop_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
     trims: list[int] = []
-    monkeypatch.setattr("haimaker.process_tuning._malloc_trim", lambda: trims.append)
+    monkeypatch.setattr("haimaker.process_tuning._glibc_function", lambda name: trims.append)
     stop = start_heap_trims(asyncio.get_running_loop(), interval_s=0.01)
     await asyncio.sleep(0.1)
     stop()

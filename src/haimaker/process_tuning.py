@@ -39,15 +39,8 @@ _M_ARENA_MAX = -8  # glibc's mallopt() parameter number
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     """Cap glibc's malloc arenas; call before the process starts threads. False where there is no glibc."""
-    if not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        return bool(ctypes.CDLL(name).mallopt(_M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
+    mallopt = _glibc_function("mallopt")
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 TRIM_INTERVAL_S = 30.0
@@ -55,14 +48,14 @@ TRIM_INTERVAL_S = 30.0
 
 def return_freed_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them otherwise); a no-op elsewhere."""
-    trim = _malloc_trim()
+    trim = _glibc_function("malloc_trim")
     if trim is not None:
         trim(0)
 
 
 def start_heap_trims(loop: asyncio.AbstractEventLoop, interval_s: float = TRIM_INTERVAL_S) -> Callable[[], None]:
     """Call `return_freed_memory` every `interval_s` on `loop`; returns the function that stops it."""
-    if _malloc_trim() is None:
+    if _glibc_function("malloc_trim") is None:
         return lambda: None
     handle: asyncio.TimerHandle | None = None
 
@@ -80,13 +73,14 @@ def start_heap_trims(loop: asyncio.AbstractEventLoop, interval_s: float = TRIM_I
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    if name is None:
+def _glibc_function(name: str) -> Callable[..., int] | None:
+    """A function of the C library when it is glibc's (musl has no mallopt or malloc_trim), else None."""
+    library = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if library is None:
         return None
     try:
-        return ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc
+        return getattr(ctypes.CDLL(library), name)  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
         return None
 
 
