@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from haimaker.deadlines import wait_until
+
 _IDLE_PER_ORIGIN = 256
 
 
@@ -36,31 +38,13 @@ class TransportTimeout(Exception):
     """Nothing arrived within the timeout."""
 
 
-def _expire(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_exception(TransportTimeout())
-
-
-async def _wait(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], timeout_s: float) -> None:
-    """Await `future`, failed with `TransportTimeout` after `timeout_s`.
-
-    `asyncio.wait_for` does the same with a second future and callbacks per wait; this is one timer, and it
-    runs once per request and once per streamed read.
-    """
-    timer = loop.call_later(timeout_s, _expire, future)
-    try:
-        await future
-    finally:
-        timer.cancel()
-
-
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection carrying one request at a time."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self.loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = True
@@ -135,7 +119,7 @@ class _Connection(asyncio.Protocol):
         self._chunks.clear()
         self._error = None
         self._parser = httptools.HttpResponseParser(self)
-        self._head = self.loop.create_future()
+        self._head = self._loop.create_future()
         assert self.transport is not None
         self.transport.write(request)
         return self._head
@@ -158,9 +142,9 @@ class _Connection(asyncio.Protocol):
                 return None
             if self._error is not None:
                 raise self._error
-            self._wakeup = self.loop.create_future()
+            self._wakeup = self._loop.create_future()
             try:
-                await _wait(self.loop, self._wakeup, timeout_s)
+                await wait_until(self._wakeup, timeout_s, TransportTimeout)
             finally:
                 self._wakeup = None
 
@@ -315,7 +299,7 @@ class Http1Client:
     async def _exchange(self, pool: _Pool, conn: _Connection, request: bytes, timeout_s: float) -> Response:
         head = conn.start(request)
         try:
-            await _wait(conn.loop, head, timeout_s)
+            await wait_until(head, timeout_s, TransportTimeout)
         except BaseException:
             conn.close()
             raise

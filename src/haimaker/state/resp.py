@@ -31,6 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from haimaker.deadlines import wait_until
+
 
 def _encode(args: Sequence[str | int | bytes]) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
@@ -42,7 +44,7 @@ def _encode(args: Sequence[str | int | bytes]) -> bytes:
 
 class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = loop
         self._reader = hiredis.Reader(replyError=ResponseError)
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._outgoing: list[bytes] = []
@@ -70,9 +72,9 @@ class _Connection(asyncio.Protocol):
         self.close(RedisConnectionError(f"connection to Redis lost: {exc}" if exc else "connection to Redis closed"))
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
-        waiter = self.loop.create_future()
+        waiter = self._loop.create_future()
         if not self._outgoing:
-            self.loop.call_soon(self._flush)
+            self._loop.call_soon(self._flush)
         self._outgoing.append(command)
         self._waiters.append(waiter)
         return waiter
@@ -97,11 +99,6 @@ class _Connection(asyncio.Protocol):
 def _script_error(reply: ResponseError) -> ResponseError:
     message = str(reply)
     return NoScriptError(message) if message.startswith("NOSCRIPT") else reply
-
-
-def _expire(waiter: asyncio.Future[Any], timeout_s: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(RedisTimeoutError(f"Redis did not answer within {timeout_s:g}s"))
 
 
 class ScriptClient:
@@ -150,15 +147,14 @@ class ScriptClient:
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
-        waiter = conn.send(command)
-        timer = conn.loop.call_later(self._timeout_s, _expire, waiter, self._timeout_s)
         try:
-            return await waiter
+            return await wait_until(conn.send(command), self._timeout_s, self._no_answer)
         except RedisTimeoutError:
             conn.close(RedisConnectionError("connection to Redis closed after a timeout"))
             raise
-        finally:
-            timer.cancel()
+
+    def _no_answer(self) -> RedisTimeoutError:
+        return RedisTimeoutError(f"Redis did not answer within {self._timeout_s:g}s")
 
     async def _connection(self) -> _Connection:
         # Calls arriving while a connection is being made wait for that one instead of opening their own.
