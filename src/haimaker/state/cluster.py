@@ -84,14 +84,10 @@ async def open_cluster(
         # store is read for everyone, as the keys of recently created customers are gone too.
         return customer_id not in catalog.customers and _no_recent_data_loss()
 
-    stored_spend: BatchedLookup[str, tuple[Nanos, datetime | None]] = BatchedLookup(
+    # Read only for customers `is_new` did not vouch for (their first admission seeds them itself).
+    durable_spend: BatchedLookup[str, tuple[Nanos, datetime | None]] = BatchedLookup(
         source.customers.spend_of_many, missing=(0, None)
     )
-
-    async def durable_spend(customer_id: str) -> tuple[Nanos, datetime | None]:
-        if is_new(customer_id):
-            return (0, None)
-        return await stored_spend(customer_id)
 
     def _no_recent_data_loss() -> bool:
         reseeded_at = store.reseeded_at
