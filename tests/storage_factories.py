@@ -1,4 +1,4 @@
-"""Record factories for storage tests: `make_x(**overrides)` returns a fresh record with sensible defaults."""
+"""Record factories for tests: `make_x(**overrides)` returns a fresh record with sensible defaults."""
 
 from __future__ import annotations
 

@@ -12,26 +12,13 @@ from datetime import UTC, datetime
 from haimaker.accounting.recorder import BudgetReset, SpendRecorder
 from haimaker.state.counters import SpendReset
 from haimaker.storage.records import Customer, SpendLog
+from storage_factories import make_log
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # for the resets
 
 
 def _log(index: int, customer: str = "alice") -> SpendLog:
-    return SpendLog(
-        request_id=f"r{index:06d}",
-        end_user=customer,
-        model="m",
-        model_id="m1",
-        model_group="g",
-        custom_llm_provider="openai",
-        call_type="acompletion",
-        prompt_tokens=1,
-        completion_tokens=1,
-        total_tokens=2,
-        spend=10,
-        start_time=NOW,
-        end_time=NOW,
-    )
+    return make_log(request_id=f"r{index:06d}", end_user=customer)
 
 
 class ListSink:

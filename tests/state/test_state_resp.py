@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,31 +25,46 @@ SPIN = "local t = redis.call('TIME') local until_ms = t[1] * 1000 + t[2] / 1000 
 )
 
 
-def _client(url: str, *, timeout_s: float = 5.0) -> tuple[Redis, ScriptClient]:
+@contextlib.asynccontextmanager
+async def _clients(url: str, *, timeout_s: float = 5.0) -> AsyncIterator[tuple[Redis, ScriptClient]]:
+    """A redis-py client and a ScriptClient made like it (the test scripts registered), both closed after."""
     redis = connect(url)
     scripts = ScriptClient.like(redis)
     scripts._timeout_s = timeout_s
     scripts.register("echo", ECHO)
     scripts.register("spin", SPIN)
     scripts.register("fail", "return redis.error_reply('budget script refused')")
-    return redis, scripts
-
-
-async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply(redis_url: str) -> None:
-    redis, scripts = _client(redis_url)
     try:
-        before = int((await redis.info("clients"))["connected_clients"])
-        replies = await asyncio.gather(*(scripts.run("echo", [f"k{i}"], [i]) for i in range(2_000)))
-        assert replies == [[f"k{i}".encode(), str(i).encode()] for i in range(2_000)]
-        assert int((await redis.info("clients"))["connected_clients"]) <= before + 1
+        yield redis, scripts
     finally:
         scripts.disconnect()
         await redis.aclose()
 
 
-async def test_an_error_reply_fails_only_its_own_call(redis_url: str) -> None:
-    redis, scripts = _client(redis_url)
+@contextlib.contextmanager
+def _redis_server(*args: str) -> Iterator[None]:
+    """A `redis-server` of the test's own with extra arguments (no TCP port, no persistence), killed after."""
+    executable = shutil.which("redis-server")
+    assert executable is not None, "redis-server is not installed"
+    command = [executable, "--port", "0", "--save", "", "--appendonly", "no", *args]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        yield
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_reply(redis_url: str) -> None:
+    async with _clients(redis_url) as (redis, scripts):
+        before = int((await redis.info("clients"))["connected_clients"])
+        replies = await asyncio.gather(*(scripts.run("echo", [f"k{i}"], [i]) for i in range(2_000)))
+        assert replies == [[f"k{i}".encode(), str(i).encode()] for i in range(2_000)]
+        assert int((await redis.info("clients"))["connected_clients"]) <= before + 1
+
+
+async def test_an_error_reply_fails_only_its_own_call(redis_url: str) -> None:
+    async with _clients(redis_url) as (_, scripts):
         results = await asyncio.gather(
             scripts.run("echo", ["a"], [1]),
             scripts.run("fail", ["b"], []),
@@ -56,30 +73,22 @@ async def test_an_error_reply_fails_only_its_own_call(redis_url: str) -> None:
         )
         assert results[0] == [b"a", b"1"] and results[2] == [b"c", b"3"]
         assert isinstance(results[1], ResponseError) and "budget script refused" in str(results[1])
-    finally:
-        scripts.disconnect()
-        await redis.aclose()
 
 
 async def test_scripts_are_loaded_again_after_a_restart_and_a_lost_connection_is_reported(tmp_path: Path) -> None:
     with private_redis(tmp_path) as server:
-        redis, scripts = _client(server.url)
-        try:
+        async with _clients(server.url) as (_, scripts):
             assert await scripts.run("echo", ["k"], [1]) == [b"k", b"1"]
             server.stop()
             with pytest.raises(RedisConnectionError):
                 await scripts.run("echo", ["k"], [2])
             server.start()  # an empty server: its script cache is empty too (NOSCRIPT, then SCRIPT LOAD)
             assert await scripts.run("echo", ["k"], [3]) == [b"k", b"3"]
-        finally:
-            scripts.disconnect()
-            await redis.aclose()
 
 
 async def test_a_late_reply_times_out_and_the_next_call_gets_a_fresh_connection(tmp_path: Path) -> None:
     with private_redis(tmp_path) as server:
-        redis, scripts = _client(server.url, timeout_s=0.1)
-        try:
+        async with _clients(server.url, timeout_s=0.1) as (_, scripts):
             slow = asyncio.ensure_future(scripts.run("spin", ["k"], [400]))
             queued = asyncio.ensure_future(scripts.run("echo", ["k"], [1]))
             with pytest.raises(RedisTimeoutError):
@@ -89,9 +98,6 @@ async def test_a_late_reply_times_out_and_the_next_call_gets_a_fresh_connection(
                 await queued
             await asyncio.sleep(0.5)  # the script ends; Redis answers again
             assert await scripts.run("echo", ["k"], [2]) == [b"k", b"2"]
-        finally:
-            scripts.disconnect()
-            await redis.aclose()
 
 
 async def test_password_and_database_come_from_the_client_url(tmp_path: Path) -> None:
@@ -100,50 +106,28 @@ async def test_password_and_database_come_from_the_client_url(tmp_path: Path) ->
         await admin.config_set("requirepass", "s3cret")
         await admin.aclose()
         url = server.url.replace("redis://", "redis://:s3cret@").rsplit("/", 1)[0] + "/3"
-        redis, scripts = _client(url)
-        try:
+        async with _clients(url) as (redis, scripts):
             scripts.register("dbsize", "redis.call('SET', KEYS[1], '1') return redis.call('DBSIZE')")
             assert await scripts.run("dbsize", ["in-db-3"], []) == 1
             assert await redis.exists("in-db-3") == 1  # redis-py on the same URL sees the key: same database
-        finally:
-            scripts.disconnect()
-            await redis.aclose()
-        redis, wrong = _client(url.replace(":s3cret@", ":wrong@"))
-        try:
+        async with _clients(url.replace(":s3cret@", ":wrong@")) as (redis, wrong):
             for _ in range(2):  # refused at AUTH each time, never served on an unauthenticated connection (NOAUTH)
                 with pytest.raises(ResponseError, match="WRONGPASS"):
                     await wrong.run("echo", ["k"], [1])
-        finally:
-            wrong.disconnect()
-            await redis.aclose()
 
 
 async def test_a_unix_socket_url_is_followed(tmp_path: Path) -> None:
-    executable = shutil.which("redis-server")
-    assert executable is not None, "redis-server is not installed"
     socket_path = tmp_path / "redis.sock"
-    server = subprocess.Popen(
-        [executable, "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with _redis_server("--unixsocket", str(socket_path)):
         for _ in range(200):
             if socket_path.exists():
                 break
             await asyncio.sleep(0.02)
-        redis, scripts = _client(f"unix://{socket_path}?db=2")
-        try:
+        async with _clients(f"unix://{socket_path}?db=2") as (redis, scripts):
             assert await scripts.run("echo", ["k"], [7]) == [b"k", b"7"]
             scripts.register("mark", "redis.call('SET', KEYS[1], '1') return 1")
             await scripts.run("mark", ["over-the-socket"], [])
             assert await redis.exists("over-the-socket") == 1  # same server, same database as redis-py
-        finally:
-            scripts.disconnect()
-            await redis.aclose()
-    finally:
-        server.kill()
-        server.wait(10)
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -161,22 +145,11 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 async def test_a_tls_url_is_verified_against_its_ca(tmp_path: Path) -> None:
-    executable = shutil.which("redis-server")
-    assert executable is not None, "redis-server is not installed"
     cert, key = _self_signed(tmp_path)
     port = free_port()
-    server = subprocess.Popen(
-        [
-            executable, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file",
-            str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        url = f"rediss://localhost:{port}/0?ssl_ca_certs={cert}"
-        redis, scripts = _client(url)
-        try:
+    tls = ("--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key))
+    with _redis_server(*tls, "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"):
+        async with _clients(f"rediss://localhost:{port}/0?ssl_ca_certs={cert}") as (_, scripts):
             for _ in range(200):
                 try:
                     assert await scripts.run("echo", ["k"], [9]) == [b"k", b"9"]
@@ -185,17 +158,7 @@ async def test_a_tls_url_is_verified_against_its_ca(tmp_path: Path) -> None:
                     await asyncio.sleep(0.02)  # still starting
             else:
                 pytest.fail("TLS redis-server did not answer")
-        finally:
-            scripts.disconnect()
-            await redis.aclose()
         # A client that does not trust the certificate is refused, not silently connected.
-        redis, untrusting = _client(f"rediss://localhost:{port}/0")
-        try:
+        async with _clients(f"rediss://localhost:{port}/0") as (_, untrusting):
             with pytest.raises(RedisConnectionError):
                 await untrusting.run("echo", ["k"], [1])
-        finally:
-            untrusting.disconnect()
-            await redis.aclose()
-    finally:
-        server.kill()
-        server.wait(10)
