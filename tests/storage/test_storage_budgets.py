@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from storage_factories import T0, make_budget, make_customer
 
 from haimaker.clock import FakeClock
 from haimaker.errors import DuplicateError
 from haimaker.storage import Budget, BudgetRepository, CustomerRepository
+from storage_factories import T0, make_budget, make_customer
 
 
 async def test_created_budget_round_trips_every_field(budgets: BudgetRepository) -> None:

@@ -15,7 +15,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from storage_factories import make_budget, make_customer, make_log
 
 from haimaker.storage import (
     BudgetRepository,
@@ -30,6 +29,7 @@ from haimaker.storage import (
 from haimaker.storage.engine import alembic_config
 from haimaker.storage.migrations import HEAD_REVISION
 from haimaker.storage.tables import Base
+from storage_factories import make_budget, make_customer, make_log
 
 
 def test_missing_url_means_sqlite_file_in_config_dir(tmp_path: Path) -> None:

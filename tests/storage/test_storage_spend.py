@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from storage_factories import make_customer, make_log
 
 from haimaker.storage import (
     ChargeBatch,
@@ -19,6 +18,7 @@ from haimaker.storage import (
     create_engine,
     session_factory,
 )
+from storage_factories import make_customer, make_log
 
 
 async def test_batch_creates_customers_writes_logs_and_adds_spend(

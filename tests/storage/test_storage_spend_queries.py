@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from storage_factories import T0, make_log
 
 from haimaker.storage import ChargeBatch, SpendLog, SpendRepository
+from storage_factories import T0, make_log
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
