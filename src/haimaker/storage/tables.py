@@ -1,7 +1,8 @@
 """The relational schema: one mapped class per table, and the mapping between rows and domain records.
 
 Tables: `budgets`, `customers` (FK `budget_id` → budgets, ON DELETE SET NULL), `spend_logs` (one row per request,
-keyed by `request_id`), `daily_customer_spend` (rollup keyed by end user, UTC date, model and provider).
+keyed by `request_id`), `daily_customer_spend` (rollup keyed by end user, UTC date, model and provider),
+`haimaker_meta` (the store's identity) and `dead_letters` (items the recorder could not write).
 
 Invariants:
 - Alembic migrations (`storage/migrations/`) create and change the schema; these classes describe the same schema for
@@ -31,6 +32,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     false,
     text,
 )
@@ -255,6 +257,28 @@ class DailyCustomerSpendRow(Base):
             successful_requests=self.successful_requests,
             failed_requests=self.failed_requests,
         )
+
+
+class MetaRow(Base):
+    """A fact about the store itself; `store_id` is written once, when the store is created (migration 0002)."""
+
+    __tablename__ = "haimaker_meta"
+
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(String)
+
+
+class DeadLetterRow(Base):
+    """A charge or reset the recorder could not write: the item as ASCII JSON text, and why (sanitised)."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_created_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # hash of kind and payload: filed once
+    kind: Mapped[str] = mapped_column(String)
+    error: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 # Core views of the same tables, for the batched statements (executemany, multi-row upserts).
