@@ -14,11 +14,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from haimaker.errors import AuthenticationError, BadRequestError, PermissionDeniedError
+from haimaker.errors import AuthenticationError, PermissionDeniedError
+from haimaker.ids import MAX_ID_CHARS, checked_text
 
 logger = logging.getLogger("haimaker.auth")
 
-MAX_CUSTOMER_ID_CHARS = 256
+MAX_CUSTOMER_ID_CHARS = MAX_ID_CHARS
 _FIXED_CUSTOMER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
 _KEY_HEADERS = ("x-litellm-api-key", "authorization", "api-key")
 WEAK_MASTER_KEYS = frozenset({"sk-1234"})
@@ -120,18 +121,26 @@ class CustomerIdResolver:
         self._headers = tuple(dict.fromkeys(headers))
 
     def resolve(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> str | None:
+        """The customer id, or None.
+
+        Raises:
+            BadRequestError: the id cannot be stored (`ids.text_problem`); `param` names the header or field.
+        """
         for name in self._headers:
             value = _coerce(headers.get(name))
             if value is not None:
-                return _checked(value)
+                return _checked(value, name)
         value = _coerce(body.get("user"))
-        if value is None:
-            value = _nested(body, "litellm_metadata", "user")
-        if value is None:
-            value = _nested(body, "metadata", "user_id")
-        if value is None:
-            value = _coerce(body.get("safety_identifier"))
-        return None if value is None else _checked(value)
+        if value is not None:
+            return _checked(value, "user")
+        value = _nested(body, "litellm_metadata", "user")
+        if value is not None:
+            return _checked(value, "litellm_metadata.user")
+        value = _nested(body, "metadata", "user_id")
+        if value is not None:
+            return _checked(value, "metadata.user_id")
+        value = _coerce(body.get("safety_identifier"))
+        return None if value is None else _checked(value, "safety_identifier")
 
 
 def _nested(body: Mapping[str, Any], outer: str, inner: str) -> str | None:
@@ -150,9 +159,6 @@ def _coerce(value: Any) -> str | None:
     return None
 
 
-def _checked(customer_id: str) -> str:
-    if len(customer_id) > MAX_CUSTOMER_ID_CHARS:
-        raise BadRequestError(
-            f"Customer id is too long ({len(customer_id)} characters, at most {MAX_CUSTOMER_ID_CHARS}).", param="user"
-        )
-    return customer_id
+def _checked(customer_id: str, param: str) -> str:
+    # The same rule as every admin route, so a customer the API can name is the customer traffic bills.
+    return checked_text(customer_id, param=param, what="Customer id", max_chars=MAX_CUSTOMER_ID_CHARS)

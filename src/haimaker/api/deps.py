@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from haimaker.api.llm import headers_of
 from haimaker.app_state import AppState
 
 
@@ -14,7 +15,8 @@ def get_state(request: Request) -> AppState:
 
 
 def _headers(request: Request) -> dict[str, str]:
-    return {k.lower(): v for k, v in request.headers.items()}
+    # Decoded as the raw ASGI routes do (UTF-8), so a key is the same key on every route.
+    return headers_of(request.scope)
 
 
 def require_admin(request: Request) -> None:

@@ -22,8 +22,16 @@ def error_body(error: ProxyError) -> bytes:
 
 def error_headers(error: ProxyError) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", b"application/json")]
-    headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items())
+    headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in _headers_of(error).items())
     return headers
+
+
+def _headers_of(error: ProxyError) -> dict[str, str]:
+    if error.status_code != 500:
+        return error.headers
+    # After an unexpected error the server drops the connection (Starlette re-raises the exception to it): say so,
+    # or a keep-alive client sends its next request down a connection that is about to close.
+    return {**error.headers, "connection": "close"}
 
 
 def internal_error() -> ProxyError:
@@ -36,7 +44,7 @@ def error_response(error: ProxyError) -> Response:
         content=error_body(error),
         status_code=error.status_code,
         media_type="application/json",
-        headers=error.headers,
+        headers=_headers_of(error),
     )
 
 

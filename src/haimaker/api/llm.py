@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from haimaker.api.errors import error_body, error_headers, internal_error
-from haimaker.errors import ProxyError
+from haimaker.errors import BadRequestError, ProxyError
 from haimaker.pipeline import JsonResult, Pipeline, StreamResult
 from haimaker.providers.base import Route
 
@@ -64,11 +64,11 @@ class LLMEndpoint:
         started = time.perf_counter()
         try:
             raw = await _read_body(receive)
+            headers = headers_of(scope)
         except ProxyError as exc:
             self._pipeline.observe_error(route, None, exc.status_code, started)
             await send_error(send, exc)
             return
-        headers = headers_of(scope)
         # From here on a client hang-up cancels the request wherever it is: waiting for the upstream's
         # first byte (a non-streaming call, or a slow time-to-first-token) as much as mid-relay. The
         # pipeline then releases the upstream call and the reservation (a cancelled call is not charged).
@@ -102,8 +102,23 @@ class LLMEndpoint:
 
 
 def headers_of(scope: Scope) -> dict[str, str]:
-    """The request headers as a lower-case-keyed dict (a repeated header keeps its last value)."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    """The request headers as a lower-case-keyed dict (a repeated header keeps its last value).
+
+    Values are decoded as UTF-8, which is what clients send: latin-1 would turn a customer id `naïve` sent in a
+    header into `naÃ¯ve`, another customer than the same id in the body (issue 10). CPython's UTF-8 decoder takes
+    an ASCII fast path, so the common case costs what latin-1 did. Names are tokens (ASCII) by HTTP's grammar.
+
+    Raises:
+        BadRequestError: a value is not valid UTF-8 (`param` names the header).
+    """
+    headers: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        name = key.decode("latin-1").lower()
+        try:
+            headers[name] = value.decode()
+        except UnicodeDecodeError:
+            raise BadRequestError(f"The value of header {name!r} is not valid UTF-8.", param=name) from None
+    return headers
 
 
 async def _read_body(receive: Receive) -> bytes:
