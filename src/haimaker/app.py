@@ -26,8 +26,9 @@ from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send, azur
 from haimaker.app_state import AppState
 from haimaker.clock import Clock, SystemClock
 from haimaker.config.loader import ConfigError, Settings
-from haimaker.errors import ProxyError
+from haimaker.errors import InvalidKeyError, ProxyError
 from haimaker.identity import Authenticator, CustomerIdResolver
+from haimaker.limits.auth_throttle import AuthThrottle
 from haimaker.limits.engine import BudgetEngine
 from haimaker.limits.resets import ResetJob, next_reset_function
 from haimaker.metrics import Metrics
@@ -70,15 +71,23 @@ class HaimakerApp:
             if route is not None:
                 llm = self._llm
                 if llm is None:
-                    llm = self._llm = LLMEndpoint(self.state.pipeline)
+                    llm = self._llm = LLMEndpoint(self.state.pipeline, self.state.auth_throttle)
                 await llm(scope, receive, send, route, path_model)
                 return
         if scope["type"] == "http" and scope["path"].startswith(_ADMIN_PREFIXES):
             # Authenticate management calls before FastAPI parses their body: a caller without the key gets
             # 401/403, never a 422 that would tell it about our validation (the route dependency stays as well).
+            # While the caller's address is throttled for wrong keys, even the right key is refused (429).
+            throttle = self.state.auth_throttle
+            address = throttle.address_of(scope)
             try:
+                refusal = throttle.refusal(address)
+                if refusal is not None:
+                    raise refusal
                 self.state.auth.check_admin(headers_of(scope))
             except ProxyError as exc:
+                if isinstance(exc, InvalidKeyError):
+                    throttle.record_failure(address)
                 await send_error(send, exc)
                 return
         await self.api(scope, receive, send)
@@ -211,6 +220,13 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         alerter=alerter,
     )
     metrics = Metrics(router.model_names)
+    auth_throttle = AuthThrottle(
+        clock,
+        max_failures=general.auth_failure_limit,
+        window_s=general.auth_failure_window_s,
+        max_block_s=general.auth_max_block_s,
+        trusted_proxies=general.auth_trusted_proxies,
+    )
     auth = Authenticator(settings.master_key, allow_unauthenticated=general.allow_unauthenticated)
     mapped = [m.header_name for m in general.user_header_mappings if m.litellm_user_role == "customer"]
     pipeline = Pipeline(
@@ -241,6 +257,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         pipeline=pipeline,
         metrics=metrics,
         started_at=time.time(),
+        auth_throttle=auth_throttle,
         redis_url=settings.redis_url,
         cluster=cluster,
     )

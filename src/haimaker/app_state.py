@@ -16,6 +16,7 @@ from haimaker.accounting.tokens import TokenCounter
 from haimaker.clock import Clock
 from haimaker.config.loader import Settings
 from haimaker.identity import Authenticator
+from haimaker.limits.auth_throttle import AuthThrottle
 from haimaker.limits.engine import BudgetEngine
 from haimaker.metrics import Metrics
 from haimaker.pipeline import Pipeline
@@ -41,6 +42,8 @@ class AppState:
     pipeline: Pipeline
     metrics: Metrics
     started_at: float
+    # Failed-key attempts per client address (API and UI sign-in): `limits/auth_throttle.py`.
+    auth_throttle: AuthThrottle
     redis_url: str | None = None
     # Several instances (a Redis URL is configured): shared counters, invalidations, job lock.
     cluster: Cluster | None = None

@@ -2,6 +2,7 @@
 
     ProxyError                       500 internal_error
     ├── AuthenticationError          401 auth_error
+    │   └── InvalidKeyError              a key was presented and is wrong (counted by the key throttle)
     ├── PermissionDeniedError        403 (type per cause)
     │   ├── CustomerBlockedError         customer_blocked
     │   └── ModelAccessDeniedError       customer_model_access_denied
@@ -11,6 +12,7 @@
     ├── NotFoundError                404 not_found
     ├── UnprocessableError           422 (management bodies that fail validation)
     ├── BudgetExceededError          400 budget_exceeded (status configurable)
+    ├── RequestTimeoutError          408 timeout (the client sent its body too slowly)
     ├── RateLimitError               429 rate_limit_error (retry-after + rate-limit headers)
     ├── ServiceUnavailableError      503 (e.g. fail-closed enforcement without its store)
     └── UpstreamError                the provider failed
@@ -64,6 +66,10 @@ class AuthenticationError(ProxyError):
     error_type = "auth_error"
 
 
+class InvalidKeyError(AuthenticationError):
+    """A key was presented and matches none: a guess, as far as the failed-key throttle is concerned."""
+
+
 class PermissionDeniedError(ProxyError):
     status_code = 403
     error_type = "permission_denied"
@@ -103,6 +109,11 @@ class UnprocessableError(ProxyError):
 class BudgetExceededError(ProxyError):
     status_code = 400
     error_type = "budget_exceeded"
+
+
+class RequestTimeoutError(ProxyError):
+    status_code = 408
+    error_type = "timeout"
 
 
 class RateLimitError(ProxyError):

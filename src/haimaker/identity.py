@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from haimaker.errors import AuthenticationError, PermissionDeniedError
+from haimaker.errors import AuthenticationError, InvalidKeyError, PermissionDeniedError
 from haimaker.ids import MAX_ID_CHARS, checked_text
 
 logger = logging.getLogger("haimaker.auth")
@@ -91,7 +91,7 @@ class Authenticator:
         if key is None:
             raise AuthenticationError("Authentication Error, No api key passed in.")
         if not self._is_admin(key):
-            raise AuthenticationError("Authentication Error, Invalid proxy server token passed. Unable to find token.")
+            raise InvalidKeyError("Authentication Error, Invalid proxy server token passed. Unable to find token.")
         return hashlib.sha256(key.encode()).hexdigest()
 
     def check_admin(self, headers: Mapping[str, str]) -> None:
@@ -105,7 +105,7 @@ class Authenticator:
         if key is None:
             raise AuthenticationError("Authentication Error, No api key passed in.")
         if not self._is_admin(key):
-            raise AuthenticationError("Authentication Error, Invalid proxy server token passed. Unable to find token.")
+            raise InvalidKeyError("Authentication Error, Invalid proxy server token passed. Unable to find token.")
 
     def is_admin_key(self, key: str) -> bool:
         return self._master_hash is not None and self._is_admin(key)

@@ -1,24 +1,178 @@
-"""Runs the ASGI app under uvicorn (default) or granian, with graceful shutdown.
+"""Runs the ASGI app under uvicorn (default) or granian, with graceful shutdown and client read deadlines.
 
 SIGTERM: stop accepting, let in-flight requests finish (bounded by `GRACEFUL_TIMEOUT_S`), then the
 lifespan drains the spend recorder and closes every pool.
+
+Slow clients (slowloris): a client has `client_header_timeout_s` to send a request's headers, counted from the
+request's first byte (from connecting, for the first request of a connection); past it the connection is closed
+without an answer. Then it has `client_body_timeout_s` to send the whole body; past it the answer is 408 (or only
+a close, if the app already answered) and the connection is closed. Both are totals, not idle timeouts: an idle
+timeout of any length is beaten by one byte just inside it, which is how the attack works. An idle keep-alive
+connection is uvicorn's `timeout_keep_alive` (65 s). uvicorn has no header or body timeout of its own, so
+`DeadlineHttpToolsProtocol` adds them to its httptools protocol; the CLI and the test proxy both serve through
+`server_config(...)`. granian has a header timeout (`HTTP1Settings.header_read_timeout`), which we set; it has no
+body timeout, so under granian a body dripped byte by byte is bounded only by the clients' own timeouts
+(docs in README, "Slow clients").
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import threading
 from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import orjson
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from haimaker.config.loader import Settings
+from haimaker.errors import RequestTimeoutError
 
 GRACEFUL_TIMEOUT_S = 30
+KEEP_ALIVE_S = 65
+DEFAULT_HEADER_TIMEOUT_S: Final = 10.0
+DEFAULT_BODY_TIMEOUT_S: Final = 60.0
+
+logger = logging.getLogger("haimaker.server")
+
+_IDLE: Final = 0
+_HEADERS: Final = 1
+_BODY: Final = 2
+
+
+def _timeout_response(timeout_s: float) -> bytes:
+    error = RequestTimeoutError(f"The request body was not received within {timeout_s:g} seconds.")
+    body = orjson.dumps(error.envelope())
+    head = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    return head + body
+
+
+class ServerConfig(uvicorn.Config):
+    """uvicorn's config plus the client read deadlines, which `DeadlineHttpToolsProtocol` reads from it.
+
+    A module-level class (not a closure) so that it pickles into `--num_workers` worker processes.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        client_header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        client_body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, http=DeadlineHttpToolsProtocol, **kwargs)
+        self.client_header_timeout_s = client_header_timeout_s
+        self.client_body_timeout_s = client_body_timeout_s
+
+
+class DeadlineHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on a request's headers and on its body.
+
+    One timer per connection at most, armed only while a request is incomplete after the bytes at hand were
+    parsed: a request that arrives whole in one read (nearly all) never arms one, so the cost on the hot path is
+    a few attribute writes. The first request's header timer is armed on connecting, as a client may send nothing.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._header_timeout_s: float = getattr(config, "client_header_timeout_s", DEFAULT_HEADER_TIMEOUT_S)
+        self._body_timeout_s: float = getattr(config, "client_body_timeout_s", DEFAULT_BODY_TIMEOUT_S)
+        self._awaiting = _IDLE
+        self._phase_started_at = 0.0
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._awaiting = _HEADERS
+        self._phase_started_at = self.loop.time()
+        self._deadline = self.loop.call_later(self._header_timeout_s, self._on_deadline)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._awaiting != _IDLE and self._deadline is None and not self.transport.is_closing():
+            timeout_s = self._header_timeout_s if self._awaiting == _HEADERS else self._body_timeout_s
+            self._deadline = self.loop.call_at(self._phase_started_at + timeout_s, self._on_deadline)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:  # not the first request, whose timer runs from connecting
+            self._phase_started_at = self.loop.time()
+        self._awaiting = _HEADERS
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._cancel_deadline()
+        self._awaiting = _BODY
+        self._phase_started_at = self.loop.time()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._cancel_deadline()
+        self._awaiting = _IDLE
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self._awaiting == _BODY and cycle is not None and not cycle.response_started:
+            # The app waits in receive(): it gets a disconnect, and whatever it sends after is dropped.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.write(_timeout_response(self._body_timeout_s))
+        logger.info(
+            "closing a connection from %s: its request %s did not arrive in time",
+            self.client[0] if self.client else "?",
+            "body" if self._awaiting == _BODY else "headers",
+        )
+        self.transport.close()
+
+
+def server_config(app: Any, settings: Settings, **options: Any) -> ServerConfig:
+    """The uvicorn config the proxy serves with (the CLI and the test proxy alike); `options` add to or override it."""
+    general = settings.config.general_settings
+    common: dict[str, Any] = {
+        "lifespan": "on",
+        "timeout_graceful_shutdown": GRACEFUL_TIMEOUT_S,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        # The key throttle reads the socket peer, or X-Forwarded-For only from `auth_trusted_proxies` (our own
+        # rule); uvicorn's rewriting of the client address would let any client pick its address.
+        "proxy_headers": False,
+        "server_header": False,
+        **options,
+    }
+    return ServerConfig(
+        app,
+        client_header_timeout_s=general.client_header_timeout_s,
+        client_body_timeout_s=general.client_body_timeout_s,
+        **common,
+    )
 
 
 def run_server(
@@ -32,28 +186,25 @@ def run_server(
     if config_path is not None:
         os.environ["HAIMAKER_CONFIG"] = str(config_path.resolve())
     if server == "granian":
-        _run_granian(host, port, workers)
+        _run_granian(host, port, workers, settings)
         return
-    common: dict[str, Any] = {
+    options: dict[str, Any] = {
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
         "log_level": "debug" if debug else "warning",
         "access_log": debug,
-        "timeout_graceful_shutdown": GRACEFUL_TIMEOUT_S,
-        "timeout_keep_alive": 65,
-        "lifespan": "on",
-        # We read no client address, so uvicorn's X-Forwarded-For rewriting is pure per-request cost.
-        "proxy_headers": False,
-        "server_header": False,
     }
     if workers > 1:
-        uvicorn.run("haimaker.app:app_from_env", factory=True, workers=workers, **common)
+        # What `uvicorn.run(..., workers=N)` does, with our config class (it pickles into each worker).
+        from uvicorn.supervisors import Multiprocess
+
+        config = server_config("haimaker.app:app_from_env", settings, factory=True, workers=workers, **options)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
     from haimaker.app import create_app
 
-    GracefulServer(uvicorn.Config(create_app(settings, serving=True), **common)).run()
+    GracefulServer(server_config(create_app(settings, serving=True), settings, **options)).run()
 
 
 class GracefulServer(uvicorn.Server):
@@ -74,10 +225,12 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _run_granian(host: str, port: int, workers: int) -> None:
+def _run_granian(host: str, port: int, workers: int, settings: Settings) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
 
+    header_timeout_ms = int(settings.config.general_settings.client_header_timeout_s * 1000)
     Granian(
         "haimaker.app:app_from_env",
         factory=True,
@@ -86,4 +239,5 @@ def _run_granian(host: str, port: int, workers: int) -> None:
         workers=workers,
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
+        http1_settings=HTTP1Settings(header_read_timeout=header_timeout_ms),
     ).serve()

@@ -24,6 +24,7 @@ from haimaker.app import HaimakerApp, create_app
 from haimaker.app_state import AppState
 from haimaker.clock import Clock
 from haimaker.config.loader import load_config
+from haimaker.server import server_config
 
 MASTER_KEY = "sk-test-master-1234"
 
@@ -58,7 +59,9 @@ class RunningProxy:
 def base_config(**sections: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "model_list": [{"model_name": "gpt-3.5-turbo", "litellm_params": {"model": "mock/gpt-3.5-turbo"}}],
-        "general_settings": {"master_key": MASTER_KEY},
+        # Every test client is 127.0.0.1 and shared proxies see many deliberate wrong keys: the failed-key throttle
+        # (10 a minute by default) is relaxed here; tests of the throttle set their own limit.
+        "general_settings": {"master_key": MASTER_KEY, "auth_failure_limit": 1000},
     }
     for name, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(name), dict):
@@ -73,16 +76,11 @@ def running_proxy(tmp_path: Path, config: dict[str, Any], *, clock: Clock | None
     """Start a proxy for `config` (written to tmp_path/config.yaml; SQLite beside it unless set)."""
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    app = create_app(load_config(path), clock=clock)
-    uv_config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        loop="asyncio",
-        http="httptools",
-        lifespan="on",
-        log_level="warning",
-        timeout_graceful_shutdown=10,
+    settings = load_config(path)
+    app = create_app(settings, clock=clock)
+    # The CLI's own server config (protocol, client read deadlines, no proxy-header rewriting), on a free port.
+    uv_config = server_config(
+        app, settings, host="127.0.0.1", port=0, loop="asyncio", log_level="warning", timeout_graceful_shutdown=10
     )
     server = uvicorn.Server(uv_config)
     holder: dict[str, Any] = {}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from haimaker.api.llm import headers_of
 from haimaker.app_state import AppState
+from haimaker.errors import InvalidKeyError
 
 
 def get_state(request: Request) -> AppState:
@@ -19,12 +21,28 @@ def _headers(request: Request) -> dict[str, str]:
     return headers_of(request.scope)
 
 
+def _check_key(request: Request, state: AppState, check: Callable[[Mapping[str, str]], Any]) -> None:
+    """Run a key check behind the failed-key throttle: a throttled address gets 429 (right key or not), and a
+    wrong key counts against its address."""
+    throttle = state.auth_throttle
+    address = throttle.address_of(request.scope)
+    refusal = throttle.refusal(address)
+    if refusal is not None:
+        raise refusal
+    try:
+        check(_headers(request))
+    except InvalidKeyError:
+        throttle.record_failure(address)
+        raise
+
+
 def require_admin(request: Request) -> None:
-    get_state(request).auth.check_admin(_headers(request))
+    state = get_state(request)
+    _check_key(request, state, state.auth.check_admin)
 
 
 def require_llm_key(request: Request, state: AppState) -> None:
-    state.auth.check_llm(_headers(request))
+    _check_key(request, state, state.auth.check_llm)
 
 
 AppStateDep = Annotated[AppState, Depends(get_state)]

@@ -16,7 +16,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from haimaker.api.errors import error_body, error_headers, internal_error
-from haimaker.errors import BadRequestError, ProxyError
+from haimaker.errors import BadRequestError, InvalidKeyError, ProxyError
+from haimaker.limits.auth_throttle import AuthThrottle
 from haimaker.pipeline import JsonResult, Pipeline, StreamResult
 from haimaker.providers.base import Route
 
@@ -55,13 +56,20 @@ _SSE_HEADERS = [
 
 
 class LLMEndpoint:
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, throttle: AuthThrottle) -> None:
         self._pipeline = pipeline
+        self._throttle = throttle
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: Route, path_model: str | None = None
     ) -> None:
         started = time.perf_counter()
+        # An address throttled for wrong keys is refused before its body is read, the right key included.
+        refusal = self._throttle.refusal(self._throttle.address_of(scope))
+        if refusal is not None:
+            self._pipeline.observe_error(route, None, refusal.status_code, started)
+            await send_error(send, refusal)
+            return
         try:
             raw = await _read_body(receive)
             headers = headers_of(scope)
@@ -88,6 +96,8 @@ class LLMEndpoint:
         try:
             result = await self._pipeline.run(route, raw, headers, path_model=path_model)
         except ProxyError as exc:  # already counted by the pipeline
+            if isinstance(exc, InvalidKeyError):
+                self._throttle.record_failure(self._throttle.address_of(scope))
             await send_error(send, exc)
             return
         except Exception:

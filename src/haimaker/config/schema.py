@@ -89,6 +89,34 @@ class GeneralSettings(_Section):
     default_max_output_tokens: int = Field(default=4096, gt=0)
     dangerously_permit_weak_or_unset_master_key: bool = False
     background_health_checks: bool = False
+    auth_failure_limit: int = Field(
+        default=10,
+        ge=0,
+        description="Wrong keys (API or UI sign-in) one client address may present within `auth_failure_window_s` "
+        "before it is refused with 429 for a while, the right key included (0: never throttle)",
+    )
+    auth_failure_window_s: float = Field(
+        default=60, gt=0, description="Window of `auth_failure_limit`, and the first block's length (doubles after)"
+    )
+    auth_max_block_s: float = Field(default=900, gt=0, description="Longest block of a throttled client address")
+    auth_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="IP addresses of reverse proxies whose X-Forwarded-For names the client for the key throttle "
+        "(default none: the socket peer is the client)",
+        examples=[["10.0.0.5"]],
+    )
+    client_header_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        description="Seconds a client has to send a request's headers, from its first byte (or from connecting); "
+        "past it the connection is closed (slowloris)",
+    )
+    client_body_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        description="Seconds a client has to send a request's whole body once its headers arrived; past it the "
+        "answer is 408 and the connection is closed (a body dripped byte by byte)",
+    )
 
 
 class LiteLLMSettings(_Section):
