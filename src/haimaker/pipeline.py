@@ -10,27 +10,29 @@ charged, a stream cut after tokens were produced is charged for what was produce
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
-from haimaker.accounting.pricing import Usage, cost_nanos, usage_from_openai
+from haimaker.accounting.pricing import Usage, UsageError, check_billable, cost_nanos, usage_from_openai
 from haimaker.accounting.recorder import SpendRecorder
-from haimaker.accounting.tokens import TokenCounter
-from haimaker.errors import AuthenticationError, BadRequestError, ProxyError, UpstreamError
+from haimaker.accounting.tokens import DEFAULT_INLINE_LIMIT_CHARS, TokenCounter
+from haimaker.errors import AuthenticationError, BadGatewayError, BadRequestError, ProxyError, UpstreamError
 from haimaker.identity import Authenticator, CustomerIdResolver
 from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price
 from haimaker.metrics import Metrics
 from haimaker.money import nanos_to_usd
 from haimaker.providers.base import Deployment, Route, UpstreamResponse
+from haimaker.providers.redaction import Redactor
 from haimaker.providers.router import Router
-from haimaker.providers.sse import SSETap, error_event
+from haimaker.providers.sse import DEFAULT_MAX_EVENT_BYTES, SSETap, error_event, message_texts
 from haimaker.storage.records import SpendLog
 
 logger = logging.getLogger("haimaker.pipeline")
@@ -59,6 +61,7 @@ class PipelineOptions:
     enforce_user_param: bool = False
     track_customers: bool = True
     always_include_stream_usage: bool | None = None
+    max_sse_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
 
 
 @dataclass(slots=True)
@@ -93,8 +96,10 @@ class Pipeline:
         recorder: SpendRecorder,
         metrics: Metrics,
         options: PipelineOptions,
+        redactor: Redactor | None = None,
     ) -> None:
         self._auth = auth
+        self._redactor = redactor or Redactor()
         self._customers = customers
         self._router = router
         self._engine = engine
@@ -213,17 +218,47 @@ class Pipeline:
             self._release(call)
             raise
         call.upstream_s = time.perf_counter() - call.upstream_started
-        usage = _usage_of(data)
-        if usage is None:
-            usage = self._count_usage(call, deployment, "")
+        try:
+            answer = _answer_of(data)
+            usage = _usage_of(answer)
+            if usage is None:
+                # No usage reported: the text the client gets is counted, never charged as zero output tokens.
+                text = _answer_text(answer)
+                if len(text) > DEFAULT_INLINE_LIMIT_CHARS:
+                    usage = await asyncio.to_thread(self._count_usage, call, deployment, text)
+                else:
+                    usage = self._count_usage(call, deployment, text)
+            check_billable(deployment.price, usage)
+        except UsageError as exc:
+            self._reject(call, deployment, BadGatewayError(f"Upstream reported an impossible usage ({exc})."))
+        except UpstreamError as exc:
+            self._reject(call, deployment, exc)
         headers = self._settle(call, deployment, usage)
         return JsonResult(200, data, headers)
+
+    def _reject(self, call: _Call, deployment: Deployment, error: UpstreamError) -> NoReturn:
+        """An answer that cannot be passed on or priced: released, logged and recorded as a failure, then raised."""
+        self._release(call)
+        self._count_failure(deployment, error)
+        self._record_failure(call, deployment, error)
+        logger.warning("upstream %s sent an unusable answer: %s", deployment.model_id, error.message)
+        raise error
+
+    def _tap(self, call: _Call, deployment: Deployment) -> SSETap:
+        """The stream's tap: our secrets scrubbed, events capped, usage bounded at this deployment's price."""
+        price = deployment.price
+        return SSETap(
+            keep_usage_chunk=self._client_wants_usage(call),
+            redactor=self._redactor,
+            max_event_bytes=self._options.max_sse_event_bytes,
+            check_usage=None if price is None else lambda usage: check_billable(price, usage),
+        )
 
     def _stream(self, call: _Call, deployment: Deployment, response: UpstreamResponse) -> StreamResult:
         headers = self._common_headers(call, deployment)
         if call.ticket is not None and call.ticket.reservation is not None:
             headers.extend(call.ticket.reservation.rate_headers)
-        tap = SSETap(keep_usage_chunk=self._client_wants_usage(call))
+        tap = self._tap(call, deployment)
         self._observe(call, 200)
         return StreamResult(
             headers, self._relay(call, deployment, response, tap), done=lambda: tap.finished and response.at_end()
@@ -254,7 +289,8 @@ class Pipeline:
             self._settle_stream(call, deployment, tap, failed)
 
     def _settle_stream(self, call: _Call, deployment: Deployment, tap: SSETap, failed: ProxyError | None) -> None:
-        usage = usage_from_openai(tap.usage) if tap.usage is not None else None
+        # The tap refused an impossible usage (the client got an error event): then the delivered text is counted.
+        usage = tap.parsed_usage
         if usage is None:
             text = tap.produced_text()
             if not text:
@@ -271,6 +307,14 @@ class Pipeline:
         if prompt is None:
             # The same prompt as admission's `_count_prompt`, counted synchronously (this runs in a `finally`).
             if call.route is Route.CHAT:
+            try:
+                check_billable(deployment.price, usage)
+            except UsageError as exc:  # only a nonsense price gets here: charge nothing rather than nonsense
+                error = BadGatewayError(f"Unbillable stream ({exc}).")
+                logger.warning("stream of %s not charged: %s", deployment.model_id, error.message)
+                self._release(call)
+                self._record_failure(call, deployment, error)
+                return
                 prompt = self._tokens.count_chat_prompt(
                     call.body.get("messages"), call.model, tools=call.body.get("tools")
                 )
@@ -422,12 +466,35 @@ def parse_body(route: Route, raw: bytes, path_model: str | None = None) -> dict[
     return body
 
 
-def _usage_of(data: bytes) -> Usage | None:
+def _answer_of(data: bytes) -> dict[str, Any]:
+    """A non-streaming upstream answer: a JSON object, or a 502 (never relayed as a 200, never charged)."""
     try:
-        payload = orjson.loads(data)
+        answer = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return None
-    return usage_from_openai(payload.get("usage")) if isinstance(payload, dict) else None
+        raise BadGatewayError("Upstream returned an unreadable answer (not JSON).") from None
+    if not isinstance(answer, dict):
+        raise BadGatewayError("Upstream returned an unreadable answer (not a JSON object).")
+    return answer
+
+
+def _usage_of(answer: dict[str, Any]) -> Usage | None:
+    """The answer's usage, None if it reports none; `UsageError` when it reports one no model can have."""
+    return usage_from_openai(answer.get("usage"))
+
+
+def _answer_text(answer: dict[str, Any]) -> str:
+    """The text an answer delivers: every choice's message (chat) or text (completions); "" for embeddings."""
+    texts: list[str] = []
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        if isinstance(message, dict):
+            texts.extend(message_texts(message))
+        elif isinstance(choice.get("text"), str):
+            texts.append(choice["text"])
+    return "".join(texts)
 
 
 def _max_output_tokens(body: Mapping[str, Any]) -> int | None:

@@ -8,9 +8,13 @@ from typing import Any
 import pytest
 
 from haimaker.accounting.pricing import (
+    MAX_REQUEST_COST_NANOS,
+    MAX_TOKENS_PER_FIELD,
     ModelPrice,
     PriceTable,
     Usage,
+    UsageError,
+    check_billable,
     cost_nanos,
     estimate_max_cost_nanos,
     price_from_overrides,
@@ -268,35 +272,79 @@ def test_usage_from_responses_api_shape() -> None:
 
 
 @pytest.mark.parametrize(
-    "garbage",
+    "empty",
+    [None, {}, {"foo": 1}, {"prompt_tokens": None, "completion_tokens": None}],
+)
+def test_usage_without_counts_is_none(empty: Any) -> None:
+    assert usage_from_openai(empty) is None
+
+
+def test_usage_counts_may_be_integral_floats_and_details_may_be_missing() -> None:
+    usage = usage_from_openai({"prompt_tokens": 10.0, "completion_tokens": 2, "prompt_tokens_details": None})
+    assert usage == Usage(prompt_tokens=10, completion_tokens=2)
+    assert usage_from_openai({"completion_tokens": 7}) == Usage(completion_tokens=7)
+    # A details field of the wrong shape only loses the cache discount (billed at the input price).
+    assert usage_from_openai({"prompt_tokens": 5, "prompt_tokens_details": "cached"}) == Usage(prompt_tokens=5)
+
+
+@pytest.mark.parametrize(
+    "usage",
     [
-        None,
-        [],
         "usage",
         42,
-        {},
-        {"foo": 1},
-        {"prompt_tokens": None, "completion_tokens": None},
+        [],
+        {"prompt_tokens": 2**62},
+        {"prompt_tokens": 1e30},
+        {"prompt_tokens": 1e308},
+        {"prompt_tokens": float("inf")},
+        {"prompt_tokens": float("nan")},
+        {"completion_tokens": MAX_TOKENS_PER_FIELD + 1},
+        {"total_tokens": 2**62},
+        {"prompt_tokens": -5},
+        {"prompt_tokens": 10, "completion_tokens": 2.5},
         {"prompt_tokens": "10"},
+        {"prompt_tokens": 10, "completion_tokens": True},
+        {"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 50}},
+        {"prompt_tokens": 5, "cache_read_input_tokens": 4, "cache_creation_input_tokens": 4},
+        {"input_tokens": 2**62, "output_tokens": 1},
+        {"input_tokens": 5, "output_tokens": 1, "input_tokens_details": {"cached_tokens": -1}},
     ],
+    ids=repr,
 )
-def test_usage_from_openai_without_counts_is_none(garbage: Any) -> None:
-    assert usage_from_openai(garbage) is None
+def test_impossible_usage_is_refused_not_clamped(usage: Any) -> None:
+    # What no real model can report is an upstream fault: pricing it would charge nonsense (issue 10, finding 1).
+    with pytest.raises(UsageError):
+        usage_from_openai(usage)
 
 
-def test_usage_from_openai_tolerates_garbage_fields() -> None:
-    usage = usage_from_openai(
-        {
-            "prompt_tokens": 10.0,
-            "completion_tokens": True,
-            "total_tokens": "lots",
-            "prompt_tokens_details": "cached",
-            "cache_creation_input_tokens": -4,
-        }
+def test_usage_at_the_bound_is_accepted() -> None:
+    usage = usage_from_openai({"prompt_tokens": MAX_TOKENS_PER_FIELD, "completion_tokens": MAX_TOKENS_PER_FIELD})
+    assert usage == Usage(prompt_tokens=MAX_TOKENS_PER_FIELD, completion_tokens=MAX_TOKENS_PER_FIELD)
+
+
+def test_the_token_bound_is_far_above_every_known_context_window(table: PriceTable) -> None:
+    document = json.loads(resources.files("haimaker.accounting").joinpath("prices.json").read_text())
+    largest = max(int(entry.get("max_input_tokens") or 0) for entry in document["models"].values())
+    assert MAX_TOKENS_PER_FIELD >= 10 * largest
+
+
+def test_every_bounded_usage_at_the_dearest_bundled_price_is_within_the_cost_bound() -> None:
+    # The cost bound only catches a nonsense price (a config typo), never real usage at a real price.
+    document = json.loads(resources.files("haimaker.accounting").joinpath("prices.json").read_text())
+    table = PriceTable.from_json_entries(document["models"])
+    dearest = max(
+        (table.lookup(name) for name in document["models"]),
+        key=lambda price: price.output_cost_per_token if price else Decimal(0),
     )
-    assert usage == Usage(prompt_tokens=10)
-    assert usage_from_openai({"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 50}}) == Usage(
-        prompt_tokens=5, cache_read_tokens=5
-    )
-    assert usage_from_openai({"prompt_tokens": -5, "completion_tokens": 2.5}) is None
-    assert usage_from_openai({"completion_tokens": 7}) == Usage(completion_tokens=7)
+    assert dearest is not None
+    worst = Usage(prompt_tokens=3 * MAX_TOKENS_PER_FIELD, completion_tokens=MAX_TOKENS_PER_FIELD)
+    assert check_billable(dearest, worst) == cost_nanos(dearest, worst)
+    assert cost_nanos(dearest, worst) <= MAX_REQUEST_COST_NANOS
+
+
+def test_a_cost_beyond_the_bound_is_refused() -> None:
+    absurd_price = ModelPrice(Decimal(1), Decimal(1))  # one dollar per token: a config mistake
+    with pytest.raises(UsageError):
+        check_billable(absurd_price, Usage(prompt_tokens=600_000, completion_tokens=600_000))
+    assert check_billable(absurd_price, Usage(prompt_tokens=10, completion_tokens=5)) == 15 * 10**9
+    assert check_billable(None, Usage(prompt_tokens=MAX_TOKENS_PER_FIELD)) == 0

@@ -83,6 +83,14 @@ class Behavior:
         die_after_chunks: in a stream, close the socket abruptly after this many SSE events.
         finish_reason: reported finish reason when the reply is not truncated by `max_tokens`.
         response_model: model name reported in the body; `None` echoes the requested model.
+        usage: report this `usage` object verbatim (JSON body and the stream's usage chunk) instead of the counted
+            one: absurd or malformed usage (2**62, 1e308, -1, "10", ...).
+        omit_usage: a JSON body without any `usage` field.
+        raw_body: answer 200 with this text as the body (content type JSON): not JSON, or not an object.
+        padding_bytes: pad the JSON body with a string field of this many bytes, sent chunked in 1 MB pieces.
+        endless_event_bytes: in a stream, after the first chunk, send one `data:` line of this many bytes and no
+            blank line after it, then hold the connection open until the client goes away.
+        stream_error: in a stream, after the first chunk, send `data: {"error": <this>}` and end the stream.
     """
 
     reply: str = DEFAULT_REPLY
@@ -104,6 +112,12 @@ class Behavior:
     die_after_chunks: int | None = None
     finish_reason: str = "stop"
     response_model: str | None = None
+    usage: Mapping[str, Any] | None = None
+    omit_usage: bool = False
+    raw_body: str | None = None
+    padding_bytes: int = 0
+    endless_event_bytes: int | None = None
+    stream_error: Mapping[str, Any] | None = None
 
     @classmethod
     def failing(cls, status: int, message: str | None = None, *, headers: Mapping[str, str] | None = None) -> Behavior:

@@ -465,6 +465,8 @@ class FakeUpstream:
         invalid = self._validate(endpoint, body, model)
         if invalid is not None:
             return invalid
+        if behavior.raw_body is not None:
+            return web.Response(status=200, body=behavior.raw_body.encode(), content_type="application/json")
         response_model = behavior.response_model or model or "unknown"
         if endpoint == "embeddings":
             inputs = wire.embedding_inputs(body.get("input"))
@@ -473,20 +475,45 @@ class FakeUpstream:
             payload = wire.embeddings(
                 response_model, inputs, int(dimensions), str(body.get("encoding_format") or "float"), tokens
             )
-            return self._json(200, payload, behavior.headers)
+            return self._json(200, _with_usage(payload, behavior), behavior.headers)
         prompt = body.get("messages") if endpoint == "chat" else body.get("prompt")
         plan = wire.plan_completion(body, behavior, prompt)
         prefix = "chatcmpl-" if endpoint == "chat" else "cmpl-"
         meta = wire.new_meta(prefix, response_model, azure=azure)
         if not body.get("stream"):
             payload = wire.chat_completion(meta, plan) if endpoint == "chat" else wire.text_completion(meta, plan)
+            payload = _with_usage(payload, behavior)
+            if behavior.padding_bytes:
+                return await self._padded(request, payload, behavior.padding_bytes)
             return self._json(200, payload, behavior.headers)
         stream_options = body.get("stream_options")
         asked = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
         send_usage = behavior.stream_usage == "always" or (behavior.stream_usage == "requested" and asked)
         make = wire.chat_stream if endpoint == "chat" else wire.text_stream
         events = make(meta, plan, chunks=behavior.chunks, send_usage=send_usage)
+        if behavior.usage is not None:
+            events = (
+                _with_usage(event, behavior) if isinstance(event.get("usage"), dict) else event for event in events
+            )
         return await self._stream(request, events, behavior)
+
+    async def _padded(self, request: web.Request, payload: dict[str, Any], size: int) -> web.StreamResponse:
+        """The JSON `payload` with a `padding` string of `size` bytes, chunked in 1 MB writes (never held whole)."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        piece = b"x" * (1024 * 1024)
+        try:
+            await response.write(orjson.dumps(payload)[:-1] + b',"padding":"')
+            left = size
+            while left > 0:
+                await response.write(piece[: min(left, len(piece))])
+                left -= len(piece)
+            await response.write(b'"}')
+            await response.write_eof()
+        except ConnectionError:
+            self._counters.bump(disconnects=1)
+        return response
 
     async def _stream(
         self, request: web.Request, events: Iterator[dict[str, Any]], behavior: Behavior
@@ -507,6 +534,13 @@ class FakeUpstream:
                     await self._wait(behavior.chunk_delay_s)
                 await self._write(response, wire.encode_sse(payload))
                 sent += 1
+                if sent == 1 and behavior.endless_event_bytes is not None:
+                    await self._endless_event(response, behavior.endless_event_bytes)
+                if sent == 1 and behavior.stream_error is not None:
+                    await self._write(response, wire.encode_sse({"error": dict(behavior.stream_error)}))
+                    await response.write_eof()
+                    outcome = "completed"
+                    return response
             if behavior.die_after_chunks is not None and sent >= behavior.die_after_chunks:
                 outcome = "killed"
                 self._kill(request)
@@ -530,6 +564,16 @@ class FakeUpstream:
             elif outcome == "cancelled":
                 deltas["streams_cancelled"] = 1
             self._counters.bump(**deltas)
+
+    async def _endless_event(self, response: web.StreamResponse, size: int) -> None:
+        """One `data:` line of `size` bytes that never ends (no blank line), then wait for the client to go."""
+        piece = b"x" * (1024 * 1024)
+        await self._write(response, b'data: {"pad":"')
+        left = size
+        while left > 0:
+            await self._write(response, piece[: min(left, len(piece))])
+            left -= len(piece)
+        await self._hang()
 
     async def _write(self, response: web.StreamResponse, data: bytes) -> None:
         try:
@@ -564,6 +608,15 @@ class FakeUpstream:
         if self.reveal_key_in_errors or len(key) < 12:
             return key
         return f"{key[:8]}{'*' * (len(key) - 12)}{key[-4:]}"
+
+
+def _with_usage(payload: dict[str, Any], behavior: Behavior) -> dict[str, Any]:
+    """`payload` with the behaviour's verbatim `usage`, or without any `usage` (`omit_usage`)."""
+    if behavior.omit_usage:
+        return {k: v for k, v in payload.items() if k != "usage"}
+    if behavior.usage is not None:
+        return {**payload, "usage": dict(behavior.usage)}
+    return payload
 
 
 def _peer(request: web.Request) -> str:

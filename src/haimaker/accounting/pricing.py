@@ -25,9 +25,13 @@ from typing import Any, Final
 from haimaker.money import Nanos, usd_to_nanos
 
 __all__ = [
+    "MAX_REQUEST_COST_NANOS",
+    "MAX_TOKENS_PER_FIELD",
     "ModelPrice",
     "PriceTable",
     "Usage",
+    "UsageError",
+    "check_billable",
     "cost_nanos",
     "estimate_max_cost_nanos",
     "price_from_overrides",
@@ -70,36 +74,66 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-def _count(value: object) -> int | None:
-    """A token count from untrusted JSON: a non-negative int (or integral float), else None."""
-    if isinstance(value, bool):
+# No real model comes near these; past them an upstream's usage is a fault, never a charge (issue 10, finding 1).
+# 100M tokens per field: 47x the largest context window in the bundled price table (2,097,152, Gemini 1.5 Pro) and
+# 10x the largest any model announces (10M, Llama 4 Scout), yet 92 billion times below the 2^63 nano-dollars a
+# ledger column holds. Exact-size integers only: 1e30 or 2**62 "tokens" would price to an int the stores cannot write.
+MAX_TOKENS_PER_FIELD: Final = 100_000_000
+# One request may cost at most $1M. Bounded usage at the dearest bundled price (o1-pro, $600 per 1M output tokens)
+# stays under $240k, so this only trips on a nonsense price (a config typo such as a price per 1M tokens given per
+# token), and it keeps 9,000 such charges inside one customer's 64-bit spend.
+MAX_REQUEST_COST_NANOS: Final = usd_to_nanos(Decimal(1_000_000))
+
+
+class UsageError(ValueError):
+    """An upstream's `usage` that no real model can report (or a cost no request can have): never priced."""
+
+
+def _count(value: object, name: str) -> int | None:
+    """A token count from untrusted JSON: None when absent/null, else a non-negative bounded integer.
+
+    Raises:
+        UsageError: a value of another type, negative, fractional, non-finite or above `MAX_TOKENS_PER_FIELD`.
+    """
+    if value is None:
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UsageError(f"usage.{name} is not a number")
+    if isinstance(value, float):
+        if not value.is_integer():  # also NaN and infinities
+            raise UsageError(f"usage.{name} is not a whole number")
+        value = int(value)
+    if value < 0:
+        raise UsageError(f"usage.{name} is negative")
+    if value > MAX_TOKENS_PER_FIELD:
+        raise UsageError(f"usage.{name} is above {MAX_TOKENS_PER_FIELD} tokens")
+    return value
 
 
 def _field(obj: Mapping[str, Any], *path: str) -> int | None:
     value: object = obj
     for key in path:
         if not isinstance(value, Mapping):
-            return None
+            return None  # a details object of the wrong shape: no cache discount, never an over-read
         value = value.get(key)
-    return _count(value)
+    return _count(value, ".".join(path))
 
 
-def usage_from_openai(obj: Mapping[str, Any] | None) -> Usage | None:
+def usage_from_openai(obj: object) -> Usage | None:
     """Parse an OpenAI `usage` object (chat, completions, embeddings, or the Responses API shape).
 
-    Returns None when `obj` is not a mapping or carries no token count at all; fields that are missing,
-    None or not a count read as 0. Anthropic's `cache_read_input_tokens` / `cache_creation_input_tokens`
-    are understood; when they come with Anthropic's `input_tokens` (which excludes them) instead of
-    `prompt_tokens`, they are added to the prompt count.
+    Returns None when `obj` is None or carries no token count at all; counts that are missing or null read as 0.
+    Anthropic's `cache_read_input_tokens` / `cache_creation_input_tokens` are understood; when they come with
+    Anthropic's `input_tokens` (which excludes them) instead of `prompt_tokens`, they are added to the prompt count.
+
+    Raises:
+        UsageError: `obj` is not an object, a count is not a bounded non-negative integer, or the cache counts exceed
+            the prompt they are part of.
     """
-    if not isinstance(obj, Mapping):
+    if obj is None:
         return None
+    if not isinstance(obj, Mapping):
+        raise UsageError("usage is not an object")
     prompt = _field(obj, "prompt_tokens")
     completion = _field(obj, "completion_tokens")
     total = _field(obj, "total_tokens")
@@ -124,9 +158,8 @@ def usage_from_openai(obj: Mapping[str, Any] | None) -> Usage | None:
         prompt = total  # an embeddings response reporting only total_tokens
     prompt = prompt or 0
     completion = completion or 0
-    # Never let cache counts exceed the prompt they are part of (garbage in must not price negative tokens).
-    cache_read = min(cache_read, prompt)
-    cache_creation = min(cache_creation, prompt - cache_read)
+    if cache_read + cache_creation > prompt:
+        raise UsageError("usage reports more cached tokens than prompt tokens")
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
@@ -149,6 +182,20 @@ def cost_nanos(price: ModelPrice, usage: Usage) -> Nanos:
         + max(usage.completion_tokens, 0) * price.output_cost_per_token
     )
     return usd_to_nanos(usd)
+
+
+def check_billable(price: ModelPrice | None, usage: Usage) -> Nanos:
+    """The cost of `usage` at `price` (0 unpriced), refused past `MAX_REQUEST_COST_NANOS`.
+
+    Raises:
+        UsageError: the cost exceeds the bound.
+    """
+    if price is None:
+        return 0
+    cost = cost_nanos(price, usage)
+    if cost > MAX_REQUEST_COST_NANOS:
+        raise UsageError(f"usage would cost more than ${MAX_REQUEST_COST_NANOS // 10**9:,} for one request")
+    return cost
 
 
 def estimate_max_cost_nanos(price: ModelPrice, prompt_tokens: int, max_output_tokens: int, n: int = 1) -> Nanos:

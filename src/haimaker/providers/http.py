@@ -13,26 +13,41 @@ from typing import Final
 import orjson
 
 from haimaker.errors import BadGatewayError, GatewayTimeoutError, UpstreamStatusError
-from haimaker.providers.http1 import Http1Client, Response, TransportError, TransportTimeout
-from haimaker.providers.redaction import sanitize_message
+from haimaker.providers.http1 import BodyTooLarge, Http1Client, Response, TransportError, TransportTimeout
+from haimaker.providers.redaction import Redactor
+
+# The largest real non-streaming answer: an embeddings batch at OpenAI's limits (2,048 inputs x 3,072 dimensions,
+# pretty-printed float JSON at ~20 bytes a number) is about 120 MiB; a chat answer of 128k tokens is under 1 MB per
+# choice. Past 128 MiB a body is a fault or an attack (a 200 MB body once took RSS to 791 MB).
+DEFAULT_MAX_RESPONSE_BYTES: Final = 128 * 1024 * 1024
+# An error body is read only for its message (the first 1,000 characters are kept).
+_MAX_ERROR_BODY_BYTES: Final = 1024 * 1024
 
 
 class HttpResponse:
     """A 2xx upstream response; `close()` drops the connection at once (client hung up)."""
 
-    __slots__ = ("_response", "status")
+    __slots__ = ("_max_bytes", "_redactor", "_response", "status")
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: Response, redactor: Redactor, max_bytes: int) -> None:
         self._response = response
+        self._redactor = redactor
+        self._max_bytes = max_bytes
         self.status = response.status
 
     async def read(self) -> bytes:
+        """The whole body, scrubbed of secrets; a 502 past the size cap."""
         try:
-            return await self._response.read()
+            data = await self._response.read(max_bytes=self._max_bytes)
         except TransportTimeout:
             raise GatewayTimeoutError("Upstream timed out while sending its response.") from None
+        except BodyTooLarge as exc:
+            raise BadGatewayError(f"Upstream response larger than {exc.max_bytes} bytes.") from None
         except TransportError as exc:
             raise BadGatewayError(f"Upstream connection failed: {exc}") from None
+        if self._redactor.contains_secret(data):
+            data = self._redactor.bytes(data)
+        return data
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -53,15 +68,22 @@ class HttpResponse:
 
 
 class HttpTransport:
-    """Owns the upstream connection pools."""
+    """Owns the upstream connection pools, the secrets to scrub from what comes back, and the body cap."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, redactor: Redactor | None = None, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
         self._client = Http1Client()
+        self.redactor = redactor or Redactor()
+        self._max_response_bytes = max_response_bytes
 
     async def post(
         self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, secrets: tuple[str, ...] = ()
     ) -> HttpResponse:
-        """POST and return the response if 2xx; raise the mapped `UpstreamError` otherwise."""
+        """POST and return the response if 2xx; raise the mapped `UpstreamError` otherwise.
+
+        `secrets` are scrubbed from an error on top of the transport's own (a caller's key it may not know).
+        """
         try:
             response = await self._client.post(url, headers, body, timeout_s=timeout_s)
         except TransportTimeout:
@@ -69,30 +91,35 @@ class HttpTransport:
         except TransportError as exc:
             raise BadGatewayError(f"Upstream connection failed: {exc}") from None
         if response.status < 300:
-            return HttpResponse(response)
+            return HttpResponse(response, self.redactor, self._max_response_bytes)
         try:
-            raw = await response.read()
+            raw = await response.read(max_bytes=_MAX_ERROR_BODY_BYTES)
         except (TransportError, TransportTimeout):
             raw = b""
-        raise status_error(response.status, raw, secrets, retry_after=response.header(b"retry-after"))
+        redactor = self.redactor if self.redactor.holds(secrets) else Redactor([*self.redactor.secrets, *secrets])
+        raise status_error(response.status, raw, redactor, retry_after=response.header(b"retry-after"))
 
     async def aclose(self) -> None:
         self._client.close()
 
 
 def status_error(
-    status: int, raw: bytes, secrets: tuple[str, ...], *, retry_after: str | None = None
+    status: int, raw: bytes, redactor: Redactor, *, retry_after: str | None = None
 ) -> UpstreamStatusError | BadGatewayError:
-    """Map an upstream error status to ours: 4xx passed on, 5xx as 502; the message sanitised."""
+    """Map an upstream error status to ours: 4xx passed on, 5xx as 502; every upstream field scrubbed of secrets."""
     message, error_type, param = _upstream_error_fields(raw)
-    message = sanitize_message(message or f"Upstream returned HTTP {status}.", secrets)
+    message = redactor.message(message or f"Upstream returned HTTP {status}.")
     if status >= 500:
         error = BadGatewayError(f"Upstream error (HTTP {status}): {message}")
         error.upstream_status = status  # type: ignore[attr-defined]
         return error
     headers = {"retry-after": retry_after} if status == 429 and retry_after else {}
     result = UpstreamStatusError(
-        message, status_code=status, error_type=error_type or "invalid_request_error", param=param, headers=headers
+        message,
+        status_code=status,
+        error_type=redactor.message(error_type) if error_type else "invalid_request_error",
+        param=redactor.message(param) if param else None,
+        headers=headers,
     )
     result.is_retryable = status in (408, 429)
     return result
@@ -102,7 +129,8 @@ def _upstream_error_fields(raw: bytes) -> tuple[str | None, str | None, str | No
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        text = raw[:300].decode("utf-8", "replace").strip()
+        # Cut generously: the message is scrubbed before it is capped, so that no cut splits a secret.
+        text = raw[:4096].decode("utf-8", "replace").strip()
         return (text or None), None, None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):

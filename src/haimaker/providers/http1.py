@@ -13,6 +13,9 @@ Invariants:
   connection (the server may have closed an idle keep-alive socket at the same moment we wrote to it).
 - Timeouts: `timeout_s` bounds connecting, the wait for the response head, and each wait for body bytes
   (silence), never a long stream that keeps sending.
+- Bounded memory: a connection stops reading its socket while more than `_HIGH_WATER_BYTES` of body wait for the
+  consumer (a fast upstream relayed to a slow client), and `read(max_bytes=...)` gives up on a body past its cap,
+  closing the connection instead of holding a hostile upstream's 200 MB answer.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import httptools
 from haimaker.deadlines import wait_until
 
 _IDLE_PER_ORIGIN = 256
+# Body bytes buffered per connection before its socket is paused: enough for any burst of SSE events (one relayed
+# piece), small enough that a slow client never makes us hold a whole answer.
+_HIGH_WATER_BYTES = 1024 * 1024
 
 
 class TransportError(Exception):
@@ -36,6 +42,14 @@ class TransportError(Exception):
 
 class TransportTimeout(Exception):
     """Nothing arrived within the timeout."""
+
+
+class BodyTooLarge(TransportError):
+    """The response body is larger than the reader's cap (the connection was closed)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"response body larger than {max_bytes} bytes")
+        self.max_bytes = max_bytes
 
 
 class _Connection(asyncio.Protocol):
@@ -53,6 +67,8 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self._head: asyncio.Future[None] | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._paused = False
         self._wakeup: asyncio.Future[None] | None = None
         self._error: Exception | None = None
 
@@ -95,6 +111,10 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
+        self._queued += len(body)
+        if self._queued > _HIGH_WATER_BYTES and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -117,6 +137,7 @@ class _Connection(asyncio.Protocol):
         """Write a request; return the future of its response head."""
         self.status, self.headers, self.complete, self.got_bytes = 0, [], False, False
         self._chunks.clear()
+        self._queued = 0
         self._error = None
         self._parser = httptools.HttpResponseParser(self)
         self._head = self._loop.create_future()
@@ -133,6 +154,11 @@ class _Connection(asyncio.Protocol):
         while True:
             chunks = self._chunks
             if chunks:
+                self._queued = 0
+                if self._paused:
+                    self._paused = False
+                    if not self.closed and self.transport is not None:
+                        self.transport.resume_reading()
                 if len(chunks) == 1:
                     return chunks.popleft()
                 data = b"".join(chunks)
@@ -176,10 +202,18 @@ class Response:
                 return value.decode("latin-1")
         return None
 
-    async def read(self) -> bytes:
+    async def read(self, *, max_bytes: int | None = None) -> bytes:
+        """The whole body; past `max_bytes` (announced or received) the connection is closed, `BodyTooLarge` raised."""
         parts = []
+        size = 0
         try:
+            length = self.header(b"content-length")
+            if max_bytes is not None and length is not None and length.isdigit() and int(length) > max_bytes:
+                raise BodyTooLarge(max_bytes)
             while (chunk := await self._conn.next_chunk(self._timeout_s)) is not None:
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise BodyTooLarge(max_bytes)
                 parts.append(chunk)
         except BaseException:
             self.close()

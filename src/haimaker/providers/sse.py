@@ -9,23 +9,71 @@ can still be counted.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 import orjson
 
-from haimaker.providers.redaction import sanitize_message
+from haimaker.accounting.pricing import Usage, UsageError, usage_from_openai
+from haimaker.errors import BadGatewayError, UpstreamError
+from haimaker.providers.redaction import Redactor
 
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 _MARKERS = (*_USAGE_MARKERS, b"[DONE]", b'"error"')
+# The largest event a real stream carries is far smaller: a whole 128k-token answer sent as one event (servers that
+# do not really stream) is about 0.5 MB, a partial image of the Responses API (base64 PNG, 1536x1024) 2-5 MB.
+# Past 8 MiB an "event" is a fault or an attack (one 20 MB line used to take the loop for 15 s and RSS to 1.27 GB).
+DEFAULT_MAX_EVENT_BYTES: Final = 8 * 1024 * 1024
+_NO_SECRETS: Final = Redactor()
 
 
 class SSETap:
-    __slots__ = ("_buffer", "_keep_usage_chunk", "content_parts", "finished", "saw_error", "saw_finish_reason", "usage")
+    """Splits an upstream's SSE bytes into whole events for the client, tapping `usage` and scrubbing secrets.
 
-    def __init__(self, *, keep_usage_chunk: bool) -> None:
-        self._buffer = b""
+    Bounded work: each piece is scanned once for an event boundary (plus one byte of the piece before), so a huge
+    event costs linear time, and a partial event is buffered only up to `max_event_bytes`. A fault (an event past
+    the cap, an impossible usage) ends the tap: the events complete before it are returned first, then `feed()` /
+    `flush()` raise it as a `BadGatewayError`, which the relay turns into an error event.
+    """
+
+    __slots__ = (
+        "_check_usage",
+        "_ends_with_newline",
+        "_failure",
+        "_keep_usage_chunk",
+        "_max_event_bytes",
+        "_parts",
+        "_pending_cr",
+        "_redactor",
+        "_size",
+        "content_parts",
+        "finished",
+        "parsed_usage",
+        "saw_error",
+        "saw_finish_reason",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        *,
+        keep_usage_chunk: bool,
+        redactor: Redactor | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        check_usage: Callable[[Usage], object] | None = None,
+    ) -> None:
+        """`check_usage` may refuse a parsed usage by raising `UsageError` (the pipeline bounds its cost there)."""
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._ends_with_newline = False
+        self._pending_cr = False
+        self._failure: UpstreamError | None = None
         self._keep_usage_chunk = keep_usage_chunk
+        self._redactor = redactor or _NO_SECRETS
+        self._max_event_bytes = max_event_bytes
+        self._check_usage = check_usage
         self.usage: dict[str, Any] | None = None
+        self.parsed_usage: Usage | None = None
         self.content_parts: list[bytes] = []
         self.finished = False
         self.saw_error = False
@@ -33,15 +81,84 @@ class SSETap:
         self.saw_finish_reason = False
 
     def feed(self, data: bytes) -> bytes:
-        """Consume raw bytes; return the bytes of the complete events to forward now (maybe empty)."""
-        buffer = self._buffer + data if self._buffer else data
-        if b"\r\n" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
-        end = buffer.rfind(b"\n\n")
-        if end < 0:
-            self._buffer = buffer
+        """Consume raw bytes; return the bytes of the complete events to forward now (maybe empty).
+
+        Raises:
+            BadGatewayError: the stream broke a bound (after the events complete before the fault were returned).
+        """
+        if self._failure is not None:
+            raise self._failure
+        complete = self._complete_events(data)
+        out = self._forward(complete) if complete else b""
+        if self._failure is not None and not out:
+            raise self._failure
+        return out
+
+    def flush(self) -> bytes:
+        """Whatever partial event is left when the upstream closes (forwarded as is, scrubbed)."""
+        if self._failure is not None:
+            raise self._failure
+        rest = b"".join(self._parts) + (b"\r" if self._pending_cr else b"")
+        self._parts, self._size, self._pending_cr = [], 0, False
+        if rest and self._redactor.contains_secret(rest):
+            rest = self._redactor.bytes(rest)
+        return rest
+
+    def _fail(self, message: str) -> None:
+        if self._failure is None:
+            self._failure = BadGatewayError(message)
+        self._parts, self._size = [], 0  # nothing more is relayed: free the buffer now
+
+    def _complete_events(self, data: bytes) -> bytes:
+        """Buffer `data`; return the complete events it finishes (maybe none)."""
+        if self._pending_cr:
+            data = b"\r" + data
+            self._pending_cr = False
+        if b"\r" in data:
+            if data.endswith(b"\r"):  # maybe half of a CRLF: decide with the next piece
+                data = data[:-1]
+                self._pending_cr = True
+            data = data.replace(b"\r\n", b"\n")
+        if not data:
             return b""
-        complete, self._buffer = buffer[: end + 2], buffer[end + 2 :]
+        # Only the new bytes are scanned; a boundary can also straddle the previous piece's last byte.
+        end = data.rfind(b"\n\n")
+        cut = end + 2 if end >= 0 else (1 if self._ends_with_newline and data[:1] == b"\n" else 0)
+        if cut == 0:
+            self._parts.append(data)
+            self._size += len(data)
+            self._ends_with_newline = data.endswith(b"\n")
+            if self._size > self._max_event_bytes:
+                self._fail(f"Upstream sent a stream event larger than {self._max_event_bytes} bytes.")
+            return b""
+        head, rest = data[:cut], data[cut:]
+        complete = b"".join([*self._parts, head]) if self._parts else head
+        self._parts = [rest] if rest else []
+        self._size = len(rest)
+        self._ends_with_newline = rest.endswith(b"\n") if rest else True
+        if len(complete) > self._max_event_bytes:
+            complete = self._within_cap(complete)
+        if self._size > self._max_event_bytes:
+            self._fail(f"Upstream sent a stream event larger than {self._max_event_bytes} bytes.")
+        return complete
+
+    def _within_cap(self, complete: bytes) -> bytes:
+        """The events of `complete` before the first one over the cap (which fails the tap); rare, so not fast."""
+        start = 0
+        while start < len(complete):
+            end = complete.find(b"\n\n", start)
+            end = len(complete) if end < 0 else end + 2
+            if end - start > self._max_event_bytes:
+                self._fail(f"Upstream sent a stream event larger than {self._max_event_bytes} bytes.")
+                return complete[:start]
+            start = end
+        return complete
+
+    def _forward(self, complete: bytes) -> bytes:
+        """Tap and scrub complete events; return what the client gets."""
+        if self._redactor.contains_secret(complete):
+            # Whatever an upstream echoes (our key in an error event or anywhere else) leaves without it.
+            complete = self._redactor.bytes(complete)
         # Plain `in` tests, not any(genexpr): this runs for every piece of every stream.
         if not self.saw_finish_reason and (b'"finish_reason":"' in complete or b'"finish_reason": "' in complete):
             self.saw_finish_reason = True
@@ -62,14 +179,11 @@ class SSETap:
         for event in complete.split(b"\n\n"):
             if event:
                 forwarded = self._inspect(event)
+                if self._failure is not None:
+                    break  # the faulty event and everything after it are not relayed
                 if forwarded is not None:
                     out.append(forwarded + b"\n\n")
         return b"".join(out)
-
-    def flush(self) -> bytes:
-        """Whatever partial event is left when the upstream closes (forwarded as is)."""
-        rest, self._buffer = self._buffer, b""
-        return rest
 
     @staticmethod
     def _needs_inspection(chunk: bytes) -> bool:
@@ -85,7 +199,7 @@ class SSETap:
             self.finished = True
             return event
         if b'"error"' in data:
-            error = _sanitized_error_event(data)
+            error = _sanitized_error_event(data, self._redactor)
             if error is not None:
                 # An upstream error event may echo what we sent it (our key included): pass it on sanitised.
                 self.saw_error = True
@@ -100,7 +214,16 @@ class SSETap:
         if isinstance(payload, dict):
             usage = payload.get("usage")
             if isinstance(usage, dict):
+                try:
+                    parsed = usage_from_openai(usage)
+                    if parsed is not None and self._check_usage is not None:
+                        self._check_usage(parsed)
+                except UsageError as exc:
+                    # Never relayed nor priced: the client gets an error event, the call is charged for its text.
+                    self._fail(f"Upstream reported an impossible usage ({exc}).")
+                    return None
                 self.usage = usage
+                self.parsed_usage = parsed
             choices = payload.get("choices")
             if choices:
                 self._collect_content(event + b"\n\n")
@@ -128,9 +251,10 @@ class SSETap:
                     if not isinstance(choice, dict):
                         continue
                     delta = choice.get("delta")
-                    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-                    if isinstance(text, str):
-                        texts.append(text)
+                    if isinstance(delta, dict):
+                        texts.extend(message_texts(delta))
+                    elif isinstance(choice.get("text"), str):
+                        texts.append(choice["text"])
         return "".join(texts)
 
 
@@ -141,8 +265,26 @@ def _data_of(event: bytes) -> bytes | None:
     return b"\n".join(lines).strip()
 
 
-def _sanitized_error_event(data: bytes) -> bytes | None:
-    """`data: {"error": ...}` with its message scrubbed of secrets, or None when `data` is not an error."""
+def message_texts(message: dict[str, Any]) -> list[str]:
+    """The generated text of a chat message or delta: content (string or text parts), refusal, tool-call arguments."""
+    texts: list[str] = []
+    content = message.get("content")
+    if isinstance(content, str):
+        texts.append(content)
+    elif isinstance(content, list):
+        texts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    refusal = message.get("refusal")
+    if isinstance(refusal, str):
+        texts.append(refusal)
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            texts.extend(v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
+    return texts
+
+
+def _sanitized_error_event(data: bytes, redactor: Redactor) -> bytes | None:
+    """`data: {"error": ...}` with every field scrubbed of secrets, or None when `data` is not an error."""
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -150,12 +292,10 @@ def _sanitized_error_event(data: bytes) -> bytes | None:
     error = payload.get("error") if isinstance(payload, dict) else None
     if error is None:
         return None
-    if isinstance(error, dict):
-        message = sanitize_message(str(error.get("message") or "Upstream error."))
-        error = {**error, "message": message}
-    else:
-        error = sanitize_message(str(error))
-    return b"data: " + orjson.dumps({**payload, "error": error})
+    if isinstance(error, dict) and not error.get("message"):
+        error = {**error, "message": "Upstream error."}
+    # Every field, not only `message`: upstreams echo what we sent in `param`, `type` or `code` too.
+    return b"data: " + orjson.dumps(redactor.value({**payload, "error": error}))
 
 
 def error_event(message: str, error_type: str = "api_error", code: str = "502") -> bytes:
