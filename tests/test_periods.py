@@ -232,3 +232,20 @@ def test_validate_timezone() -> None:
     for bad in ("", "Not/AZone", "../etc/passwd"):
         with pytest.raises(BadRequestError):
             validate_timezone(bad)
+
+
+@pytest.mark.parametrize("text", ["999999999d", "999999999w", "99999999999999999999s", "36501d", "9" * 5000 + "d"])
+def test_a_duration_past_the_limit_is_a_bad_request_not_an_overflow(text: str) -> None:
+    # 999999999d used to parse, then overflow `datetime` (an OverflowError, a 500) when the reset was computed.
+    with pytest.raises(BadRequestError) as caught:
+        next_reset_at(text, datetime(2026, 5, 1, tzinfo=UTC))
+    assert caught.value.param == "budget_duration"
+    with pytest.raises(BadRequestError):
+        validate_duration(text)
+
+
+def test_the_longest_duration_resets_within_datetime_range() -> None:
+    assert parse_duration("36500d").seconds == 36_500 * DAY
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    assert next_reset_at("36500d", now) == datetime(2126, 4, 7, tzinfo=UTC)
+    assert parse_duration("0001d") == Duration(1, "d", DAY)

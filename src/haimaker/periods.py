@@ -6,7 +6,9 @@ and it follows LiteLLM 1.110.2 (`duration_parser.py`) so configs and stored rows
 Grammar: a leading `<int><unit>` prefix, unit one of `s`, `m`, `h`, `d`, `w`, `mo` (the regex matches a
 prefix, so "1hr" is one hour and "30days" thirty days; "mo" is tried before "m", so "1month" is a month
 and "1min" a minute), or one of the words `hourly` (1h), `daily` (24h), `weekly` (7d), `monthly` (30d).
-A duration must be longer than zero seconds, and `1mo` is the only month duration.
+A duration must be longer than zero seconds and at most `MAX_DURATION_DAYS` (100 years: no budget period is
+longer, and every reset instant then stays far inside `datetime`'s range, year 9999), and `1mo` is the only month
+duration.
 
 Reset instants are "standardized" (aligned to the calendar in a timezone, not counted from creation):
 
@@ -38,6 +40,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from haimaker.errors import BadRequestError
 
 __all__ = [
+    "MAX_DURATION_DAYS",
     "Duration",
     "next_reset_at",
     "parse_duration",
@@ -50,6 +53,10 @@ _DURATION_RE: Final = re.compile(r"(\d+)(mo|[smhdw]?)")
 _RESET_TIME_RE: Final = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "mo": 30 * 86_400}
 _ALIASES: Final = {"hourly": (1, "h"), "daily": (24, "h"), "weekly": (7, "d"), "monthly": (30, "d")}
+MAX_DURATION_DAYS: Final = 36_500
+_MAX_DURATION_SECONDS: Final = MAX_DURATION_DAYS * 86_400
+# More digits than any duration up to the limit has (in seconds): refused before `int()` reads them.
+_MAX_AMOUNT_DIGITS: Final = len(str(_MAX_DURATION_SECONDS))
 # Candidates start at most one period before `now`, and a DST change delays the first one after `now` by
 # at most a few steps; the bound only turns a logic error into an exception instead of a hang.
 _MAX_CANDIDATES: Final = 10_000
@@ -90,10 +97,22 @@ def parse_duration(value: str) -> Duration:
         match = _DURATION_RE.match(value)
         if match is None or not match.group(2):
             raise _invalid(value)
-        amount, unit = int(match.group(1)), match.group(2)
+        digits = match.group(1).lstrip("0")
+        if len(digits) > _MAX_AMOUNT_DIGITS:
+            raise _too_long(value)
+        amount, unit = int(digits or "0"), match.group(2)
     if amount <= 0 or (unit == "mo" and amount != 1):
         raise _invalid(value)
-    return Duration(amount=amount, unit=unit, seconds=amount * _UNIT_SECONDS[unit])
+    seconds = amount * _UNIT_SECONDS[unit]
+    if seconds > _MAX_DURATION_SECONDS:
+        raise _too_long(value)
+    return Duration(amount=amount, unit=unit, seconds=seconds)
+
+
+def _too_long(value: str) -> BadRequestError:
+    return BadRequestError(
+        f"Invalid budget_duration '{value}': at most {MAX_DURATION_DAYS} days.", param="budget_duration"
+    )
 
 
 def validate_duration(value: str | None) -> str | None:

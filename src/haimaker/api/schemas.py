@@ -5,20 +5,67 @@ Unknown fields are ignored, as LiteLLM does (its UI sends `metadata`, for one). 
 `tpm_limit < 0`, a region other than "eu"/"us") are 422s here; rules that need the proxy's state or carry LiteLLM's
 400 messages (amounts, durations, models, ids) are checked by the services. Handlers pass the services
 `model_dump(exclude_unset=True)`: on update, a field sent as null differs from a field left out.
+
+Every string that can reach the store is one of the types below (`Id`, `Name`, `Text`, and `FreeJson` for the
+objects stored as JSON): `ids.text_problem` is their one rule (no NUL, no lone surrogate, bounded length), so a
+value either store cannot hold is a 422 naming the field, never a 500 from the database. Query parameters use
+the same types.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
-MAX_ID_CHARS: Final = 256
+from haimaker.ids import MAX_ID_CHARS, MAX_TEXT_CHARS, text_problem
+from haimaker.services.customers import MAX_PAGE
+
 _BIGINT: Final = 2**63 - 1
+MAX_LIST_CHARS: Final = 64 * 1024
 _INT: Final = 2**31 - 1
 
 Region = Literal["eu", "us"]
+
+
+def _storable_text(value: str, max_chars: int) -> str:
+    problem = text_problem(value, max_chars)
+    if problem is not None:
+        raise PydanticCustomError("unstorable_text", "the value {problem}", {"problem": problem})
+    return value
+
+
+def _storable(max_chars: int) -> AfterValidator:
+    return AfterValidator(lambda value: _storable_text(value, max_chars))
+
+
+def _storable_json(value: Any) -> Any:
+    """Every key and string inside a JSON value (stored as JSON/jsonb, where PostgreSQL refuses NUL)."""
+    if isinstance(value, str):
+        _storable_text(value, MAX_ID_CHARS)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _storable_json(key)
+            _storable_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item)
+    return value
+
+
+# A customer or budget id: 1 to 256 characters the stores can hold.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), _storable(MAX_ID_CHARS)]
+# A model name, a duration, a key or id used as a filter: at most 256 characters.
+Name = Annotated[str, StringConstraints(max_length=MAX_ID_CHARS), _storable(MAX_ID_CHARS)]
+# Free text shown to admins (an alias), or a search: at most 1024 characters.
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), _storable(MAX_TEXT_CHARS)]
+# A comma-separated list of ids in a query parameter (each id is checked after splitting).
+ListText = Annotated[str, StringConstraints(max_length=MAX_LIST_CHARS), _storable(MAX_LIST_CHARS)]
+FreeJson = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+Page = Annotated[int, Field(ge=1, le=MAX_PAGE)]
 
 
 class _Body(BaseModel):
@@ -41,7 +88,7 @@ class _BudgetFields(_Body):
     rpm_limit: int | None = Field(
         default=None, ge=0, le=_BIGINT, description="Max requests per minute, allowed for this budget id."
     )
-    budget_duration: str | None = Field(
+    budget_duration: Name | None = Field(
         default=None, description="Max duration budget should be set for (e.g. '1hr', '1d', '28d')", examples=["30d"]
     )
 
@@ -50,7 +97,7 @@ class _AllBudgetFields(_BudgetFields):
     tpd_limit: int | None = Field(
         default=None, ge=0, le=_BIGINT, description="Max tokens per day (stored, not enforced)."
     )
-    model_max_budget: dict[str, dict[str, Any]] | None = Field(
+    model_max_budget: dict[Name, FreeJson] | None = Field(
         default=None,
         description="Max budget for each model (e.g. {'gpt-4o': {'max_budget': '0.0000001', 'budget_duration': '1d', "
         "'tpm_limit': 1000, 'rpm_limit': 1000}}); stored, not enforced.",
@@ -61,54 +108,54 @@ class _AllBudgetFields(_BudgetFields):
 class NewCustomerRequest(_AllBudgetFields):
     """`POST /customer/new`. Any budget field gives the customer a private budget row."""
 
-    user_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, examples=["my-customer-id"])
-    alias: str | None = None
+    user_id: Id = Field(examples=["my-customer-id"])
+    alias: Text | None = None
     blocked: bool = False
-    budget_id: str | None = Field(default=None, description="Link to an existing budget (pricing tier).")
+    budget_id: Id | None = Field(default=None, description="Link to an existing budget (pricing tier).")
     spend: float | None = Field(default=None, description="Starting spend in USD.")
     allowed_model_region: Region | None = None
-    default_model: str | None = None
-    models: list[str] | None = Field(default=None, description="Models the customer may call; empty = any.")
+    default_model: Name | None = None
+    models: list[Name] | None = Field(default=None, description="Models the customer may call; empty = any.")
     object_permission: dict[str, Any] | None = Field(default=None, description="Accepted for compatibility; ignored.")
 
 
 class UpdateCustomerRequest(_BudgetFields):
     """`POST /customer/update`. Only the fields sent are applied; `budget_id: null` unlinks."""
 
-    user_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
-    alias: str | None = None
+    user_id: Id
+    alias: Text | None = None
     blocked: bool | None = None
-    budget_id: str | None = None
+    budget_id: Id | None = None
     allowed_model_region: Region | None = None
-    default_model: str | None = None
-    models: list[str] | None = None
+    default_model: Name | None = None
+    models: list[Name] | None = None
     object_permission: dict[str, Any] | None = Field(default=None, description="Accepted for compatibility; ignored.")
 
 
 class DeleteCustomerRequest(_Body):
-    user_ids: list[str] = Field(min_length=1)
+    user_ids: list[Id] = Field(min_length=1)
 
 
 class BlockUsers(_Body):
-    user_ids: list[str]
+    user_ids: list[Id]
 
 
 class BudgetNewRequest(_AllBudgetFields):
     """`POST /budget/new` and `POST /budget/update` (where `budget_id` is required)."""
 
-    budget_id: str | None = Field(default=None, max_length=MAX_ID_CHARS, description="The unique budget id.")
+    budget_id: Id | None = Field(default=None, description="The unique budget id.")
 
 
 class BudgetRequest(_Body):
-    budgets: list[str]
+    budgets: list[Id]
 
 
 class BudgetDeleteRequest(_Body):
-    id: str
+    id: Id
 
 
 class GlobalEndUsersSpend(_Body):
-    api_key: str | None = None
+    api_key: Name | None = None
     startTime: datetime | None = None  # LiteLLM's field names
     endTime: datetime | None = None
 
@@ -116,3 +163,34 @@ class GlobalEndUsersSpend(_Body):
 def set_fields(body: BaseModel) -> dict[str, Any]:
     """The fields the client sent (explicit nulls included), as plain values."""
     return body.model_dump(exclude_unset=True)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str = Field(description="The HTTP status, as a string (as LiteLLM sends it).")
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error of the proxy: the OpenAI error envelope."""
+
+    error: ErrorDetail
+
+
+_STATUS_DESCRIPTIONS: Final = {
+    400: "Invalid value (amount, duration, date range), or an id that already exists.",
+    401: "No admin key, or a wrong one.",
+    403: "No master key is configured.",
+    404: "The customer or budget named does not exist.",
+    422: "The request does not match the schema (types, lengths, text a store cannot hold).",
+    429: "Too many wrong keys from this address; see `retry-after`.",
+    503: "The store did not answer in time.",
+}
+# Every management route can answer these (the admin key guard, the failed-key throttle, the store).
+COMMON_ERRORS: Final = (401, 403, 429, 503)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error statuses, each with the error envelope's schema."""
+    return {status: {"model": ErrorEnvelope, "description": _STATUS_DESCRIPTIONS[status]} for status in statuses}

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from haimaker.api._services import ServicesDep
 from haimaker.api.responses import json_response
-from haimaker.api.schemas import GlobalEndUsersSpend
+from haimaker.api.schemas import GlobalEndUsersSpend, ListText, Name, Page, error_responses
 from haimaker.api.wire import activity_report, day_summary_row, spend_log_row
 from haimaker.money import nanos_to_usd
 from haimaker.services.budgets import as_utc
@@ -21,13 +21,13 @@ router = APIRouter(tags=["Budget & Spend Tracking"])
 DateQuery = Annotated[date | None, Query(description="YYYY-MM-DD (UTC), inclusive")]
 
 
-@router.get("/spend/logs")
+@router.get("/spend/logs", responses=error_responses(400, 422))
 async def spend_logs(
     services: ServicesDep,
-    api_key: str | None = None,
-    user_id: Annotated[str | None, Query(description="The key owner (`user` column), not the customer")] = None,
-    request_id: str | None = None,
-    end_user: Annotated[str | None, Query(description="The customer id")] = None,
+    api_key: Name | None = None,
+    user_id: Annotated[Name | None, Query(description="The key owner (`user` column), not the customer")] = None,
+    request_id: Name | None = None,
+    end_user: Annotated[Name | None, Query(description="The customer id")] = None,
     start_date: DateQuery = None,
     end_date: DateQuery = None,
     summarize: bool = True,
@@ -49,17 +49,17 @@ async def spend_logs(
     return json_response([spend_log_row(log) for log in logs])
 
 
-@router.get("/customer/daily/activity")
-@router.get("/end_user/daily/activity", include_in_schema=False)
+@router.get("/customer/daily/activity", responses=error_responses(400, 422))
+@router.get("/end_user/daily/activity", include_in_schema=False, responses=error_responses(400, 422))
 async def customer_daily_activity(
     services: ServicesDep,
-    end_user_ids: Annotated[str | None, Query(description="Comma-separated customer ids")] = None,
-    exclude_end_user_ids: Annotated[str | None, Query(description="Comma-separated customer ids")] = None,
+    end_user_ids: Annotated[ListText | None, Query(description="Comma-separated customer ids")] = None,
+    exclude_end_user_ids: Annotated[ListText | None, Query(description="Comma-separated customer ids")] = None,
     start_date: DateQuery = None,
     end_date: DateQuery = None,
-    model: str | None = None,
-    api_key: Annotated[str | None, Query(description="Accepted for compatibility; the rollup has no keys")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    model: Name | None = None,
+    api_key: Annotated[Name | None, Query(description="Accepted for compatibility; the rollup has no keys")] = None,
+    page: Annotated[Page, Query()] = 1,
     page_size: Annotated[int, Query(ge=1, le=1000, description="Days per page")] = 10,
 ) -> Response:
     """Customers' spend and tokens per day, newest first, broken down by model, provider and customer."""
@@ -75,13 +75,13 @@ async def customer_daily_activity(
     return json_response(activity_report(report))
 
 
-@router.post("/global/spend/end_users", include_in_schema=False)
+@router.post("/global/spend/end_users", include_in_schema=False, responses=error_responses(400, 422))
 async def top_end_users(services: ServicesDep, body: GlobalEndUsersSpend | None = None) -> Response:
     """The 100 customers who spent most (default: the last 30 days)."""
     body = body or GlobalEndUsersSpend()
     rows = await services.spend.top_end_users(
-        start=as_utc(body.startTime) if body.startTime is not None else None,
-        end=as_utc(body.endTime) if body.endTime is not None else None,
+        start=as_utc(body.startTime, param="startTime") if body.startTime is not None else None,
+        end=as_utc(body.endTime, param="endTime") if body.endTime is not None else None,
         api_key=body.api_key,
     )
     return json_response(

@@ -21,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final
 
 from haimaker.errors import BadRequestError, NotFoundError
+from haimaker.ids import checked_text
 from haimaker.money import Nanos, usd_to_nanos
 from haimaker.periods import validate_duration
 from haimaker.storage.records import Budget
@@ -43,6 +44,10 @@ BUDGET_FIELDS: Final = (
 MONEY_FIELDS: Final = frozenset({"max_budget", "soft_budget"})
 # Money is stored as a BIGINT of nano-dollars (at most ~9.2e9 USD); refuse what would not fit.
 MAX_USD: Final = Decimal(1_000_000_000)
+# A reset instant is a real date: the bounds leave room to add any period (at most a century, `periods.py`)
+# without leaving `datetime`'s range.
+EARLIEST_RESET: Final = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_RESET: Final = datetime(9000, 1, 1, tzinfo=UTC)
 _MODEL_BUDGET_KEYS: Final = frozenset(
     {"max_budget", "budget_limit", "budget_duration", "time_period", "tpm_limit", "rpm_limit"}
 )
@@ -65,9 +70,34 @@ def usd_amount(name: str, value: object) -> Nanos:
     return usd_to_nanos(number)
 
 
-def as_utc(value: datetime) -> datetime:
-    """Datetimes from clients without an offset are taken as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def as_utc(value: datetime, *, param: str | None = None) -> datetime:
+    """Datetimes from clients without an offset are taken as UTC.
+
+    Raises:
+        BadRequestError: the instant lies outside `datetime`'s range once in UTC (year 1 or 9999 with an offset).
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise BadRequestError(f"{param or 'The datetime'} {value.isoformat()} is out of range.", param=param) from None
+
+
+def reset_instant(value: datetime) -> datetime:
+    """A `budget_reset_at` from a client, in UTC, within `EARLIEST_RESET`..`LATEST_RESET`.
+
+    Raises:
+        BadRequestError: out of that range.
+    """
+    at = as_utc(value, param="budget_reset_at")
+    if not EARLIEST_RESET <= at < LATEST_RESET:
+        raise BadRequestError(
+            f"budget_reset_at must be from {EARLIEST_RESET.year} to {LATEST_RESET.year - 1} (UTC). "
+            f"Received: {value.isoformat()}",
+            param="budget_reset_at",
+        )
+    return at
 
 
 def _checked_model_max_budget(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,11 +141,11 @@ class BudgetService:
                 if name in MONEY_FIELDS:
                     value = usd_amount(name, value)
                 elif name == "budget_duration":
-                    value = validate_duration(value)
+                    value = validate_duration(checked_text(value, param=name))
                 elif name == "model_max_budget":
                     value = _checked_model_max_budget(value)
                 elif name == "budget_reset_at":
-                    value = as_utc(value)
+                    value = reset_instant(value)
             changes[name] = value
         if "budget_duration" in changes and changes.get("budget_reset_at") is None:
             duration = changes["budget_duration"]
@@ -129,7 +159,7 @@ class BudgetService:
         Raises:
             DuplicateError: the id is taken.
         """
-        budget_id = fields.get("budget_id") or str(uuid.uuid4())
+        budget_id = checked_text(fields.get("budget_id") or str(uuid.uuid4()), param="budget_id")
         budget = replace(Budget(budget_id=budget_id), **self.changes(fields))
         created = await self._services.sink.budgets.create(budget)
         await self._services.changed("budget", created.budget_id, created)
@@ -156,6 +186,7 @@ class BudgetService:
         budget_id = fields.get("budget_id")
         if not budget_id:
             raise BadRequestError("budget_id is required", param="budget_id")
+        checked_text(budget_id, param="budget_id")
         return await self.apply(budget_id, self.changes(fields))
 
     async def apply(self, budget_id: str, changes: Mapping[str, Any]) -> Budget:
@@ -167,7 +198,7 @@ class BudgetService:
         return updated
 
     async def get(self, budget_id: str) -> Budget | None:
-        return await self._services.sink.budgets.get(budget_id)
+        return await self._services.sink.budgets.get(checked_text(budget_id, param="budget_id"))
 
     async def get_many(self, budget_ids: Iterable[str]) -> list[Budget]:
         """The budgets named, in the order given.
@@ -176,7 +207,7 @@ class BudgetService:
             BadRequestError: no ids.
             NotFoundError: some ids do not exist.
         """
-        wanted = list(dict.fromkeys(budget_ids))
+        wanted = [checked_text(budget_id, param="budgets") for budget_id in dict.fromkeys(budget_ids)]
         if not wanted:
             raise BadRequestError(f"Specify list of budget id's to query. Passed in={wanted}", param="budgets")
         found = await self._services.sink.budgets.get_many(wanted)
@@ -195,6 +226,7 @@ class BudgetService:
             BadRequestError: it is the configured default budget.
             NotFoundError: no such budget.
         """
+        checked_text(budget_id, param="id")
         if budget_id == self._services.catalog.default_budget_id:
             raise BadRequestError(
                 f"Budget '{budget_id}' is the default budget of every customer without one "

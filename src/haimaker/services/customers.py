@@ -8,6 +8,8 @@ Invariants:
   exact, and a customer created by traffic exists in the store (so `create` refuses it as a duplicate).
 - Spend shown is the live counter when this instance has one (it includes charges not yet written), else the stored
   spend.
+- Ids, searches and other text are checked with `ids.checked_text` here too (the API checks them first, the admin UI
+  relies on this): a value a store cannot hold is a 400, never a database error.
 - A customer's budget fields (max_budget, tpm_limit, …) live on a budget row. A customer without a row of its own
   gets a private one; a row shared with other customers (a pricing tier, or the default budget) is never changed
   from here: the customer gets a private copy with the change, the tier stays as it is.
@@ -19,7 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from haimaker.errors import DuplicateError, NotFoundError, UnprocessableError
+from haimaker.errors import BadRequestError, DuplicateError, NotFoundError, UnprocessableError
+from haimaker.ids import MAX_TEXT_CHARS, checked_text
 from haimaker.money import Nanos
 from haimaker.services.budgets import BUDGET_FIELDS, usd_amount
 from haimaker.storage.records import Budget, Customer
@@ -37,6 +40,8 @@ UPDATE_BUDGET_FIELDS: Final = (
     "budget_duration",
 )
 _NULLABLE_FIELDS: Final = ("alias", "allowed_model_region", "default_model")
+# Pages of a list: enough for any real listing, and OFFSET (page * size) stays far from the stores' 64-bit limit.
+MAX_PAGE: Final = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,7 @@ class CustomerService:
         Raises:
             NotFoundError: no such customer (`param` names the request field that carried the id).
         """
+        checked_text(user_id, param=param)
         await self._services.settle_pending()
         customer = await self._services.sink.customers.get(user_id)
         if customer is None:
@@ -73,7 +79,15 @@ class CustomerService:
         return (await self._views([customer]))[0]
 
     async def list_page(self, page: int, page_size: int, search: str | None) -> list[CustomerView]:
-        """One page of customers ordered by id, optionally filtered by a substring of id or alias."""
+        """One page of customers ordered by id, optionally filtered by a substring of id or alias.
+
+        Raises:
+            BadRequestError: page past `MAX_PAGE`, or a search the store cannot take.
+        """
+        if not 1 <= page <= MAX_PAGE:
+            raise BadRequestError(f"page must be from 1 to {MAX_PAGE}.", param="page")
+        if search:
+            checked_text(search, param="search", max_chars=MAX_TEXT_CHARS)
         await self._services.settle_pending()
         customers = await self._services.sink.customers.list_page(page, page_size, search or None)
         return await self._views(customers)
@@ -89,7 +103,7 @@ class CustomerService:
             DuplicateError: the customer exists (traffic-created ones included).
             NotFoundError: budget_id names no budget.
         """
-        user_id: str = fields["user_id"]
+        user_id: str = checked_text(fields["user_id"], param="user_id")
         budget_fields = {name: fields[name] for name in BUDGET_FIELDS if fields.get(name) is not None}
         budget_id = fields.get("budget_id")
         if budget_fields and budget_id is not None:
@@ -134,7 +148,7 @@ class CustomerService:
             UnprocessableError: budget fields together with budget_id, or an unknown default_model.
             BadRequestError: an invalid budget field.
         """
-        user_id: str = fields["user_id"]
+        user_id: str = checked_text(fields["user_id"], param="user_id")
         changes: dict[str, Any] = {name: fields[name] for name in _NULLABLE_FIELDS if name in fields}
         for name in ("blocked", "models"):
             if fields.get(name) is not None:
@@ -175,7 +189,7 @@ class CustomerService:
         Raises:
             NotFoundError: some ids do not exist (nothing is deleted).
         """
-        wanted = list(dict.fromkeys(user_ids))
+        wanted = _checked_ids(user_ids)
         await self._services.settle_pending()
         await self._services.sink.customers.delete_many(wanted)
         for user_id in wanted:
@@ -184,8 +198,9 @@ class CustomerService:
 
     async def block(self, user_ids: Iterable[str]) -> list[CustomerView]:
         """Block customers, creating those that do not exist yet."""
+        wanted = _checked_ids(user_ids)
         await self._services.settle_pending()
-        customers = await self._services.sink.customers.set_blocked(user_ids, True)
+        customers = await self._services.sink.customers.set_blocked(wanted, True)
         for customer in customers:
             await self._services.changed("customer", customer.user_id, customer)
         return await self._views(customers)
@@ -196,7 +211,7 @@ class CustomerService:
         Raises:
             NotFoundError: some ids do not exist (nothing is changed).
         """
-        wanted = list(dict.fromkeys(user_ids))
+        wanted = _checked_ids(user_ids)
         await self._services.settle_pending()
         missing = [user_id for user_id in wanted if await self._services.sink.customers.get(user_id) is None]
         if missing:
@@ -242,6 +257,10 @@ class CustomerService:
             )
             for c in customers
         ]
+
+
+def _checked_ids(user_ids: Iterable[str]) -> list[str]:
+    return [checked_text(user_id, param="user_ids") for user_id in dict.fromkeys(user_ids)]
 
 
 def _both_budget_and_fields(budget_fields: Mapping[str, Any]) -> UnprocessableError:

@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Final
 
 from haimaker.errors import BadRequestError
+from haimaker.ids import checked_text
 from haimaker.money import Nanos
 from haimaker.storage.records import DailySpend, SpendLog
 
@@ -114,8 +115,20 @@ def check_range(start: date | None, end: date | None) -> None:
         raise BadRequestError(f"end_date {end} is before start_date {start}.", param="end_date")
 
 
+def _check_filters(**filters: str | None) -> None:
+    """Filters go to the store as query parameters: the same text rule as the ids they match."""
+    for name, value in filters.items():
+        if value is not None:
+            checked_text(value, param=name)
+
+
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _day_after(day: date) -> datetime | None:
+    """The end of an inclusive range ending on `day`; None (no end) for the last day `date` can hold."""
+    return None if day == date.max else _day_start(day + timedelta(days=1))
 
 
 class SpendService:
@@ -135,6 +148,7 @@ class SpendService:
         end_date: date | None = None,
     ) -> list[SpendLog]:
         """Spend logs matching every filter, newest first, at most `MAX_LOGS`."""
+        _check_filters(end_user=end_user, request_id=request_id, api_key=api_key, user_id=user_id)
         check_range(start_date, end_date)
         await self._services.settle_pending()
         if user_id is not None and user_id != KEY_OWNER:
@@ -144,7 +158,7 @@ class SpendService:
             request_id=request_id,
             api_key=hashed_key(api_key) if api_key is not None else None,
             start=_day_start(start_date) if start_date is not None else None,
-            end=_day_start(end_date + timedelta(days=1)) if end_date is not None else None,
+            end=_day_after(end_date) if end_date is not None else None,
             limit=MAX_LOGS,
         )
 
@@ -159,6 +173,7 @@ class SpendService:
         user_id: str | None = None,
     ) -> list[DaySummary]:
         """Per-day spend, by key owner and model, for every day of the range (zeros where nothing happened)."""
+        _check_filters(end_user=end_user, request_id=request_id, api_key=api_key, user_id=user_id)
         check_range(start_date, end_date)
         if (end_date - start_date).days >= MAX_SUMMARY_DAYS:
             raise BadRequestError(
@@ -224,6 +239,9 @@ class SpendService:
         page_size: int = 10,
     ) -> ActivityReport:
         """Customers' activity per day, newest day first, `page_size` days a page."""
+        for user_id in (*(end_user_ids or ()), *(exclude_end_user_ids or ())):
+            checked_text(user_id, param="end_user_ids")
+        _check_filters(model=model)
         check_range(start_date, end_date)
         await self._services.settle_pending()
         rows = await self._services.sink.spend.daily_activity(
@@ -253,9 +271,12 @@ class SpendService:
         self, *, start: datetime | None = None, end: datetime | None = None, api_key: str | None = None
     ) -> list[tuple[str, int, Nanos]]:
         """(customer, requests, spend) of the `TOP_END_USERS` biggest spenders; the last 30 days by default."""
+        _check_filters(api_key=api_key)
         await self._services.settle_pending()
         if start is None:
-            start = (end or self._services.state.clock.now()) - DEFAULT_WINDOW
+            # No window before the first representable instant: then there is simply no lower bound.
+            latest = end or self._services.state.clock.now()
+            start = latest - DEFAULT_WINDOW if latest > datetime.min.replace(tzinfo=UTC) + DEFAULT_WINDOW else None
         return await self._services.sink.spend.top_end_users(
             start=start,
             end=end,
