@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from haimaker.api.errors import install_error_handlers, internal_error
 from haimaker.api.llm import send_error
-from haimaker.errors import BadRequestError, BadGatewayError
+from haimaker.errors import BadGatewayError, BadRequestError
 
 
 def _app() -> FastAPI:
