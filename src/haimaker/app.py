@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from haimaker.accounting.dead_letters import DEAD_LETTER_FILENAME, DeadLetterBox
 from haimaker.accounting.pricing import PriceTable
 from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
@@ -26,7 +27,7 @@ from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send, azur
 from haimaker.app_state import AppState
 from haimaker.clock import Clock, SystemClock
 from haimaker.config.loader import ConfigError, Settings
-from haimaker.errors import InvalidKeyError, ProxyError
+from haimaker.errors import InvalidKeyError, ProxyError, ServiceUnavailableError
 from haimaker.identity import Authenticator, CustomerIdResolver
 from haimaker.limits.auth_throttle import AuthThrottle
 from haimaker.limits.engine import BudgetEngine
@@ -43,7 +44,10 @@ from haimaker.providers.router import DEFAULT_NUM_RETRIES, Router, build_deploym
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import CounterStore
 from haimaker.state.memory import MemoryCounterStore
+from haimaker.storage.dead_letters_repo import DeadLetterRepository
 from haimaker.storage.engine import create_engine, normalize_database_url, session_factory, upgrade
+from haimaker.storage.store_health import StoreMonitor
+from haimaker.storage.store_identity import STORE_ID_FILENAME, StoreIdentityError, remember_store, verify_store
 
 logger = logging.getLogger("haimaker")
 
@@ -54,6 +58,7 @@ class HaimakerApp:
     def __init__(self, api: FastAPI) -> None:
         self.api = api
         self._llm: LLMEndpoint | None = None
+        self._store_gate: StoreMonitor | None = None  # set in fail-closed mode: a lost store refuses LLM calls
 
     @property
     def state(self) -> AppState:
@@ -72,6 +77,12 @@ class HaimakerApp:
                 llm = self._llm
                 if llm is None:
                     llm = self._llm = LLMEndpoint(self.state.pipeline, self.state.auth_throttle)
+                    if self.state.settings.config.general_settings.fail_closed_budget_enforcement:
+                        self._store_gate = self.state.store_monitor
+                if self._store_gate is not None and self._store_gate.is_lost:
+                    # Fail-closed: no charge could be recorded durably, so nothing is served (an attribute read).
+                    await send_error(send, _STORE_LOST)
+                    return
                 await llm(scope, receive, send, route, path_model)
                 return
         if scope["type"] == "http" and scope["path"].startswith(_ADMIN_PREFIXES):
@@ -94,6 +105,11 @@ class HaimakerApp:
 
 
 _ADMIN_PREFIXES = ("/customer/", "/end_user/", "/budget/", "/spend/", "/global/")
+_STORE_LOST = ServiceUnavailableError(
+    "The spend store is unavailable (see /health/readiness); requests are refused while "
+    "general_settings.fail_closed_budget_enforcement is on.",
+    error_type="store_unavailable",
+)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, serving: bool = False) -> HaimakerApp:
@@ -142,10 +158,18 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     general, litellm = config.general_settings, config.litellm_settings
 
     db_url = normalize_database_url(settings.database_url, config_dir=settings.config_dir)
-    await upgrade(db_url)
+    store_memory = settings.config_dir / STORE_ID_FILENAME
+    try:
+        # Never a silent new database: a deleted, replaced or emptied store is refused before migrating it.
+        await verify_store(db_url, store_memory)
+        await upgrade(db_url)
+        store_id = await remember_store(db_url, store_memory)
+    except StoreIdentityError as exc:
+        raise ConfigError([f"database_url: {exc}"]) from None
     db = create_engine(db_url)
     sessions = session_factory(db)
     sink = StoreSink(sessions, clock)
+    store_monitor = StoreMonitor(db, db_url, store_id)
 
     prices = PriceTable.bundled()
     deployments = build_deployments(config, prices)
@@ -177,7 +201,14 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
             ]
         )
 
-    recorder = SpendRecorder(sink, max_delay_s=min(general.proxy_batch_write_at, 0.1))
+    recorder = SpendRecorder(
+        sink,
+        max_delay_s=min(general.proxy_batch_write_at, 0.1),
+        dead_letters=DeadLetterBox(
+            DeadLetterRepository(sessions, clock=clock), settings.config_dir / DEAD_LETTER_FILENAME
+        ),
+        is_store_lost=lambda: store_monitor.is_lost,
+    )
     next_reset = next_reset_function(litellm.timezone, litellm.budget_reset_time)
     cluster = None
     store: CounterStore
@@ -265,6 +296,9 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     if cluster is not None:
         state.closers.append(cluster.aclose)
     state.sink = sink
+    state.store_monitor = store_monitor
+    state.dead_letters = DeadLetterRepository(sessions, clock=clock)
+    state.background.append(asyncio.create_task(store_monitor.run(), name="haimaker-store-monitor"))
     from haimaker.services.container import Services
 
     state.services = Services(state, sink)
@@ -276,6 +310,23 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         state.background.append(asyncio.create_task(job.run(), name="haimaker-reset-job"))
     alerter.start()
     return state
+
+
+async def verify_configured_store(settings: Settings) -> None:
+    """Refuse a deleted, replaced or emptied store before serving (the CLI calls this first, so the refusal is one
+    clear message and exit code 2 rather than a failed lifespan's traceback; the lifespan checks again).
+
+    Raises:
+        ConfigError: the configured store is not the one this proxy used before.
+    """
+    try:
+        db_url = normalize_database_url(settings.database_url, config_dir=settings.config_dir)
+        await verify_store(db_url, settings.config_dir / STORE_ID_FILENAME)
+    except StoreIdentityError as exc:
+        raise ConfigError([f"database_url: {exc}"]) from None
+    except Exception:
+        # Not an identity problem (e.g. the store is unreachable): the lifespan reports it as before.
+        logger.debug("store pre-check skipped", exc_info=True)
 
 
 def _reset_interval(settings: Settings) -> float:

@@ -25,6 +25,8 @@ from haimaker.providers.router import Router
 if TYPE_CHECKING:
     from haimaker.services.container import Services
     from haimaker.state.cluster import Cluster
+    from haimaker.storage.dead_letters_repo import DeadLetterRepository
+    from haimaker.storage.store_health import StoreMonitor
 
 logger = logging.getLogger("haimaker")
 
@@ -50,8 +52,19 @@ class AppState:
     services: Services | None = None
     sink: Any = None
     reset_job: Any = None
+    # Watches the store for loss (deleted/replaced/read-only SQLite file, emptied PostgreSQL): readiness, fail-closed.
+    store_monitor: StoreMonitor | None = None
+    dead_letters: DeadLetterRepository | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def dead_letter_count(self) -> int:
+        """Spend items that could not be written: in the store's table (as of the store monitor's last check), in
+        the dead-letter file, and those only logged."""
+        box = self.recorder.dead_letters
+        monitor = self.store_monitor
+        in_table = monitor.status.dead_letters if monitor is not None else box.in_table
+        return in_table + box.in_file + box.in_log_only
 
     async def store_is_reachable(self) -> bool:
         try:

@@ -54,9 +54,11 @@ def serve(
     )
     settings = _load_or_exit(config)
     port = port if port is not None else int(os.environ.get("PORT", "4000"))
+    from haimaker.app import verify_configured_store
     from haimaker.server import run_server
 
     try:
+        asyncio.run(verify_configured_store(settings))
         run_server(settings, config, host=host, port=port, workers=num_workers, server=server, debug=detailed_debug)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)

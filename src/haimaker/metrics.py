@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+_STORE_STATES = ("ok", "unreachable", "lost")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -53,6 +54,23 @@ class Metrics:
         self.spend_pending = Gauge(
             "haimaker_spend_writes_pending", "Charges queued but not yet durable", registry=self.registry
         )
+        self.dead_letters = Gauge(
+            "haimaker_spend_dead_letters",
+            "Charges and resets that could not be written, by where they were filed (table; file, log)",
+            ["where"],
+            registry=self.registry,
+        )
+        self.write_failing = Gauge(
+            "haimaker_spend_write_failing_seconds",
+            "How long spend writes have been failing (0 while they succeed)",
+            registry=self.registry,
+        )
+        self.store_state = Gauge(
+            "haimaker_store_state",
+            "1 for the store's current state (ok, unreachable, lost), 0 for the others",
+            ["state"],
+            registry=self.registry,
+        )
 
     def model_label(self, model: str | None) -> str:
         return model if model in self._known_models else "other"
@@ -79,6 +97,16 @@ class Metrics:
         latency.observe(total_s)
         if overhead_s >= 0:
             overhead.observe(overhead_s)
+
+    def observe_ledger(
+        self, *, store_state: str, dead_letters_table: int, dead_letters_file: int, failing_for_s: float
+    ) -> None:
+        """Set the ledger's gauges (at scrape time, from values already known)."""
+        self.dead_letters.labels("table").set(dead_letters_table)
+        self.dead_letters.labels("file").set(dead_letters_file)
+        self.write_failing.set(failing_for_s)
+        for state in _STORE_STATES:
+            self.store_state.labels(state).set(1 if state == store_state else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Final
+
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
@@ -9,6 +11,10 @@ from haimaker import __version__
 from haimaker.api.deps import AppStateDep, require_llm_key
 from haimaker.api.responses import json_response
 from haimaker.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from haimaker.app_state import AppState
+    from haimaker.storage.store_health import StoreStatus
 
 router = APIRouter()
 
@@ -21,19 +27,54 @@ async def liveliness() -> PlainTextResponse:
 
 @router.get("/health/readiness")
 async def readiness(state: AppStateDep) -> Response:
-    db_ok = await state.store_is_reachable()
+    """Ready to serve, and is every charge reaching the store? See `readiness_of` for the rule."""
+    store = await state.store_monitor.check() if state.store_monitor is not None else None
+    db_ok = store.state == "ok" if store is not None else await state.store_is_reachable()
+    status, reasons = readiness_of(state, store)
+    recorder = state.recorder
     body = {
-        "status": "healthy" if db_ok else "unhealthy",
-        "db": "connected" if db_ok else "disconnected",
+        "status": status,
+        "db": "connected" if db_ok else ("lost" if store is not None and store.state == "lost" else "disconnected"),
         "cache": "redis" if state.redis_url else None,
         "litellm_version": __version__,
         "haimaker_version": __version__,
-        "spend_writes_pending": state.recorder.pending,
+        "spend_writes_pending": recorder.pending,
+        "spend_writes_failing_for_s": round(recorder.failing_for_s, 1),
+        "spend_dead_letters": state.dead_letter_count(),
+        "reasons": reasons,
     }
     if state.cluster is not None:
         # Informational: a Redis outage is handled by fail-open/fail-closed, so it never fails readiness.
         body.update(state.cluster.status())
-    return json_response(body, status_code=200 if db_ok else 503)
+    return json_response(body, status_code=503 if status == "unhealthy" else 200)
+
+
+# A writer failing this long, or this far behind, makes readiness "degraded" (charges wait, none is lost yet).
+WRITER_FAILING_DEGRADED_S: Final = 10.0
+PENDING_DEGRADED: Final = 10_000
+
+
+def readiness_of(state: AppState, store: StoreStatus | None) -> tuple[str, list[str]]:
+    """The readiness rule: (status, reasons).
+
+    - "unhealthy" (503): the store is unreachable, or lost (SQLite file missing, replaced or read-only; store
+      emptied or another one): take this instance out of rotation.
+    - "degraded" (200, still serving): dead letters exist (table, file or log), the spend writer has been failing
+      for `WRITER_FAILING_DEGRADED_S` or more, or `PENDING_DEGRADED` or more charges are pending.
+    - "healthy" otherwise.
+    """
+    if store is not None and store.state != "ok":
+        return "unhealthy", [f"store {store.state}: {store.reason}"]
+    recorder = state.recorder
+    reasons = []
+    dead = state.dead_letter_count()
+    if dead:
+        reasons.append(f"{dead} spend item(s) could not be written: see GET /spend/dead_letters")
+    if recorder.failing_for_s >= WRITER_FAILING_DEGRADED_S:
+        reasons.append(f"spend writes failing for {recorder.failing_for_s:.0f}s: {recorder.last_error}")
+    if recorder.pending >= PENDING_DEGRADED:
+        reasons.append(f"{recorder.pending} spend writes pending")
+    return ("degraded" if reasons else "healthy"), reasons
 
 
 @router.get("/models")
@@ -59,4 +100,13 @@ async def retrieve_model(model_id: str, request: Request, state: AppStateDep) ->
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: AppStateDep) -> Response:
     state.metrics.spend_pending.set(state.recorder.pending)
+    # The store monitor's last verdict (it checks every second): a scrape does no I/O.
+    monitor = state.store_monitor
+    box = state.recorder.dead_letters
+    state.metrics.observe_ledger(
+        store_state=monitor.status.state if monitor is not None else "ok",
+        dead_letters_table=monitor.status.dead_letters if monitor is not None else box.in_table,
+        dead_letters_file=box.in_file + box.in_log_only,
+        failing_for_s=state.recorder.failing_for_s,
+    )
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

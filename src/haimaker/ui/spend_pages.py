@@ -12,6 +12,7 @@ from typing import Final
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from haimaker.app_state import AppState
 from haimaker.errors import ProxyError
 from haimaker.money import Nanos
 from haimaker.ui.charts import daily_spend_chart, ranked_bars_chart
@@ -38,6 +39,17 @@ def chosen_range(today: date, range_code: str | None, start: str | None, end: st
         return first, last, ""
     code = range_code if range_code in _RANGE_DAYS else "30d"
     return today - timedelta(days=_RANGE_DAYS[code] - 1), today, code
+
+
+def ledger_warning(state: AppState) -> str | None:
+    """A warning when the figures below may be incomplete: the store is lost, or charges could not be written."""
+    monitor = state.store_monitor
+    if monitor is not None and monitor.is_lost:
+        return "The spend store is lost: new charges are not being recorded in it (see /health/readiness)."
+    dead = state.dead_letter_count()
+    if dead:
+        return f"{dead} charge(s) could not be recorded and are missing below (see /spend/dead_letters)."
+    return None
 
 
 @router.get("/spend", response_class=HTMLResponse)
@@ -77,6 +89,7 @@ async def spend_page(
     points = [(day.day.isoformat(), day.spend) for day in days]
     context = {
         "nav": "spend",
+        "ledger_warning": ledger_warning(state),
         "ranges": RANGES,
         "range": code,
         "range_error": range_error,
