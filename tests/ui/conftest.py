@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from ui_client import UiClient
 
+from redisdb import redis_prefix, redis_url  # noqa: F401
 from support.proxy import RunningProxy, base_config, running_proxy
 
 

@@ -27,7 +27,7 @@ from haimaker.ui.forms import (
     errors_for,
     given,
 )
-from haimaker.ui.rendering import render, usd_form_value
+from haimaker.ui.rendering import notice_query, render, usd_form_value
 from haimaker.ui.session import Session
 from haimaker.ui.validation import budget_fields
 
@@ -138,7 +138,7 @@ async def create_budget(
     except ProxyError as error:
         errors = _budget_errors(error, form)
         return _form_page(templates, request, session, is_edit=False, values=form, errors=errors, status_code=400)
-    return redirect("/ui/budgets?notice=budget-created&" + _id_query(created.budget_id))
+    return redirect("/ui/budgets?" + notice_query(session, "budget-created", created.budget_id))
 
 
 @router.get("/budgets/edit", response_class=HTMLResponse)
@@ -166,7 +166,7 @@ async def update_budget(
     except ProxyError as error:
         errors = _budget_errors(error, form)
         return _form_page(templates, request, session, is_edit=True, values=form, errors=errors, status_code=400)
-    return redirect("/ui/budgets?notice=budget-updated&" + _id_query(id))
+    return redirect("/ui/budgets?" + notice_query(session, "budget-updated", id))
 
 
 def _delete_context(services: Services, budget: Budget) -> dict[str, Any]:
@@ -209,7 +209,7 @@ async def delete_budget(
             return _missing(templates, request, session, id)
         context = _delete_context(services, budget) | {"errors": {"": error.message}}
         return render(templates, request, session, "budget_delete.html", context, status_code=error.status_code)
-    return redirect("/ui/budgets?notice=budget-deleted&" + _id_query(id))
+    return redirect("/ui/budgets?" + notice_query(session, "budget-deleted", id))
 
 
 def _missing(templates: Jinja2Templates, request: Request, session: Session, budget_id: str) -> Response:

@@ -21,7 +21,7 @@ from haimaker.services.customers import CustomerView
 from haimaker.ui.customer_pages import customer_query, effective_budget, not_found_page
 from haimaker.ui.deps import AdminSession, CheckedForm, ServicesDep, TemplatesDep, redirect
 from haimaker.ui.forms import CUSTOMER_LIMIT_FIELDS, errors_for, given
-from haimaker.ui.rendering import render, usd_form_value
+from haimaker.ui.rendering import notice_query, render, usd_form_value
 from haimaker.ui.session import Session
 from haimaker.ui.validation import customer_update_fields, new_customer_fields
 
@@ -132,7 +132,7 @@ async def create_customer(
         return await _form_page(
             services, templates, request, session, view=None, values=form, errors=errors, status_code=400
         )
-    return redirect("/ui/customers/view?" + customer_query(created.customer.user_id, notice="customer-created"))
+    return redirect("/ui/customers/view?" + notice_query(session, "customer-created", created.customer.user_id))
 
 
 @router.get("/customers/edit", response_class=HTMLResponse)
@@ -171,4 +171,4 @@ async def update_customer(
         return await _form_page(
             services, templates, request, session, view=view, values=values, errors=errors, status_code=400
         )
-    return redirect("/ui/customers/view?" + customer_query(id, notice="customer-updated"))
+    return redirect("/ui/customers/view?" + notice_query(session, "customer-updated", id))

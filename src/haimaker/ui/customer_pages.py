@@ -24,7 +24,7 @@ from haimaker.services.customers import CustomerView
 from haimaker.storage.records import Budget
 from haimaker.ui.charts import budget_bar, daily_spend_chart
 from haimaker.ui.deps import AdminSession, CheckedForm, ServicesDep, TemplatesDep, redirect
-from haimaker.ui.rendering import render
+from haimaker.ui.rendering import notice_query, render
 from haimaker.ui.session import Session
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -139,7 +139,7 @@ async def customer_page(
 @router.post("/customers/block")
 async def block_customer(services: ServicesDep, session: AdminSession, form: CheckedForm, id: str) -> Response:
     await services.customers.block([id])
-    return redirect("/ui/customers/view?" + customer_query(id, notice="customer-blocked"))
+    return redirect("/ui/customers/view?" + notice_query(session, "customer-blocked", id))
 
 
 @router.post("/customers/unblock", response_class=HTMLResponse)
@@ -150,7 +150,7 @@ async def unblock_customer(
         await services.customers.unblock([id])
     except NotFoundError as error:
         return not_found_page(templates, request, session, error)
-    return redirect("/ui/customers/view?" + customer_query(id, notice="customer-unblocked"))
+    return redirect("/ui/customers/view?" + notice_query(session, "customer-unblocked", id))
 
 
 @router.get("/customers/delete", response_class=HTMLResponse)
@@ -179,4 +179,4 @@ async def delete_customer(
         await services.customers.delete([id])
     except NotFoundError as error:
         return not_found_page(templates, request, session, error)
-    return redirect("/ui/customers?" + urlencode({"notice": "customer-deleted", "id": id}))
+    return redirect("/ui/customers?" + notice_query(session, "customer-deleted", id))

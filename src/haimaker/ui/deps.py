@@ -1,5 +1,5 @@
-"""FastAPI dependencies of the admin UI, as `Annotated` aliases: app state, templates, the signed-in session, and
-the CSRF-checked form of a POST."""
+"""FastAPI dependencies of the admin UI, as `Annotated` aliases: app state, templates, the signed-in session (its
+cookie valid and its id still live on the server), and the CSRF-checked form of a POST."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from haimaker.app_state import AppState
 from haimaker.errors import ServiceUnavailableError
 from haimaker.services.container import Services
+from haimaker.state.ui_sessions import LiveSessions
 from haimaker.ui.session import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -44,9 +45,34 @@ def get_codec(request: Request) -> SessionCodec:
     return SessionCodec(get_state(request).settings.master_key)
 
 
-def require_admin_session(request: Request) -> Session:
-    """The signed-in admin's session; anyone else is sent to the sign-in page."""
+def get_live_sessions(request: Request) -> LiveSessions:
+    """The set of live UI sessions: in Redis when the proxy has one (every instance agrees), else in this process."""
+    state = get_state(request)
+    cached: tuple[AppState, LiveSessions] | None = getattr(request.app.state, "haimaker_ui_sessions", None)
+    if cached is not None and cached[0] is state:
+        return cached[1]
+    cluster = state.cluster
+    sessions = LiveSessions(
+        state.clock,
+        cluster.client if cluster is not None else None,
+        state.settings.config.general_settings.redis_key_prefix,
+    )
+    request.app.state.haimaker_ui_sessions = (state, sessions)
+    return sessions
+
+
+async def read_session(request: Request) -> Session | None:
+    """The request's session; None when absent or invalid, and when it is a signed-in session that was signed out
+    (or that the server no longer knows: after a restart without Redis)."""
     session = get_codec(request).read(request)
+    if session is not None and session.is_admin and not await get_live_sessions(request).is_live(session.session_id):
+        return None
+    return session
+
+
+async def require_admin_session(request: Request) -> Session:
+    """The signed-in admin's session; anyone else is sent to the sign-in page."""
+    session = await read_session(request)
     if session is None or not session.is_admin:
         next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(next_path if request.method == "GET" else "/ui/customers")

@@ -1,15 +1,19 @@
 """The Jinja2 environment of the admin UI: templates shipped as package data, autoescaped, with money filters.
 
 Pages are rendered through `render(...)`, which adds what every page needs: the session's CSRF token, the signed-in
-flag, the active navigation tab, and a notice after a successful write (a fixed message chosen by code, so no text
-from the URL is ever shown as is).
+flag, the active navigation tab, and a notice after a successful write: a fixed message chosen by code. A message
+that names an id shows it only with the signature the redirect after the write added (`notice_query`): an HMAC keyed
+by the session's CSRF token, which no one else knows, so a link cannot put its own text in the banner.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlencode
 
 from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
@@ -77,12 +81,28 @@ def build_templates() -> Jinja2Templates:
     return templates
 
 
-def notice_text(request: Request) -> str | None:
-    code = request.query_params.get("notice")
-    message = NOTICES.get(code or "")
-    if message is None:
+def notice_query(session: Session, code: str, subject: str) -> str:
+    """The query string of the page to show notice `code` about `subject` (an id) on, signed for this session."""
+    return urlencode({"notice": code, "id": subject, "ns": _notice_signature(session, code, subject)})
+
+
+def _notice_signature(session: Session, code: str, subject: str) -> str:
+    return hmac.new(session.csrf.encode(), f"{code}\n{subject}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def notice_text(request: Request, session: Session | None) -> str | None:
+    """The notice the URL asks for: a fixed message, with its id only when the signature matches."""
+    code = request.query_params.get("notice") or ""
+    message = NOTICES.get(code)
+    if message is None or "{id}" not in message:
+        return message
+    subject = request.query_params.get("id", "")
+    signature = request.query_params.get("ns", "")
+    if session is None or not hmac.compare_digest(
+        signature.encode(), _notice_signature(session, code, subject).encode()
+    ):
         return None
-    return message.format(id=request.query_params.get("id", ""))
+    return message.format(id=subject)
 
 
 def render(
@@ -98,7 +118,7 @@ def render(
     full = {
         "csrf_token": session.csrf if session else "",
         "is_signed_in": bool(session and session.is_admin),
-        "notice": notice_text(request),
+        "notice": notice_text(request, session),
         "is_htmx": request.headers.get("hx-request") == "true",
         **context,
     }

@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from haimaker.state.ui_sessions import SessionStoreUnavailable
 from haimaker.ui import budget_pages, customer_forms, customer_pages, spend_pages
 from haimaker.ui.deps import (
     AdminSession,
@@ -23,12 +24,14 @@ from haimaker.ui.deps import (
     StateDep,
     TemplatesDep,
     get_codec,
+    get_live_sessions,
     get_templates,
     is_https,
+    read_session,
     redirect,
 )
 from haimaker.ui.rendering import STATIC_DIR, build_templates, render
-from haimaker.ui.session import CsrfRejected, Session, SignInRequired, safe_next_path
+from haimaker.ui.session import SESSION_MAX_AGE_S, CsrfRejected, Session, SignInRequired, safe_next_path
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 _MILLION = Decimal(1_000_000)
@@ -43,7 +46,7 @@ async def index() -> RedirectResponse:
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, templates: TemplatesDep, next: str | None = None) -> Response:
     codec = get_codec(request)
-    session = codec.read(request)
+    session = await read_session(request)
     if session is not None and session.is_admin:
         return redirect(safe_next_path(next))
     session = session or Session.anonymous()
@@ -58,20 +61,46 @@ async def login(request: Request, state: StateDep, templates: TemplatesDep, form
     codec = get_codec(request)
     next_path = safe_next_path(form.get("next"))
     key = form.get("key", "")
-    if codec.is_enabled and key and state.auth.is_admin_key(key):
-        response = redirect(next_path)
-        codec.write(response, Session.signed_in(), secure=is_https(request))
+    # The form passed its CSRF check, so the browser has a session; shown signed out, whatever it was.
+    current = codec.read(request) or Session.anonymous()
+    session = Session(csrf=current.csrf)
+
+    def page(error: str, status_code: int) -> Response:
+        context = {"next_path": next_path, "error": error, "is_enabled": codec.is_enabled, "nav": ""}
+        return render(templates, request, session, "login.html", context, status_code=status_code)
+
+    # An address throttled for wrong keys is refused before its key is looked at, the right one included.
+    throttle = state.auth_throttle
+    address = throttle.address_of(request.scope)
+    refusal = throttle.refusal(address)
+    if refusal is not None:
+        retry_after = refusal.headers["retry-after"]
+        response = page(f"Too many failed sign-ins from this address. Try again in {retry_after} seconds.", 429)
+        response.headers["retry-after"] = retry_after
         return response
-    session = codec.read(request) or Session.anonymous()
-    error = "Invalid key: use the proxy's master key or an admin key." if key else "Enter the admin key."
-    context = {"next_path": next_path, "error": error, "is_enabled": codec.is_enabled, "nav": ""}
-    return render(templates, request, session, "login.html", context, status_code=401)
+    if codec.is_enabled and key and state.auth.is_admin_key(key):
+        signed_in = Session.signed_in()
+        try:
+            await get_live_sessions(request).add(signed_in.session_id, SESSION_MAX_AGE_S)
+        except SessionStoreUnavailable:
+            return page("Sign-in is unavailable: the shared session store (Redis) cannot be reached.", 503)
+        response = redirect(next_path)
+        codec.write(response, signed_in, secure=is_https(request))
+        return response
+    if codec.is_enabled and key:
+        throttle.record_failure(address)
+    return page("Invalid key: use the proxy's master key or an admin key." if key else "Enter the admin key.", 401)
 
 
 @router.post("/logout")
 async def logout(request: Request, form: CheckedForm) -> Response:
+    codec = get_codec(request)
+    session = codec.read(request)
+    if session is not None:
+        # Revoked on the server: a copy of this cookie (another tab, a stolen one) is signed out as well.
+        await get_live_sessions(request).revoke(session.session_id)
     response = redirect("/ui/login?notice=signed-out")
-    get_codec(request).clear(response)
+    codec.clear(response)
     return response
 
 

@@ -1,8 +1,11 @@
 """Admin UI sessions: a signed cookie, sign-in with an admin key, and CSRF tokens.
 
 Invariants:
-- The cookie never holds the key, nor its hash: only `{"csrf": <random token>, "admin": bool, "iat": <unix s>}`,
-  signed with itsdangerous. It is HttpOnly, SameSite=Lax, `Secure` over https, and expires after `SESSION_MAX_AGE_S`.
+- The cookie never holds the key, nor its hash: only `{"csrf": <random token>, "admin": bool, "iat": <unix s>,
+  "sid": <random session id>}`, signed with itsdangerous. It is HttpOnly, SameSite=Lax, `Secure` over https, and
+  expires after `SESSION_MAX_AGE_S`.
+- A signed-in cookie counts only while its session id is live on the server (`state/ui_sessions.py`): signing out
+  revokes it, so a copied cookie stops working at once, on every instance.
 - The signing secret is derived from the master key's SHA-256 (HMAC with a fixed label), so every worker of one proxy
   accepts the same cookies and changing the master key signs every session out. Without a master key there is no UI.
 - Every POST carries the session's CSRF token in a hidden field (`csrf_token`) or the `X-CSRF-Token` header (htmx);
@@ -51,6 +54,7 @@ class Session:
     csrf: str
     is_admin: bool = False
     issued_at: int = 0
+    session_id: str = ""
 
     @classmethod
     def anonymous(cls) -> Session:
@@ -58,7 +62,12 @@ class Session:
 
     @classmethod
     def signed_in(cls) -> Session:
-        return cls(csrf=secrets.token_urlsafe(32), is_admin=True, issued_at=int(time.time()))
+        return cls(
+            csrf=secrets.token_urlsafe(32),
+            is_admin=True,
+            issued_at=int(time.time()),
+            session_id=secrets.token_urlsafe(32),
+        )
 
 
 class SessionCodec:
@@ -80,10 +89,18 @@ class SessionCodec:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("csrf"), str):
             return None
-        return Session(csrf=data["csrf"], is_admin=data.get("admin") is True, issued_at=int(data.get("iat", 0)))
+        session_id = data.get("sid")
+        return Session(
+            csrf=data["csrf"],
+            is_admin=data.get("admin") is True,
+            issued_at=int(data.get("iat", 0)),
+            session_id=session_id if isinstance(session_id, str) else "",
+        )
 
     def write(self, response: Response, session: Session, *, secure: bool) -> None:
-        value = self._serializer.dumps({"csrf": session.csrf, "admin": session.is_admin, "iat": session.issued_at})
+        value = self._serializer.dumps(
+            {"csrf": session.csrf, "admin": session.is_admin, "iat": session.issued_at, "sid": session.session_id}
+        )
         response.set_cookie(
             COOKIE_NAME,
             value,
