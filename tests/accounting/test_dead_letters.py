@@ -27,7 +27,7 @@ from haimaker.clock import SystemClock
 from haimaker.state.counters import SpendReset
 from haimaker.storage.dead_letters_repo import DeadLetterRepository
 from haimaker.storage.engine import create_engine, session_factory
-from haimaker.storage.records import SpendLog
+from haimaker.storage.records import Customer, SpendLog
 from storage_factories import make_log
 
 NUL_CUSTOMER = "pg-nul\u0000x"
@@ -177,3 +177,47 @@ def test_a_dead_letter_payload_is_ascii_whatever_the_values() -> None:
     assert payload.isascii() and "\x00" not in payload
     decoded = json.loads(payload)
     assert decoded["end_user"] == log.end_user and decoded["prompt_tokens"] == 2**70
+
+
+class FlakySink(StoreSink):
+    """A real store whose next writes fail as an unreachable store does (outside the machine's control)."""
+
+    def __init__(self, sink: StoreSink, failures: int) -> None:
+        super().__init__(sink.sessions, SystemClock())
+        self.failures = failures
+
+    async def write_charges(self, new_customers: list[Customer], logs: list[SpendLog]) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionRefusedError("connection refused")
+        return await super().write_charges(new_customers, logs)
+
+
+async def test_store_trouble_is_retried_whole_and_never_dead_lettered(ledger: Ledger, tmp_path: Path) -> None:
+    sink = FlakySink(ledger.sink, failures=3)
+    box = DeadLetterBox(ledger.letters, tmp_path / "other-dead-letters.jsonl")
+    recorder = SpendRecorder(sink, max_delay_s=0.01, dead_letters=box)
+    recorder.start()
+    logs = [make_log(end_user=f"c{index % 3}") for index in range(20)]
+    for log in logs:
+        recorder.record(log)
+    await asyncio.wait_for(recorder.flush(), timeout=5)
+    await recorder.aclose()
+    assert {log.request_id for log in logs} <= await _stored_ids(ledger.sink)
+    assert box.total == 0 and await ledger.letters.count() == 0
+
+
+async def test_nothing_is_written_while_the_store_is_lost(ledger: Ledger, tmp_path: Path) -> None:
+    lost = True
+    recorder = SpendRecorder(ledger.sink, max_delay_s=0.01, is_store_lost=lambda: lost)
+    recorder.start()
+    log = make_log(end_user="held")
+    recorder.record(log)
+    await asyncio.sleep(0.3)
+    assert log.request_id not in await _stored_ids(ledger.sink)
+    assert recorder.failing_for_s > 0 and recorder.last_error is not None and "lost" in recorder.last_error
+    lost = False
+    await asyncio.wait_for(recorder.flush(), timeout=5)
+    assert log.request_id in await _stored_ids(ledger.sink)
+    assert recorder.failing_for_s == 0
+    await recorder.aclose()
