@@ -61,7 +61,7 @@ async def update_customer(body: UpdateCustomerRequest, services: ServicesDep) ->
     return json_response(customer_row(await services.customers.update(set_fields(body))))
 
 
-@_route("POST", "/delete", 404, 422)
+@_route("POST", "/delete", 400, 404, 422)
 async def delete_customers(body: DeleteCustomerRequest, services: ServicesDep) -> Response:
     """Delete customers, all or none; their spend logs and budgets stay."""
     deleted = await services.customers.delete(body.user_ids)
@@ -82,14 +82,14 @@ async def list_customers(
     return json_response([customer_row(view) for view in views])
 
 
-@_route("POST", "/block", 422)
+@_route("POST", "/block", 400, 422)
 async def block_customers(body: BlockUsers, services: ServicesDep) -> Response:
     """Refuse every LLM request of these customers (403); unknown ids are created blocked."""
     views = await services.customers.block(body.user_ids)
     return json_response({"blocked_users": [customer_row(view) for view in views]})
 
 
-@_route("POST", "/unblock", 404, 422)
+@_route("POST", "/unblock", 400, 404, 422)
 async def unblock_customers(body: BlockUsers, services: ServicesDep) -> Response:
     """Clear the blocked flag."""
     views = await services.customers.unblock(body.user_ids)
