@@ -12,10 +12,14 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from support.proxy import RunningProxy, base_config, running_proxy
+from redisdb import redis_prefix, redis_url  # noqa: F401
+from support.process import proxy_process
+from support.proxy import MASTER_KEY, RunningProxy, base_config, running_proxy
 
 TIMEOUT_S = 1.0
 SLACK_S = 1.5
@@ -165,3 +169,63 @@ def test_server_settings_default_to_ten_and_sixty_seconds() -> None:
 
     general = GeneralSettings()
     assert (general.client_header_timeout_s, general.client_body_timeout_s) == (10, 60)
+
+
+# ---- the CLI's servers: uvicorn (one process, and workers) and granian -----------------------------------------
+
+
+def _cli_config(tmp_path: Path, **general: Any) -> dict[str, Any]:
+    settings = {
+        "client_header_timeout_s": TIMEOUT_S,
+        "client_body_timeout_s": TIMEOUT_S,
+        "database_url": f"sqlite:///{tmp_path / 'cli.db'}",
+        **general,
+    }
+    return base_config(general_settings=settings)
+
+
+def _assert_slow_headers_are_cut(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /health/liveliness HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        started = time.monotonic()
+        _read_until_closed(sock, TIMEOUT_S + SLACK_S)
+        assert time.monotonic() - started < TIMEOUT_S + SLACK_S
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # a normal client is served
+        sock.sendall(b"GET /health/liveliness HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        received, _ = _read_until_closed(sock, 5)
+        assert received.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.slow
+def test_the_cli_server_cuts_slow_headers(tmp_path: Path) -> None:
+    with proxy_process(tmp_path, _cli_config(tmp_path)) as proxy:
+        _assert_slow_headers_are_cut(proxy.port)
+        request = _request_with_key(MASTER_KEY)
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(request[:-3])
+            received, _ = _read_until_closed(sock, TIMEOUT_S + SLACK_S)
+        assert received.startswith(b"HTTP/1.1 408 ")
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_the_cli_workers_cut_slow_headers(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+    # Each worker process unpickles the server config: the deadlines must survive the trip.
+    config = _cli_config(tmp_path, redis_url=redis_url, redis_key_prefix=redis_prefix)
+    with proxy_process(tmp_path, config, args=["--num_workers", "2"]) as proxy:
+        _assert_slow_headers_are_cut(proxy.port)
+        assert proxy.terminate() == 0
+
+
+@pytest.mark.slow
+def test_granian_cuts_slow_headers(tmp_path: Path) -> None:
+    with proxy_process(tmp_path, _cli_config(tmp_path), args=["--server", "granian"]) as proxy:
+        _assert_slow_headers_are_cut(proxy.port)
+
+
+def _request_with_key(key: str) -> bytes:
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {key}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(CHAT)}\r\n\r\n"
+    )
+    return head.encode() + CHAT

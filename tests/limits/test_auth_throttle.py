@@ -47,6 +47,8 @@ def test_other_addresses_are_not_refused() -> None:
     assert throttle.refusal("10.0.0.1") is not None
     assert throttle.refusal("10.0.0.2") is None
     assert throttle.refusal("127.0.0.1") is None
+    assert throttle.refusal_of({"client": ("10.0.0.1", 4242), "headers": []}) is not None
+    assert throttle.refusal_of({"client": ("10.0.0.2", 4242), "headers": []}) is None
 
 
 def test_failures_spread_over_more_than_a_window_are_not_refused() -> None:

@@ -65,7 +65,7 @@ class LLMEndpoint:
     ) -> None:
         started = time.perf_counter()
         # An address throttled for wrong keys is refused before its body is read, the right key included.
-        refusal = self._throttle.refusal(self._throttle.address_of(scope))
+        refusal = self._throttle.refusal_of(scope)
         if refusal is not None:
             self._pipeline.observe_error(route, None, refusal.status_code, started)
             await send_error(send, refusal)

@@ -76,6 +76,12 @@ class AuthThrottle:
         """The address an ASGI request's failed keys count under (`client_address` with our trusted proxies)."""
         return client_address(scope, self._trusted_proxies)
 
+    def refusal_of(self, scope: Mapping[str, Any]) -> RateLimitError | None:
+        """`refusal(address_of(scope))`, with nothing computed while the table is empty (the hot path's check)."""
+        if not self._table:
+            return None
+        return self.refusal(client_address(scope, self._trusted_proxies))
+
     def refusal(self, address: str) -> RateLimitError | None:
         """The 429 to answer `address` with while it is throttled, else None (check this before the key)."""
         if not self._table:
