@@ -5,7 +5,7 @@ invalid ones (negative), sent with the master key to a real proxy over HTTP. Eac
 error and must match the document: a status the operation lists, the content type it lists, the body schema. Every
 failure is collected (not shrunk, which would cost minutes) and reported together.
 
-The LLM routes are raw ASGI and not in the document; `test_llm_fuzz.py` covers them.
+The LLM routes are raw ASGI and not in the document; `tests/e2e/test_e2e_llm_fuzz.py` fuzzes them with hypothesis.
 """
 
 from __future__ import annotations
