@@ -13,11 +13,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from haimaker.accounting.dead_letters import DEAD_LETTER_FILENAME, DeadLetterBox
+from haimaker.accounting.journal import DEFAULT_DIRNAME, SpendJournal, replay_dead, store_key
 from haimaker.accounting.pricing import PriceTable
 from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
@@ -170,6 +173,11 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     sessions = session_factory(db)
     sink = StoreSink(sessions, clock)
     store_monitor = StoreMonitor(db, db_url, store_id)
+    journal_dir, journal_store = _journal_place(settings, db_url)
+    if journal_dir is not None:
+        # Charges acknowledged by processes that died before writing them: into the store before the counters are
+        # seeded from it and before serving (docs/durability.md).
+        await replay_dead(journal_dir, journal_store, sink)
 
     prices = PriceTable.bundled()
     deployments = build_deployments(config, prices)
@@ -201,9 +209,16 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
             ]
         )
 
+    journal = None
+    if journal_dir is not None:
+        journal = await asyncio.to_thread(
+            SpendJournal.open, journal_dir, journal_store, fsync=general.spend_journal_fsync
+        )
     recorder = SpendRecorder(
         sink,
         max_delay_s=min(general.proxy_batch_write_at, 0.1),
+        journal=journal,
+        max_queued=general.spend_queue_max,
         dead_letters=DeadLetterBox(
             DeadLetterRepository(sessions, clock=clock), settings.config_dir / DEAD_LETTER_FILENAME
         ),
@@ -310,6 +325,19 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         state.background.append(asyncio.create_task(job.run(), name="haimaker-reset-job"))
     alerter.start()
     return state
+
+
+def _journal_place(settings: Settings, db_url: str) -> tuple[Path | None, str]:
+    """The spend journal's directory (None: disabled) and the name of the store in its file names."""
+    general = settings.config.general_settings
+    if not general.spend_journal:
+        return None, ""
+    directory = Path(general.spend_journal_dir) if general.spend_journal_dir else None
+    if directory is None:
+        directory = settings.config_dir / DEFAULT_DIRNAME
+    elif not directory.is_absolute():
+        directory = settings.config_dir / directory
+    return directory, store_key(make_url(db_url).render_as_string(hide_password=True))
 
 
 async def verify_configured_store(settings: Settings) -> None:

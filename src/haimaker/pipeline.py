@@ -268,10 +268,16 @@ class Pipeline:
         self, call: _Call, deployment: Deployment, response: UpstreamResponse, tap: SSETap
     ) -> AsyncIterator[bytes]:
         failed: ProxyError | None = None
+        settled = False
         try:
             try:
                 async for piece in response.iter_chunks():
                     out = tap.feed(piece)
+                    if tap.finished and not settled:
+                        # `out` carries [DONE]: charge (journal) before the client can see the stream end, so that an
+                        # acknowledged stream survives a crash of this process.
+                        settled = True
+                        self._settle_stream(call, deployment, tap, None)
                     if out:
                         yield out
                 rest = tap.flush()
@@ -286,7 +292,8 @@ class Pipeline:
         finally:
             # Runs on completion, upstream failure and client disconnect (GeneratorExit) alike; never awaits.
             response.close()
-            self._settle_stream(call, deployment, tap, failed)
+            if not settled:
+                self._settle_stream(call, deployment, tap, failed)
 
     def _settle_stream(self, call: _Call, deployment: Deployment, tap: SSETap, failed: ProxyError | None) -> None:
         # The tap refused an impossible usage (the client got an error event): then the delivered text is counted.
@@ -300,13 +307,6 @@ class Pipeline:
                     self._record_failure(call, deployment, failed)
                 return
             usage = self._count_usage(call, deployment, text)
-        self._settle(call, deployment, usage)
-
-    def _count_usage(self, call: _Call, deployment: Deployment, completion_text: str) -> Usage:
-        prompt = call.prompt_tokens
-        if prompt is None:
-            # The same prompt as admission's `_count_prompt`, counted synchronously (this runs in a `finally`).
-            if call.route is Route.CHAT:
             try:
                 check_billable(deployment.price, usage)
             except UsageError as exc:  # only a nonsense price gets here: charge nothing rather than nonsense
@@ -315,6 +315,13 @@ class Pipeline:
                 self._release(call)
                 self._record_failure(call, deployment, error)
                 return
+        self._settle(call, deployment, usage)
+
+    def _count_usage(self, call: _Call, deployment: Deployment, completion_text: str) -> Usage:
+        prompt = call.prompt_tokens
+        if prompt is None:
+            # The same prompt as admission's `_count_prompt`, counted synchronously (this runs in a `finally`).
+            if call.route is Route.CHAT:
                 prompt = self._tokens.count_chat_prompt(
                     call.body.get("messages"), call.model, tools=call.body.get("tools")
                 )

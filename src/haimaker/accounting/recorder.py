@@ -84,7 +84,7 @@ class SpendRecorder:
         self._sink = sink
         self._journal = journal
         # Without a journal the queue is the only copy of a charge, so it cannot be bounded.
-        self._max_queued: int | None = max(max_rows, max_queued) if journal is not None else None
+        self._max_queued: int | None = max_queued if journal is not None else None
         # Set while items exist only in the journal: where the first of them starts. Items recorded meanwhile go
         # there too, so that the store receives everything in order.
         self._spilled_from: Position | None = None

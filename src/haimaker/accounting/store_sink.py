@@ -28,7 +28,8 @@ class StoreSink:
         return await self.spend.write_batch(ChargeBatch(new_customers=new_customers, logs=logs))
 
     async def reset_customers(self, user_ids: list[str], next_reset_at: datetime) -> None:
-        await self.customers.reset_spend(user_ids, next_reset_at=next_reset_at)
+        # Only a stored period that ends before the new one: a reset written twice (a replayed journal) is a no-op.
+        await self.customers.reset_spend(user_ids, next_reset_at=next_reset_at, ending_before=next_reset_at)
 
     async def reset_budget(self, reset: BudgetReset) -> None:
         await self.customers.reset_spend(

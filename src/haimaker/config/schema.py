@@ -117,6 +117,29 @@ class GeneralSettings(_Section):
         description="Seconds a client has to send a request's whole body once its headers arrived; past it the "
         "answer is 408 and the connection is closed (a body dripped byte by byte)",
     )
+    spend_journal: bool = Field(
+        default=True,
+        description="Journal every charge to a local file before its response is sent, replayed into the store at "
+        "the next start after a crash (docs/durability.md); false keeps pending charges in memory only",
+    )
+    spend_journal_dir: str | None = Field(
+        default=None,
+        description="Directory of the spend journal (default: `haimaker-journal` beside the config file); "
+        "processes serving the same store may share it",
+        examples=["/var/lib/haimaker/journal"],
+    )
+    spend_journal_fsync: Literal["never", "group"] = Field(
+        default="never",
+        description="`never`: the journal survives a crash of the process (kill -9, OOM kill); `group`: it is also "
+        "fsynced every write interval (proxy_batch_write_at, at most 100 ms) in a worker thread, so a machine crash "
+        "loses at most the charges of that last interval (docs/durability.md)",
+    )
+    spend_queue_max: int = Field(
+        default=50_000,
+        ge=100,
+        description="Charges held in memory for the store writer; past it (the store down or slow) they wait in the "
+        "journal only (ignored without a journal: memory is then their only copy)",
+    )
 
 
 class LiteLLMSettings(_Section):

@@ -165,12 +165,15 @@ class CustomerRepository:
         include_unbudgeted: bool = False,
         next_reset_at: datetime | None,
         due_at: datetime | None = None,
+        ending_before: datetime | None = None,
     ) -> int:
         """Zero `spend` and set `spend_reset_at` on the selected customers; returns how many were reset.
 
         Selected: the `user_ids`, plus every customer linked to `budget_id`, plus (with `include_unbudgeted`) every
         customer without a budget — those ride the default budget. With `due_at`, only those whose period has ended
         (`spend_reset_at` unset or `<= due_at`), so a reset repeated by another instance or a retry is a no-op.
+        With `ending_before`, only those whose stored period ends before it (`spend_reset_at` unset or earlier): a
+        customer reset to period P, written again (a replayed journal), finds its period already P and is left alone.
         """
         if user_ids is None and budget_id is None and not include_unbudgeted:
             raise ValueError("reset_spend needs user_ids, budget_id or include_unbudgeted")
@@ -184,6 +187,9 @@ class CustomerRepository:
         if due_at is not None:
             is_due = or_(CustomerRow.spend_reset_at.is_(None), CustomerRow.spend_reset_at <= due_at)
             selectors = [and_(selector, is_due) for selector in selectors]
+        if ending_before is not None:
+            is_older = or_(CustomerRow.spend_reset_at.is_(None), CustomerRow.spend_reset_at < ending_before)
+            selectors = [and_(selector, is_older) for selector in selectors]
         reset: set[str] = set()
         async with self._sessions.begin() as session:
             for selector in selectors:

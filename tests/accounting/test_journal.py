@@ -1,0 +1,210 @@
+"""The spend journal on real files: what a crash leaves is read back exactly, live journals are never touched,
+written segments go away, and a replay into a real store is idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import text
+
+from dbs import database_kind, database_url, migrated_database_url  # noqa: F401
+from haimaker.accounting.journal import Item, SpendJournal, claim_dead, replay_dead, store_key
+from haimaker.accounting.recorder import BudgetReset, SpendRecorder
+from haimaker.accounting.store_sink import StoreSink
+from haimaker.clock import SystemClock
+from haimaker.state.counters import SpendReset
+from haimaker.storage.engine import create_engine, session_factory
+from haimaker.storage.records import Customer, SpendLog
+from storage_factories import make_log
+
+STORE = store_key("sqlite+aiosqlite:///tests.db")
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _charges(n: int, customer: str = "alice", start: int = 0) -> list[SpendLog]:
+    return [
+        make_log(request_id=f"r{start + i:06d}", end_user=customer, metadata={"i": i}, spend=1_000 + i)
+        for i in range(n)
+    ]
+
+
+def _dead_items(directory: Path, store: str = STORE) -> list[Item]:
+    owners = claim_dead(directory, store)
+    try:
+        return [item for owner in owners for chunk in owner.chunks(size=7) for item in chunk]
+    finally:
+        for owner in owners:
+            owner.release()
+
+
+def _write(directory: Path, items: list[Item], **options: int) -> SpendJournal:
+    journal = SpendJournal.open(directory, STORE, **options)  # type: ignore[arg-type]
+    for seq, item in enumerate(items, start=1):
+        journal.append(seq, item)
+    return journal
+
+
+def _segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.seg"))
+
+
+def test_records_of_a_stopped_process_read_back_exactly(tmp_path: Path) -> None:
+    reset = SpendReset("alice", T0 + timedelta(days=1))
+    budget_reset = BudgetReset("tier", True, T0, T0 + timedelta(days=30))
+    items: list[Item] = [*_charges(3), reset, *_charges(2, "bob", 3), budget_reset]
+    _write(tmp_path, items).close(clean=False)  # what kill -9 leaves: files, no lock
+    assert _dead_items(tmp_path) == items
+
+
+def test_a_torn_last_record_is_skipped_and_the_rest_replayed(tmp_path: Path) -> None:
+    items: list[Item] = list(_charges(3))
+    _write(tmp_path, items).close(clean=False)
+    [segment] = _segments(tmp_path)
+    data = segment.read_bytes()
+    segment.write_bytes(data[:-7])  # the crash cut the last write short
+    assert _dead_items(tmp_path) == items[:2]
+
+
+def test_a_record_whose_crc_does_not_match_is_skipped(tmp_path: Path) -> None:
+    items: list[Item] = list(_charges(3))
+    _write(tmp_path, items).close(clean=False)
+    [segment] = _segments(tmp_path)
+    lines = segment.read_bytes().split(b"\n")
+    assert b",1001," in lines[2]  # lines[0] is the segment's header
+    lines[2] = lines[2].replace(b",1001,", b",9001,")
+    segment.write_bytes(b"\n".join(lines))
+    assert _dead_items(tmp_path) == [items[0], items[2]]
+
+
+def test_a_live_journal_is_never_claimed_and_a_clean_close_leaves_nothing(tmp_path: Path) -> None:
+    live = _write(tmp_path, list(_charges(2)))
+    assert claim_dead(tmp_path, STORE) == []
+    live.close(clean=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_journal_is_replayed_only_into_its_own_store(tmp_path: Path) -> None:
+    _write(tmp_path, list(_charges(2))).close(clean=False)
+    assert _dead_items(tmp_path, store_key("postgresql+asyncpg://elsewhere/db")) == []
+    assert len(_dead_items(tmp_path)) == 2
+
+
+def test_segments_rotate_and_written_ones_are_deleted(tmp_path: Path) -> None:
+    journal = _write(tmp_path, list(_charges(40)), rotate_bytes=2_000)
+    assert len(_segments(tmp_path)) > 3
+    journal.mark_written(20)
+    remaining = _segments(tmp_path)
+    assert 1 < len(remaining) < 8
+    # Only the records not written yet remain to be replayed (plus the ones sharing their segment).
+    journal.mark_written(40)
+    assert len(_segments(tmp_path)) == 1
+    journal.close(clean=False)
+    assert _dead_items(tmp_path) == []
+
+
+def test_replay_skips_what_a_written_mark_covers(tmp_path: Path) -> None:
+    items: list[Item] = list(_charges(12))
+    journal = _write(tmp_path, items[:10])
+    journal.mark_written(6)
+    journal.append(11, items[10])
+    journal.append(12, items[11])
+    journal.close(clean=False)
+    assert _dead_items(tmp_path) == items[6:]
+
+
+def test_read_back_crosses_segments_in_order_and_stops_at_the_limit(tmp_path: Path) -> None:
+    journal = SpendJournal.open(tmp_path, STORE, rotate_bytes=3_000)
+    start = journal.tell()
+    items: list[Item] = list(_charges(30))
+    for seq, item in enumerate(items, start=1):
+        journal.append(seq, item)
+        if seq == 10:
+            journal.mark_written(3)  # a written mark between spilled records is not an item
+    end = journal.tell()
+    first, reached = journal.read(start, end, 12)
+    rest, done = journal.read(reached, end, 100)
+    assert first + rest == items
+    assert done == end
+    journal.close(clean=True)
+
+
+class _GatedSink:
+    """A store that refuses every write until opened (PostgreSQL down), then records the order of what it got."""
+
+    def __init__(self) -> None:
+        self.is_up = False
+        self.written: list[str] = []
+
+    async def write_charges(self, new_customers: list[Customer], logs: list[SpendLog]) -> int:
+        if not self.is_up:
+            raise OSError("connection refused")
+        self.written.extend(log.request_id for log in logs)
+        return len(logs)
+
+    async def reset_customers(self, user_ids: list[str], next_reset_at: datetime) -> None:
+        if not self.is_up:
+            raise OSError("connection refused")
+        self.written.append(f"reset:{user_ids[0]}")
+
+    async def reset_budget(self, reset: BudgetReset) -> None:
+        raise AssertionError("not used")
+
+
+async def test_a_full_queue_spills_to_the_journal_and_drains_in_order_when_the_store_returns(tmp_path: Path) -> None:
+    sink = _GatedSink()
+    journal = SpendJournal.open(tmp_path, STORE, rotate_bytes=20_000)
+    recorder = SpendRecorder(sink, max_delay_s=0.01, max_rows=50, journal=journal, max_queued=100)
+    recorder.start()
+    logs = _charges(1_000)
+    for log in logs[:500]:
+        recorder.record(log)
+    recorder.reset_customer(SpendReset("alice", T0))
+    for log in logs[500:]:
+        recorder.record(log)
+    await asyncio.sleep(0.05)
+    assert recorder.spilled
+    assert len(recorder._queue) <= 100  # memory stays bounded while the store is down
+    assert recorder.pending == 1_001
+    sink.is_up = True
+    await asyncio.wait_for(recorder.flush(), timeout=10)
+    expected = [log.request_id for log in logs[:500]] + ["reset:alice"] + [log.request_id for log in logs[500:]]
+    assert sink.written == expected
+    assert not recorder.spilled
+    await recorder.aclose()
+    assert list(tmp_path.iterdir()) == []  # everything written: the journal is gone
+
+
+async def test_replay_into_a_real_store_is_idempotent(
+    tmp_path: Path,
+    migrated_database_url: str,  # noqa: F811
+) -> None:
+    db = create_engine(migrated_database_url)
+    sink = StoreSink(session_factory(db), SystemClock())
+    try:
+        before = _charges(3, "alice")
+        after = [replace(log, request_id=f"late-{i}") for i, log in enumerate(_charges(2, "alice"))]
+        reset = SpendReset("alice", T0 + timedelta(days=30))
+        journal_dir = tmp_path / "journal"
+        _write(journal_dir, [*before, reset, *after]).close(clean=False)
+        copy = tmp_path / "copy"
+        shutil.copytree(journal_dir, copy)
+
+        report = await replay_dead(journal_dir, STORE, sink)
+        assert (report.journals, report.charges, report.resets) == (1, 5, 1)
+        assert list(journal_dir.glob("*.seg")) == []
+        # The same journal again (a replay that crashed before deleting it): nothing changes.
+        shutil.rmtree(journal_dir)
+        shutil.copytree(copy, journal_dir)
+        await replay_dead(journal_dir, STORE, sink)
+
+        async with db.connect() as conn:
+            spend = (await conn.execute(text("SELECT spend FROM customers WHERE user_id = 'alice'"))).scalar_one()
+            logs = (await conn.execute(text("SELECT count(*) FROM spend_logs"))).scalar_one()
+        assert logs == 5
+        assert spend == sum(log.spend for log in after)  # reset once, between the two groups
+    finally:
+        await db.dispose()
