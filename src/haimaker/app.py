@@ -43,6 +43,7 @@ from haimaker.providers.base import Provider
 from haimaker.providers.http import HttpTransport
 from haimaker.providers.mock import MockProvider
 from haimaker.providers.openai_compat import OpenAIProvider
+from haimaker.providers.redaction import RedactingLogRecords, Redactor
 from haimaker.providers.router import DEFAULT_NUM_RETRIES, Router, build_deployments
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import CounterStore
@@ -159,6 +160,9 @@ def _include_routers(api: FastAPI) -> None:
 async def build_state(settings: Settings, clock: Clock) -> AppState:
     config = settings.config
     general, litellm = config.general_settings, config.litellm_settings
+    # Every configured secret, by value: scrubbed from upstream errors, bodies, stream events, log lines and metrics.
+    redactor = Redactor.from_settings(settings)
+    log_redaction = RedactingLogRecords(redactor)
 
     db_url = normalize_database_url(settings.database_url, config_dir=settings.config_dir)
     store_memory = settings.config_dir / STORE_ID_FILENAME
@@ -189,7 +193,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     if unpriced:
         logger.warning("models without pricing (they cost 0): %s", ", ".join(unpriced))
 
-    transport = HttpTransport()
+    transport = HttpTransport(redactor, max_response_bytes=general.max_upstream_response_bytes)
     openai = OpenAIProvider(transport)
     providers: dict[str, Provider] = {"openai": openai, "azure": AzureProvider(transport), "mock": MockProvider(tokens)}
     num_retries = config.router_settings.num_retries
@@ -265,7 +269,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         default_max_output_tokens=general.default_max_output_tokens,
         alerter=alerter,
     )
-    metrics = Metrics(router.model_names)
+    metrics = Metrics(router.model_names, redactor=redactor)
     auth_throttle = AuthThrottle(
         clock,
         max_failures=general.auth_failure_limit,
@@ -287,7 +291,9 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
             enforce_user_param=general.enforce_user_param,
             track_customers=not litellm.disable_end_user_cost_tracking,
             always_include_stream_usage=general.always_include_stream_usage,
+            max_sse_event_bytes=general.max_upstream_event_bytes,
         ),
+        redactor=redactor,
     )
     recorder.start()
     await load_tokens
@@ -324,6 +330,11 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         state.reset_job = job
         state.background.append(asyncio.create_task(job.run(), name="haimaker-reset-job"))
     alerter.start()
+
+    async def stop_log_redaction() -> None:
+        log_redaction.uninstall()
+
+    state.closers.append(stop_log_redaction)  # last: what is logged while closing is still scrubbed
     return state
 
 

@@ -7,12 +7,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from haimaker.providers.redaction import Redactor
+
 _STORE_STATES = ("ok", "unreachable", "lost")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class Metrics:
-    def __init__(self, known_models: list[str]) -> None:
+    def __init__(self, known_models: list[str], *, redactor: Redactor | None = None) -> None:
+        self._redactor = redactor or Redactor()
         self.registry = CollectorRegistry(auto_describe=True)
         self._known_models = frozenset(known_models)
         self._children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
@@ -109,4 +112,5 @@ class Metrics:
             self.store_state.labels(state).set(1 if state == store_state else 0)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        # Labels are configured names, never customer ids or keys; a secret pasted into a name is still scrubbed.
+        return self._redactor.bytes(generate_latest(self.registry))

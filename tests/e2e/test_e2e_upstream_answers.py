@@ -22,7 +22,7 @@ from support.proxy import RunningProxy, running_proxy
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 # $1 per million tokens each way; max_tokens 1000 reserves ~$0.001, so a budget of $0.0015 holds one at a time.
-PRICE = {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06}
+PRICE: dict[str, Any] = {"input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06}
 BUDGET_USD = 0.0015
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from haimaker.providers.http import post_json
-from haimaker.providers.http1 import Http1Client, TransportError, TransportTimeout
+from haimaker.providers.http1 import BodyTooLarge, Http1Client, TransportError, TransportTimeout
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -163,3 +163,105 @@ async def test_post_json_reports_the_answer_and_never_raises(serve: Callable[[Ha
     assert received[0].endswith(b'{"event":"budget_crossed"}')
     assert b"Content-Type: application/json" in received[0]
     assert await post_json("http://127.0.0.1:9/hook", {"x": 1}, timeout_s=2) is False
+
+
+# ---- bounded memory (issue 10, finding 6) ------------------------------------------------------------------
+
+
+async def test_a_body_past_the_cap_is_refused_and_its_connection_closed(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    sent = 0
+    gone = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(200):  # 200 MB unless the client gives up
+                writer.write(_chunk(b"x" * (1024 * 1024)))
+                await writer.drain()
+                sent += 1
+        except ConnectionError:
+            gone.set()
+
+    server = await serve(handler)
+    client = Http1Client()
+    try:
+        response = await client.post(server.url, {}, b"{}", timeout_s=5)
+        with pytest.raises(BodyTooLarge):
+            await response.read(max_bytes=4 * 1024 * 1024)
+        await asyncio.wait_for(gone.wait(), 5)
+    finally:
+        client.close()
+    assert sent < 50, "the client stopped reading soon after the cap"
+
+
+async def test_an_announced_length_past_the_cap_is_refused_before_reading(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 999999999\r\n\r\n{")
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    client = Http1Client()
+    try:
+        response = await client.post(server.url, {}, b"{}", timeout_s=5)
+        with pytest.raises(BodyTooLarge):
+            await response.read(max_bytes=1024)
+    finally:
+        client.close()
+
+
+async def test_a_body_within_the_cap_is_read_whole(serve: Callable[[Handler], Awaitable[Server]]) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nabcd")
+        await writer.drain()
+
+    server = await serve(handler)
+    client = Http1Client()
+    try:
+        response = await client.post(server.url, {}, b"{}", timeout_s=5)
+        assert await response.read(max_bytes=4) == b"abcd"
+    finally:
+        client.close()
+
+
+async def test_a_consumer_that_does_not_read_pauses_the_socket_instead_of_buffering_the_stream(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    sent = 0
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(64):
+            writer.write(_chunk(b"data: " + b"y" * (1024 * 1024) + b"\n\n"))
+            await writer.drain()
+            sent += 1
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await release.wait()
+
+    server = await serve(handler)
+    client = Http1Client()
+    try:
+        response = await client.post(server.url, {}, b"{}", timeout_s=5)
+        chunks = response.iter_chunks()
+        await chunks.__anext__()
+        await asyncio.sleep(0.3)  # a slow client: the upstream keeps writing meanwhile
+        assert sent < 32, "reading stopped once the buffer held about a megabyte (plus the sockets' buffers)"
+        total = 0
+        async for piece in chunks:
+            total += len(piece)
+        assert sent == 64 and total > 60 * 1024 * 1024, "reading resumed: the whole stream arrived"
+    finally:
+        release.set()
+        client.close()

@@ -6,9 +6,18 @@ an upstream's error message, and unbounded upstream bodies copied into our error
 
 from __future__ import annotations
 
-import pytest
+import base64
+import logging
+from pathlib import Path
+from urllib.parse import quote
 
-from haimaker.providers.redaction import sanitize_message
+import orjson
+import pytest
+import yaml
+
+from haimaker.config.loader import load_config
+from haimaker.providers.http import status_error
+from haimaker.providers.redaction import RedactingLogRecords, Redactor, sanitize_message
 
 
 def test_configured_secret_is_removed_whatever_its_shape() -> None:
@@ -61,3 +70,130 @@ def test_secret_is_removed_before_the_cap_cuts_it_in_half() -> None:
     message = "y" * 990 + secret
     cleaned = sanitize_message(message, (secret,))
     assert secret[:10] not in cleaned
+
+
+# ---- Redactor: every configured secret, by value (issue 10, finding 2) -------------------------------------
+
+SECRETS = ["sk-proj-AbCdEf0123456789xyzXYZ", "0123456789abcdef0123456789abcdef", "correct-horse-battery-staple-42"]
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_a_secret_is_removed_by_value_whatever_its_shape(secret: str) -> None:
+    redactor = Redactor(SECRETS)
+    assert redactor.text(f"key={secret}; again {secret}.") == "key=[REDACTED]; again [REDACTED]."
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+@pytest.mark.parametrize("user", ["", "a", "ab", "admin"])
+def test_a_secret_inside_basic_auth_is_removed_whatever_the_user_name(secret: str, user: str) -> None:
+    header = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+    cleaned = Redactor(SECRETS).text(f"sent Authorization: {header} upstream")
+    assert header not in cleaned
+    assert "[REDACTED]" in cleaned
+    left = cleaned.removeprefix("sent Authorization: Basic ").partition("[REDACTED]")
+    assert len(left[0]) <= 8 and len(left[2].removesuffix(" upstream")) <= 4, "only the user name's bytes remain"
+
+
+def test_url_encoded_and_json_escaped_forms_are_removed() -> None:
+    secret = 'p@ss/w:rd"with\\odd'
+    redactor = Redactor([secret])
+    assert quote(secret, safe="") not in redactor.text(f"redis://:{quote(secret, safe='')}@host:6379/0")
+    escaped = orjson.dumps(secret).decode()[1:-1]
+    assert escaped.encode() not in redactor.bytes(orjson.dumps({"echo": secret}))
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_a_truncated_echo_of_a_secret_is_removed(secret: str) -> None:
+    cleaned = Redactor(SECRETS).text(f"Invalid key '{secret[:14]}...' and '...{secret[-13:]}'")
+    assert secret[:14] not in cleaned
+    assert secret[-13:] not in cleaned
+    assert cleaned.count("[REDACTED]") == 2
+
+
+def test_short_fragments_and_ordinary_text_are_untouched() -> None:
+    redactor = Redactor(["correct-horse-battery-staple-42"])
+    text = "a correct horse; battery low; staple-42 ok"
+    assert redactor.text(text) == text
+
+
+def test_too_short_values_are_not_redacted_by_value() -> None:
+    assert Redactor(["abc"]).text("abc abc") == "abc abc"
+
+
+def test_json_values_are_scrubbed_in_every_string_keys_included() -> None:
+    secret = SECRETS[2]
+    value = {"error": {"message": secret, "type": [secret], secret: 1, "code": 7}}
+    assert Redactor(SECRETS).value(value) == {
+        "error": {"message": "[REDACTED]", "type": ["[REDACTED]"], "[REDACTED]": 1, "code": 7}
+    }
+
+
+def test_bytes_are_checked_cheaply_and_scrubbed() -> None:
+    redactor = Redactor(SECRETS)
+    clean = b'{"choices":[{"message":{"content":"hello"}}]}'
+    assert not redactor.contains_secret(clean)
+    dirty = b'{"content":"' + SECRETS[1].encode() + b'"}'
+    assert redactor.contains_secret(dirty)
+    assert orjson.loads(redactor.bytes(dirty)) == {"content": "[REDACTED]"}
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_every_field_of_an_upstream_error_is_scrubbed(secret: str) -> None:
+    raw = orjson.dumps({"error": {"message": f"bad {secret}", "type": f"x{secret}", "param": secret, "code": secret}})
+    for status in (400, 401, 404, 429):
+        error = status_error(status, raw, Redactor([secret]))
+        envelope = orjson.dumps(error.envelope())
+        assert secret.encode() not in envelope
+        assert error.param == "[REDACTED]"
+    assert secret not in status_error(503, raw, Redactor([secret])).message
+    assert secret not in status_error(400, f"<html>{secret}</html>".encode(), Redactor([secret])).message
+
+
+def test_log_records_are_scrubbed_in_message_arguments_and_exception(caplog: pytest.LogCaptureFixture) -> None:
+    secret = SECRETS[2]
+    installed = RedactingLogRecords(Redactor(SECRETS))
+    try:
+        log = logging.getLogger("haimaker.test_redaction")
+        with caplog.at_level(logging.INFO):
+            log.info("key %s in args", secret)
+            log.warning(f"key {secret} in the message")
+            try:
+                raise ValueError(f"cannot connect with {secret}")
+            except ValueError:
+                log.exception("failed: %r", {"password": secret})
+            logging.getLogger("sqlalchemy.pool").error("url postgresql://u:%s@db/x", secret)
+    finally:
+        installed.uninstall()
+    assert len(caplog.records) == 4
+    assert secret not in caplog.text
+    assert "[REDACTED]" in caplog.text
+    assert "ValueError: cannot connect with [REDACTED]" in caplog.text
+    logging.getLogger("haimaker.test_redaction").warning("after %s", secret)
+    assert logging.getLogRecordFactory() is logging.LogRecord, "uninstall restores the factory"
+
+
+def test_the_redactor_of_a_config_holds_every_configured_secret(tmp_path: Path) -> None:
+    config = {
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk-upstream-aaaaaaaaaaaa"}},
+            {
+                "model_name": "b",
+                "litellm_params": {"model": "azure/d", "api_base": "https://x", "api_key": "0123456789abcdef" * 2},
+            },
+        ],
+        "general_settings": {
+            "master_key": "sk-master-bbbbbbbbbbbb",
+            "database_url": "postgresql://app:pg%2Fsecret-cccc@db:5432/app",
+            "redis_url": "redis://:redis-secret-dddd@cache:6379/0",
+        },
+        "router_settings": {"redis_password": "router-redis-eeee"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    redactor = Redactor.from_settings(load_config(path, env={}))
+    secrets = ["sk-upstream-aaaaaaaaaaaa", "0123456789abcdef" * 2, "sk-master-bbbbbbbbbbbb", "pg/secret-cccc"]
+    secrets += ["redis-secret-dddd", "router-redis-eeee"]
+    for secret in secrets:
+        assert secret in redactor.secrets
+        assert redactor.text(f"x {secret} y") == "x [REDACTED] y"
+    assert "pg%2Fsecret-cccc" not in redactor.text("postgresql://app:pg%2Fsecret-cccc@db:5432/app")

@@ -11,6 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from haimaker.accounting.pricing import Usage, UsageError
+from haimaker.errors import BadGatewayError
+from haimaker.providers.redaction import Redactor
 from haimaker.providers.sse import SSETap, error_event
 
 
@@ -178,3 +181,112 @@ def test_stream_with_finish_reason_but_no_done_marker_counts_as_complete() -> No
     assert not tap.saw_finish_reason
     tap.feed(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n')
     assert tap.saw_finish_reason and not tap.finished
+
+
+# ---- bounds (issue 10, findings 1 and 6) -------------------------------------------------------------------
+
+
+def test_an_event_that_never_ends_fails_the_stream_once_past_the_cap() -> None:
+    tap = SSETap(keep_usage_chunk=False, max_event_bytes=1024 * 1024)
+    assert tap.feed(_chunk("before")) == _chunk("before")
+    tap.feed(b'data: {"pad":"')
+    piece = b"x" * 65536
+    fed = 0
+    with pytest.raises(BadGatewayError, match="larger than 1048576 bytes"):
+        while fed < 20 * 1024 * 1024:  # 20 MB without a blank line, in socket-sized pieces
+            assert tap.feed(piece) == b""
+            fed += len(piece)
+    assert fed <= 1024 * 1024, "it gave up at the cap, not at the end of the line"
+    with pytest.raises(BadGatewayError):
+        tap.feed(b"\n\n")  # nothing is relayed after the fault
+    assert tap.produced_text() == "before"
+
+
+def test_the_events_before_an_oversized_one_are_relayed_before_the_fault() -> None:
+    tap = SSETap(keep_usage_chunk=False, max_event_bytes=4096)
+    big = b"data: " + b"z" * 10_000 + b"\n\n"
+
+    assert tap.feed(_chunk("a") + _chunk("b") + big + _chunk("c")) == _chunk("a") + _chunk("b")
+    with pytest.raises(BadGatewayError):
+        tap.feed(_chunk("d"))
+
+
+def test_a_lone_oversized_event_fails_at_once() -> None:
+    tap = SSETap(keep_usage_chunk=False, max_event_bytes=4096)
+    with pytest.raises(BadGatewayError):
+        tap.feed(b"data: " + b"z" * 10_000 + b"\n\n")
+
+
+@pytest.mark.parametrize("split", [b"\n|\n", b"\r\n|\r\n", b"\r|\n\r\n", b"\r\n\r|\n"])
+def test_a_boundary_split_across_pieces_is_found(split: bytes) -> None:
+    first, second = split.split(b"|")
+    tap = SSETap(keep_usage_chunk=False)
+    event = b'data: {"choices":[{"delta":{"content":"x"}}]}'
+    assert tap.feed(event + first) == b""
+    assert tap.feed(second) == event + b"\n\n"
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 2**62, "completion_tokens": 1},
+        {"prompt_tokens": 1e308, "completion_tokens": 1},
+        {"prompt_tokens": -1, "completion_tokens": 1},
+        {"prompt_tokens": "5", "completion_tokens": 1},
+        {"prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 9}},
+    ],
+    ids=repr,
+)
+def test_an_impossible_usage_chunk_is_not_relayed_and_fails_the_stream(usage: dict[str, Any]) -> None:
+    tap = SSETap(keep_usage_chunk=True)
+    usage_chunk = _event({"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": usage})
+
+    out = tap.feed(_chunk("Hel") + _chunk("lo") + usage_chunk + DONE)
+
+    assert out == _chunk("Hel") + _chunk("lo")
+    assert tap.usage is None and tap.parsed_usage is None
+    assert not tap.finished, "the [DONE] after the fault is not relayed"
+    with pytest.raises(BadGatewayError, match="impossible usage"):
+        tap.flush()
+    assert tap.produced_text() == "Hello"
+
+
+def test_a_usage_the_pipeline_refuses_fails_the_stream() -> None:
+    def refuse(usage: Usage) -> None:
+        raise UsageError("too dear")
+
+    tap = SSETap(keep_usage_chunk=False, check_usage=refuse)
+    with pytest.raises(BadGatewayError, match="too dear"):
+        tap.feed(USAGE_CHUNK)
+
+
+def test_a_valid_usage_is_parsed_once_for_the_pipeline() -> None:
+    tap = SSETap(keep_usage_chunk=False)
+    tap.feed(STREAM)
+    assert tap.parsed_usage == Usage(prompt_tokens=5, completion_tokens=3)
+
+
+# ---- secrets by value (issue 10, finding 2) ----------------------------------------------------------------
+
+AZURE_KEY = "0123456789abcdef0123456789abcdef"
+PASSPHRASE = "correct-horse-battery-staple-42"
+
+
+@pytest.mark.parametrize("secret", ["sk-proj-AbCdEf0123456789xyz", AZURE_KEY, PASSPHRASE])
+def test_every_field_of_an_error_event_is_scrubbed_of_the_key(secret: str) -> None:
+    tap = SSETap(keep_usage_chunk=False, redactor=Redactor([secret]))
+    error = {"message": f"bad key {secret}", "type": f"t-{secret}", "param": secret, "code": f"{secret}!"}
+    out = tap.feed(_event({"error": error, "detail": secret}))
+
+    assert secret.encode() not in out
+    assert tap.saw_error
+    relayed = orjson.loads(out[6:])
+    assert relayed["error"]["message"] == "bad key [REDACTED]"
+    assert relayed["error"]["param"] == "[REDACTED]"
+
+
+def test_a_secret_anywhere_in_a_relayed_event_is_scrubbed() -> None:
+    tap = SSETap(keep_usage_chunk=False, redactor=Redactor([PASSPHRASE]))
+    out = tap.feed(_chunk(f"the key is {PASSPHRASE}") + b"data: " + PASSPHRASE.encode())
+    assert PASSPHRASE.encode() not in out + tap.flush()
+    assert orjson.loads(out[6:])["choices"][0]["delta"]["content"] == "the key is [REDACTED]"

@@ -140,6 +140,20 @@ class GeneralSettings(_Section):
         description="Charges held in memory for the store writer; past it (the store down or slow) they wait in the "
         "journal only (ignored without a journal: memory is then their only copy)",
     )
+    max_upstream_response_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest non-streaming upstream answer (bytes); past it the call is a 502 and the upstream "
+        "connection is closed. The default holds the largest real answer (an embeddings batch at OpenAI's limits, "
+        "2,048 x 3,072 floats, ~120 MiB as JSON)",
+    )
+    max_upstream_event_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest single SSE event of an upstream stream (bytes); past it the stream ends with an error "
+        "event and is charged for what it produced. The default is many times a whole 128k-token answer in one "
+        "event, and holds a base64 image",
+    )
 
 
 class LiteLLMSettings(_Section):

@@ -23,7 +23,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import orjson
 
@@ -89,7 +89,9 @@ class Redactor:
             named.append((f"model_list[{i}].litellm_params.api_key", entry.litellm_params.api_key))
         named.append(("router_settings.redis_password", config.router_settings.redis_password))
         for name, url in (("redis_url", settings.redis_url), ("database_url", settings.database_url)):
-            named.append((f"{name} password", _password_of(url)))
+            password = _password_of(url)
+            # As written in the URL (maybe percent-encoded) and as a driver would print it, decoded.
+            named += [(f"{name} password", password), (f"{name} password", unquote(password) if password else None)]
         for name, value in named:
             if value and len(value) < MIN_SECRET_CHARS:
                 logger.warning("%s is shorter than %d characters: it is not redacted by value", name, MIN_SECRET_CHARS)
