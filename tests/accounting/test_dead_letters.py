@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from dbs import DatabaseKind, database_kind, database_url, migrated_database_url  # noqa: F401
 from haimaker.accounting.dead_letters import DEAD_LETTER_FILENAME, DeadLetterBox, encode_item
+from haimaker.accounting.journal import SpendJournal
 from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.clock import SystemClock
@@ -221,3 +222,23 @@ async def test_nothing_is_written_while_the_store_is_lost(ledger: Ledger, tmp_pa
     assert log.request_id in await _stored_ids(ledger.sink)
     assert recorder.failing_for_s == 0
     await recorder.aclose()
+
+
+async def test_a_charge_the_journal_cannot_encode_is_still_isolated(ledger: Ledger, tmp_path: Path) -> None:
+    # With the journal on, 2**64 tokens failed to encode inside record(): the exception reached the request's
+    # `finally`, the item was counted but never queued, and flush() (admin reads, shutdown) waited forever.
+    journal = SpendJournal.open(tmp_path / "journal", "store")
+    box = DeadLetterBox(ledger.letters, tmp_path / "journal-dead-letters.jsonl")
+    recorder = SpendRecorder(ledger.sink, max_delay_s=0.01, journal=journal, dead_letters=box)
+    recorder.start()
+    good = [make_log(end_user=f"j{index % 3}") for index in range(10)]
+    poison = make_log(end_user="j9", prompt_tokens=2**64)
+    for log in good[:5]:
+        recorder.record(log)
+    recorder.record(poison)
+    for log in good[5:]:
+        recorder.record(log)
+    await asyncio.wait_for(recorder.flush(), timeout=5)
+    await recorder.aclose()
+    assert {log.request_id for log in good} <= await _stored_ids(ledger.sink)
+    assert box.in_table == 1 and recorder.pending == 0

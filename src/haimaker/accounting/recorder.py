@@ -151,6 +151,12 @@ class SpendRecorder:
                 logger.warning("spend queue full (%d items): further charges wait in the journal", len(self._queue))
             try:
                 journal.append(self._queued, item)
+            except (TypeError, ValueError):
+                # An item the journal cannot encode (an integer past 64 bits, a lone surrogate) no store holds either:
+                # it waits in memory and the writer files it as a dead letter, never raising into the request.
+                if spill:
+                    self._spilled_from = None
+                self._queue.append(item)
             except OSError:
                 if spill:
                     self._spilled_from = None
