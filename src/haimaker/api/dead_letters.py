@@ -30,7 +30,7 @@ def _repository(state: AppStateDep) -> DeadLetterRepository:
     return state.dead_letters
 
 
-@router.get("/spend/dead_letters")
+@router.get("/spend/dead_letters", responses=error_responses(422))
 async def list_dead_letters(
     state: AppStateDep, limit: Annotated[int, Query(ge=1, le=1_000, description="At most this many")] = 100
 ) -> Response:
