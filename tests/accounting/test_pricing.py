@@ -338,7 +338,7 @@ def test_every_bounded_usage_at_the_dearest_bundled_price_is_within_the_cost_bou
     )
     assert dearest is not None
     worst = Usage(prompt_tokens=3 * MAX_TOKENS_PER_FIELD, completion_tokens=MAX_TOKENS_PER_FIELD)
-    assert check_billable(dearest, worst) == cost_nanos(dearest, worst)
+    check_billable(dearest, worst)
     assert cost_nanos(dearest, worst) <= MAX_REQUEST_COST_NANOS
 
 
@@ -346,5 +346,5 @@ def test_a_cost_beyond_the_bound_is_refused() -> None:
     absurd_price = ModelPrice(Decimal(1), Decimal(1))  # one dollar per token: a config mistake
     with pytest.raises(UsageError):
         check_billable(absurd_price, Usage(prompt_tokens=600_000, completion_tokens=600_000))
-    assert check_billable(absurd_price, Usage(prompt_tokens=10, completion_tokens=5)) == 15 * 10**9
-    assert check_billable(None, Usage(prompt_tokens=MAX_TOKENS_PER_FIELD)) == 0
+    check_billable(absurd_price, Usage(prompt_tokens=10, completion_tokens=5))  # $15: dear but possible
+    check_billable(None, Usage(prompt_tokens=MAX_TOKENS_PER_FIELD))  # unpriced: costs nothing

@@ -83,13 +83,14 @@ MAX_TOKENS_PER_FIELD: Final = 100_000_000
 # stays under $240k, so this only trips on a nonsense price (a config typo such as a price per 1M tokens given per
 # token), and it keeps 9,000 such charges inside one customer's 64-bit spend.
 MAX_REQUEST_COST_NANOS: Final = usd_to_nanos(Decimal(1_000_000))
+_ALWAYS_BILLABLE_RATE: Final = Decimal(1_000_000) / (4 * MAX_TOKENS_PER_FIELD)
 
 
 class UsageError(ValueError):
     """An upstream's `usage` that no real model can report (or a cost no request can have): never priced."""
 
 
-def _count(value: object, name: str) -> int | None:
+def _count(value: object, path: tuple[str, ...]) -> int | None:
     """A token count from untrusted JSON: None when absent/null, else a non-negative bounded integer.
 
     Raises:
@@ -98,15 +99,15 @@ def _count(value: object, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UsageError(f"usage.{name} is not a number")
+        raise UsageError(f"usage.{'.'.join(path)} is not a number")
     if isinstance(value, float):
         if not value.is_integer():  # also NaN and infinities
-            raise UsageError(f"usage.{name} is not a whole number")
+            raise UsageError(f"usage.{'.'.join(path)} is not a whole number")
         value = int(value)
     if value < 0:
-        raise UsageError(f"usage.{name} is negative")
+        raise UsageError(f"usage.{'.'.join(path)} is negative")
     if value > MAX_TOKENS_PER_FIELD:
-        raise UsageError(f"usage.{name} is above {MAX_TOKENS_PER_FIELD} tokens")
+        raise UsageError(f"usage.{'.'.join(path)} is above {MAX_TOKENS_PER_FIELD} tokens")
     return value
 
 
@@ -116,7 +117,7 @@ def _field(obj: Mapping[str, Any], *path: str) -> int | None:
         if not isinstance(value, Mapping):
             return None  # a details object of the wrong shape: no cache discount, never an over-read
         value = value.get(key)
-    return _count(value, ".".join(path))
+    return _count(value, path)
 
 
 def usage_from_openai(obj: object) -> Usage | None:
@@ -184,18 +185,21 @@ def cost_nanos(price: ModelPrice, usage: Usage) -> Nanos:
     return usd_to_nanos(usd)
 
 
-def check_billable(price: ModelPrice | None, usage: Usage) -> Nanos:
-    """The cost of `usage` at `price` (0 unpriced), refused past `MAX_REQUEST_COST_NANOS`.
+def check_billable(price: ModelPrice | None, usage: Usage) -> None:
+    """Refuse a `usage` that would cost more than `MAX_REQUEST_COST_NANOS` at `price`.
 
     Raises:
         UsageError: the cost exceeds the bound.
     """
     if price is None:
-        return 0
-    cost = cost_nanos(price, usage)
-    if cost > MAX_REQUEST_COST_NANOS:
+        return
+    # Bounded usage (at most 4 fields of MAX_TOKENS_PER_FIELD) cannot cost more than the bound at a rate up to
+    # $0.0025 per token (every real price): then the exact cost, computed again when settling, is not needed here.
+    read, creation = price.cache_read_input_token_cost or 0, price.cache_creation_input_token_cost or 0
+    if max(price.input_cost_per_token, price.output_cost_per_token, read, creation) <= _ALWAYS_BILLABLE_RATE:
+        return
+    if cost_nanos(price, usage) > MAX_REQUEST_COST_NANOS:
         raise UsageError(f"usage would cost more than ${MAX_REQUEST_COST_NANOS // 10**9:,} for one request")
-    return cost
 
 
 def estimate_max_cost_nanos(price: ModelPrice, prompt_tokens: int, max_output_tokens: int, n: int = 1) -> Nanos:

@@ -5,6 +5,10 @@ forward, at once, never buffering more than one partial event. On the way it rea
 chunk that carries it, drops the extra usage-only chunk when the client did not ask for it (we ask the
 upstream for it on our own account), and keeps the content pieces so that a stream without any usage
 can still be counted.
+
+Invariants (issue 10): the work per piece is linear in the piece (only new bytes are scanned for an event
+boundary); a partial event is held up to `max_event_bytes`, past which the stream fails; a usage no model can
+report is never relayed nor priced; no configured secret leaves in any event, error events scrubbed field by field.
 """
 
 from __future__ import annotations
