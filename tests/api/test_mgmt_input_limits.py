@@ -125,3 +125,25 @@ def test_a_budget_reset_instant_within_range_keeps_its_offset_normalised(api: ht
     response = api.post("/budget/new", json={"budget_duration": "1d", "budget_reset_at": "2030-01-01T00:30:00+01:00"})
     assert response.status_code == 200, response.text
     assert response.json()["budget_reset_at"].startswith("2029-12-31T23:30:00")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"model_max_budget": {"gpt-4o": {"tpm_limit": 1e999}}}',
+        '{"model_max_budget": {"gpt-4o": {"rpm_limit": NaN}}}',
+        '{"model_max_budget": {"gpt-4o": {"tpm_limit": -5}}}',
+        '{"model_max_budget": {"gpt-4o": {"rpm_limit": "lots"}}}',
+        '{"model_max_budget": {"gpt-4o": {"max_budget": Infinity}}}',
+    ],
+)
+def test_a_model_budget_that_is_not_a_real_limit_is_a_client_error(api: httpx.Client, body: str) -> None:
+    response = api.post("/budget/new", content=body.encode(), headers={"content-type": "application/json"})
+    assert response.status_code in (400, 422), response.text[:500]
+    assert_error(response, response.status_code, "invalid_request_error")
+
+
+def test_budget_new_with_an_empty_budget_id_generates_one(api: httpx.Client) -> None:
+    response = api.post("/budget/new", json={"budget_id": "", "max_budget": 1})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["budget_id"]) == 36

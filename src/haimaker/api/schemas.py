@@ -14,6 +14,7 @@ the same types.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
@@ -46,6 +47,9 @@ def _storable_json(value: Any) -> Any:
     """Every key and string inside a JSON value (stored as JSON/jsonb, where PostgreSQL refuses NUL)."""
     if isinstance(value, str):
         _storable_text(value, MAX_ID_CHARS)
+    elif isinstance(value, float) and not math.isfinite(value):
+        # Python's JSON reader accepts Infinity and NaN; JSON columns cannot hold them (stored as null, or refused).
+        raise PydanticCustomError("finite_number", "numbers must be finite")
     elif isinstance(value, Mapping):
         for key, item in value.items():
             _storable_json(key)
@@ -143,7 +147,8 @@ class BlockUsers(_Body):
 class BudgetNewRequest(_AllBudgetFields):
     """`POST /budget/new` and `POST /budget/update` (where `budget_id` is required)."""
 
-    budget_id: Id | None = Field(default=None, description="The unique budget id.")
+    # Name, not Id: an empty id on /budget/new asks for a generated one, as LiteLLM's UI sends it.
+    budget_id: Name | None = Field(default=None, description="The unique budget id.")
 
 
 class BudgetRequest(_Body):

@@ -113,7 +113,14 @@ def _checked_model_max_budget(value: Mapping[str, Any]) -> dict[str, Any]:
                 usd_amount(f"model_max_budget.{model}.{key}", limits[key])
         for key in ("budget_duration", "time_period"):
             if limits.get(key) is not None:
-                validate_duration(str(limits[key]))
+                validate_duration(checked_text(str(limits[key]), param=f"model_max_budget.{model}.{key}"))
+        for key in ("tpm_limit", "rpm_limit"):
+            limit = limits.get(key)
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**63):
+                raise BadRequestError(
+                    f"model_max_budget.{model}.{key} must be a non-negative integer. Received: {limit}",
+                    param="model_max_budget",
+                )
     return dict(value)
 
 
