@@ -181,7 +181,18 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     if journal_dir is not None:
         # Charges acknowledged by processes that died before writing them: into the store before the counters are
         # seeded from it and before serving (docs/durability.md).
-        await replay_dead(journal_dir, journal_store, sink)
+        try:
+            await replay_dead(journal_dir, journal_store, sink)
+        except OSError as exc:
+            if general.spend_journal_dir:
+                await db.dispose()
+                raise ConfigError([f"general_settings.spend_journal_dir: cannot use {journal_dir}: {exc}"]) from None
+            # The default place (beside the config) may be read-only, e.g. a mounted config: serve, but say loudly
+            # that a crash now loses the charges of the last write group.
+            logger.error(
+                "spend journal off: %s is not usable (%s); set general_settings.spend_journal_dir", journal_dir, exc
+            )
+            journal_dir = None
 
     prices = PriceTable.bundled()
     deployments = build_deployments(config, prices)

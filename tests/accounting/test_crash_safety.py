@@ -259,3 +259,20 @@ async def test_a_stream_is_journaled_before_the_client_sees_its_done(tmp_path: P
                 assert call_id.encode() in journaled
     finally:
         upstream.close()
+
+
+def test_an_unusable_default_journal_place_serves_without_a_journal_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "haimaker-journal").write_text("not a directory")  # as a read-only config mount would refuse it
+    with running_proxy(tmp_path, base_config()) as proxy, proxy.client() as client:
+        body = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}], "user": "u1"}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert "spend journal off" in caplog.text
+
+
+def test_an_unusable_configured_journal_dir_refuses_to_start(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("not a directory")
+    config = base_config(general_settings={"spend_journal_dir": str(tmp_path / "taken")})
+    with pytest.raises(RuntimeError, match="proxy failed to start"), running_proxy(tmp_path, config):
+        pass

@@ -1,0 +1,83 @@
+"""What the spend journal costs on the hot path: `python -m bench.journal [--duration 5] [--rounds 2]`.
+
+Starts the fake upstream and the load generator, then haimaker twice per round on one SQLite store, once with the
+journal (the default) and once with `spend_journal: false`, alternating so that drift on a shared machine hits both
+alike. Each run measures c=1 JSON (p50: the added latency of one request) and c=64 JSON and SSE (req/s), with every
+request charged to one of 10,000 customers (the journal writes one line per charge). Prints one line per run and
+the medians per setting; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench.load import LoadResult
+from bench.processes import Haimaker, LoadGenerator, Upstream
+from bench.run import MASTER_KEY, Plan, Scenario, load_spec, write_config
+
+SHAPES = (("c=1 json", 1, False), ("c=64 json", 64, False), ("c=64 stream", 64, True))
+
+
+def journal_config(path: Path, upstream: Upstream, database_url: str, journal: bool) -> None:
+    write_config(path, upstream, database_url, None)
+    if not journal:
+        text = path.read_text().replace("general_settings:\n", "general_settings:\n  spend_journal: false\n")
+        path.write_text(text)
+
+
+def measure(loader: LoadGenerator, url: str, plan: Plan) -> dict[str, LoadResult]:
+    results = {}
+    for name, concurrency, stream in SHAPES:
+        scenario = Scenario("sqlite", concurrency, stream, "10k")
+        results[name] = loader.measure(load_spec(url + "/v1/chat/completions", MASTER_KEY, scenario, plan))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.journal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds at the start of each")
+    parser.add_argument("--rounds", type=int, default=2, help="journal on/off pairs")
+    args = parser.parse_args(argv)
+    plan = Plan(args.duration, args.warmup, 10_000_000, 0, 0.0, (1, 64))
+    repo = Path(__file__).resolve().parent.parent
+    runs: dict[bool, list[dict[str, LoadResult]]] = {True: [], False: []}
+    with (
+        tempfile.TemporaryDirectory(prefix="haimaker-bench-journal-") as tmp,
+        Upstream(20, cwd=repo) as upstream,
+        LoadGenerator(cwd=repo) as loader,
+    ):
+        workdir = Path(tmp)
+        database_url = f"sqlite:///{(workdir / 'bench.db').absolute()}"
+        for round_no in range(args.rounds):
+            for journal in (True, False) if round_no % 2 == 0 else (False, True):
+                config = workdir / "config.yaml"
+                journal_config(config, upstream, database_url, journal)
+                with Haimaker(config, workdir / "haimaker.log") as proxy:
+                    proxy.wait_ready()
+                    results = measure(loader, proxy.url, plan)
+                runs[journal].append(results)
+                label = "journal on " if journal else "journal off"
+                cells = ", ".join(
+                    f"{name}: {r.rps:,.0f} rps p50 {r.p50_ms:.3f} ms ({r.error_count} errors)"
+                    for name, r in results.items()
+                )
+                print(f"round {round_no + 1} {label}: {cells}", flush=True)
+    print("\nmedians over rounds:")
+    for name, _, _ in SHAPES:
+        on = [run[name] for run in runs[True]]
+        off = [run[name] for run in runs[False]]
+        p50_on, p50_off = statistics.median(r.p50_ms for r in on), statistics.median(r.p50_ms for r in off)
+        rps_on, rps_off = statistics.median(r.rps for r in on), statistics.median(r.rps for r in off)
+        print(
+            f"  {name}: p50 {p50_on:.3f} ms with, {p50_off:.3f} ms without (added {p50_on - p50_off:+.3f} ms); "
+            f"{rps_on:,.0f} rps with, {rps_off:,.0f} rps without ({(rps_on / rps_off - 1) * 100:+.1f}%)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
