@@ -208,3 +208,32 @@ async def test_replay_into_a_real_store_is_idempotent(
         assert spend == sum(log.spend for log in after)  # reset once, between the two groups
     finally:
         await db.dispose()
+
+
+async def test_a_shutdown_that_cannot_write_keeps_the_journal_for_the_next_start(tmp_path: Path) -> None:
+    sink = _GatedSink()  # the store stays down through the shutdown
+    recorder = SpendRecorder(sink, max_delay_s=0.01, journal=SpendJournal.open(tmp_path, STORE))
+    recorder.start()
+    logs = _charges(5)
+    for log in logs:
+        recorder.record(log)
+    await recorder.aclose(timeout_s=0.2)
+    assert _dead_items(tmp_path) == logs
+
+
+def _open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+async def test_group_fsync_syncs_rotated_segments_and_leaks_no_descriptor(tmp_path: Path) -> None:
+    before = _open_fds()
+    journal = SpendJournal.open(tmp_path, STORE, fsync="group", rotate_bytes=2_000)
+    items: list[Item] = list(_charges(30))
+    for seq, item in enumerate(items, start=1):
+        journal.append(seq, item)
+        if seq % 10 == 0:
+            await journal.sync()  # rotated descriptors are synced, then closed
+    await journal.sync()
+    journal.close(clean=False)
+    assert _open_fds() == before
+    assert _dead_items(tmp_path) == items
