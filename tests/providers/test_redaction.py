@@ -197,3 +197,19 @@ def test_the_redactor_of_a_config_holds_every_configured_secret(tmp_path: Path) 
         assert secret in redactor.secrets
         assert redactor.text(f"x {secret} y") == "x [REDACTED] y"
     assert "pg%2Fsecret-cccc" not in redactor.text("postgresql://app:pg%2Fsecret-cccc@db:5432/app")
+
+
+def test_formatters_that_read_the_arguments_still_work(caplog: pytest.LogCaptureFixture) -> None:
+    secret = SECRETS[0]
+    installed = RedactingLogRecords(Redactor(SECRETS))
+    try:
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("haimaker.test_redaction").info(
+                '%s - "%s %s HTTP/%s" %d %r', "127.0.0.1:5000", "POST", f"/v1?key={secret}", "1.1", 200, [secret]
+            )
+    finally:
+        installed.uninstall()
+    record = caplog.records[0]
+    assert isinstance(record.args, tuple) and len(record.args) == 6, "uvicorn's access formatter unpacks them"
+    assert record.args[4] == 200
+    assert record.getMessage() == "127.0.0.1:5000 - \"POST /v1?key=[REDACTED] HTTP/1.1\" 200 ['[REDACTED]']"

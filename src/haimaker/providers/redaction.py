@@ -208,14 +208,43 @@ class RedactingLogRecords:
 
 
 def redact_record(record: logging.LogRecord, redactor: Redactor) -> None:
-    """Replace a record's message and arguments by their redacted rendering; pre-render its exception text."""
-    try:
-        message = record.getMessage()
-    except Exception:  # a bad format string: leave it to the handler to report, but never with a secret
-        message = f"{record.msg!s} {record.args!r}"
-    record.msg = redactor.text(message)
-    record.args = None
+    """Scrub a record's message template, each of its arguments, and its exception and stack text.
+
+    Arguments are scrubbed one by one rather than rendered into the message, so that formatters which read them
+    (uvicorn's access log unpacks `record.args`) keep working; numbers pass untouched, so `%d` still formats.
+    """
+    record.msg = redactor.text(record.msg if isinstance(record.msg, str) else str(record.msg))
+    args = record.args
+    if isinstance(args, tuple):
+        record.args = tuple(_redacted_arg(arg, redactor) for arg in args)
+    elif isinstance(args, Mapping):
+        record.args = {key: _redacted_arg(value, redactor) for key, value in args.items()}
     if record.exc_info and not record.exc_text:
         record.exc_text = redactor.text(logging.Formatter().formatException(record.exc_info))
     if record.stack_info:
         record.stack_info = redactor.text(record.stack_info)
+
+
+class _RedactedText(str):
+    """A scrubbed rendering of a log argument that formats the same with `%s` and `%r`."""
+
+    _repr: str  # a str subclass cannot have non-empty __slots__
+
+    def __new__(cls, text: str, representation: str) -> _RedactedText:
+        value = super().__new__(cls, text)
+        value._repr = representation
+        return value
+
+    def __repr__(self) -> str:
+        return self._repr
+
+
+def _redacted_arg(arg: object, redactor: Redactor) -> object:
+    if arg is None or isinstance(arg, bool | int | float):
+        return arg
+    text = arg if isinstance(arg, str) else str(arg)
+    representation = repr(arg)
+    clean_text, clean_repr = redactor.text(text), redactor.text(representation)
+    if clean_text == text and clean_repr == representation:
+        return arg
+    return _RedactedText(clean_text, clean_repr)
