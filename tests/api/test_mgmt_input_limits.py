@@ -147,3 +147,11 @@ def test_budget_new_with_an_empty_budget_id_generates_one(api: httpx.Client) -> 
     response = api.post("/budget/new", json={"budget_id": "", "max_budget": 1})
     assert response.status_code == 200, response.text
     assert len(response.json()["budget_id"]) == 36
+
+
+def test_too_many_ids_in_one_filter_or_request_are_a_client_error(api: httpx.Client) -> None:
+    many = ",".join(f"{n:x}" for n in range(1_001))  # every id is a bound parameter: past ~32k a store refuses
+    response = api.get("/customer/daily/activity", params={"end_user_ids": many})
+    assert_error(response, 400, "invalid_request_error", param="end_user_ids")
+    response = api.post("/customer/block", json={"user_ids": [f"c{n}" for n in range(10_001)]})
+    assert_error(response, 422, "invalid_request_error", param="user_ids")

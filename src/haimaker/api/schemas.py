@@ -27,6 +27,8 @@ from haimaker.services.customers import MAX_PAGE
 
 _BIGINT: Final = 2**63 - 1
 MAX_LIST_CHARS: Final = 64 * 1024
+# Ids in one request: bulk enough for any admin, small enough to stay one short transaction.
+MAX_IDS: Final = 10_000
 _INT: Final = 2**31 - 1
 
 Region = Literal["eu", "us"]
@@ -137,11 +139,11 @@ class UpdateCustomerRequest(_BudgetFields):
 
 
 class DeleteCustomerRequest(_Body):
-    user_ids: list[Id] = Field(min_length=1)
+    user_ids: list[Id] = Field(min_length=1, max_length=MAX_IDS)
 
 
 class BlockUsers(_Body):
-    user_ids: list[Id]
+    user_ids: list[Id] = Field(max_length=MAX_IDS)
 
 
 class BudgetNewRequest(_AllBudgetFields):
@@ -152,7 +154,7 @@ class BudgetNewRequest(_AllBudgetFields):
 
 
 class BudgetRequest(_Body):
-    budgets: list[Id]
+    budgets: list[Id] = Field(max_length=MAX_IDS)
 
 
 class BudgetDeleteRequest(_Body):

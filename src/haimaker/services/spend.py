@@ -32,6 +32,7 @@ KEY_OWNER: Final = "default_user_id"
 MAX_LOGS: Final = 10_000
 MAX_SUMMARY_DAYS: Final = 3660
 TOP_END_USERS: Final = 100
+MAX_FILTER_IDS: Final = 1_000
 DEFAULT_WINDOW: Final = timedelta(days=30)
 
 
@@ -239,8 +240,12 @@ class SpendService:
         page_size: int = 10,
     ) -> ActivityReport:
         """Customers' activity per day, newest day first, `page_size` days a page."""
-        for user_id in (*(end_user_ids or ()), *(exclude_end_user_ids or ())):
-            checked_text(user_id, param="end_user_ids")
+        for param, user_ids in (("end_user_ids", end_user_ids), ("exclude_end_user_ids", exclude_end_user_ids)):
+            # Each id is a bound parameter: past ~32k, either store refuses the statement.
+            if user_ids is not None and len(user_ids) > MAX_FILTER_IDS:
+                raise BadRequestError(f"{param} lists more than {MAX_FILTER_IDS} ids.", param=param)
+            for user_id in user_ids or ():
+                checked_text(user_id, param=param)
         _check_filters(model=model)
         check_range(start_date, end_date)
         await self._services.settle_pending()
