@@ -7,6 +7,10 @@ budgets_repo.py   BudgetRepository
 customers_repo.py CustomerRepository
 spend_repo.py     SpendRepository and ChargeBatch (the grouped, idempotent charge write)
 json_rows.py      many rows in one statement, as one JSON parameter (the charge write's statements)
+dead_letters_repo.py DeadLetterRepository (charges and resets the recorder could not write)
+write_errors.py   a failed write: the row's fault (data error) or the store's? and a safe description
+store_identity.py the store's id (haimaker_meta), remembered per URL: a deleted/replaced/emptied store is refused
+store_health.py   StoreMonitor: is the store still there (file missing/replaced/read-only, schema gone)?
 database.py       Database: engine + sessions + repositories, opened and closed together
 migrations/       Alembic environment and versions (package data)
 """
