@@ -68,18 +68,32 @@ def _read_until_closed(sock: socket.socket, deadline_s: float) -> tuple[bytes, f
         received += chunk
 
 
-def _read_response(sock: socket.socket) -> bytes:
-    """One whole response with a content-length (the connection stays open)."""
+def _read_responses(sock: socket.socket, count: int = 1) -> list[bytes]:
+    """`count` whole responses with a content-length, in order (the connection stays open)."""
     received = b""
-    while b"\r\n\r\n" not in received:
-        received += sock.recv(65536)
-    head, _, body = received.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-    )
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head + b"\r\n\r\n" + body
+
+    def more() -> bytes:
+        chunk = sock.recv(65536)
+        if not chunk:
+            pytest.fail(f"the connection closed after {received!r}")
+        return chunk
+
+    responses: list[bytes] = []
+    while len(responses) < count:
+        while b"\r\n\r\n" not in received:
+            received += more()
+        head, _, rest = received.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
+        while len(rest) < length:
+            rest += more()
+        responses.append(head + b"\r\n\r\n" + rest[:length])
+        received = rest[length:]
+    return responses
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    return _read_responses(sock)[0]
 
 
 def test_partial_headers_are_closed_after_the_header_timeout(proxy: RunningProxy) -> None:
@@ -153,6 +167,19 @@ def test_a_keep_alive_connection_is_not_cut_between_requests_nor_during_a_slow_a
         time.sleep(TIMEOUT_S / 4)
         sock.sendall(request[-5:])
         assert _read_response(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_pipelined_request_is_not_timed_while_it_waits_behind_a_slow_one(proxy: RunningProxy) -> None:
+    # The second request's body finishes after the body timeout but while the first is still being answered: it is
+    # not the client's delay, and a 408 then would be written into the middle of the first answer.
+    slow, second = _request(proxy, CHAT.replace(b"gpt-3.5-turbo", b"slow")), _request(proxy)
+    with _connect(proxy) as sock:
+        sock.sendall(slow + second[:-5])
+        time.sleep(TIMEOUT_S * 1.5)
+        sock.sendall(second[-5:])
+        first, then = _read_responses(sock, 2)
+        assert first.startswith(b"HTTP/1.1 200 ") and b'"model":"slow"' in first
+        assert then.startswith(b"HTTP/1.1 200 ")
 
 
 def test_partial_headers_of_a_second_request_on_a_connection_are_closed(proxy: RunningProxy) -> None:

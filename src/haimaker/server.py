@@ -140,6 +140,12 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
+        if self.flow.read_paused or self.pipeline:
+            # Not the client's delay: we are not reading (the app has not taken what came), or the late request is
+            # queued behind a pipelined one still being answered (a 408 now would cut into that answer).
+            timeout_s = self._header_timeout_s if self._awaiting == _HEADERS else self._body_timeout_s
+            self._deadline = self.loop.call_later(timeout_s, self._on_deadline)
+            return
         cycle = self.cycle
         if self._awaiting == _BODY and cycle is not None and not cycle.response_started:
             # The app waits in receive(): it gets a disconnect, and whatever it sends after is dropped.
