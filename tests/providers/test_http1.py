@@ -265,3 +265,14 @@ async def test_a_consumer_that_does_not_read_pauses_the_socket_instead_of_buffer
     finally:
         release.set()
         client.close()
+
+
+async def test_a_webhook_answering_a_huge_body_is_not_read_whole(serve: Callable[[Handler], Awaitable[Server]]) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 500000000\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    server = await serve(handler)
+    assert await post_json(server.url, {"event": "x"}, timeout_s=2) is True
