@@ -14,10 +14,12 @@ from urllib.parse import quote
 import orjson
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from haimaker.config.loader import load_config
 from haimaker.providers.http import status_error
-from haimaker.providers.redaction import RedactingLogRecords, Redactor, sanitize_message
+from haimaker.providers.redaction import MIN_SECRET_CHARS, RedactingLogRecords, Redactor, sanitize_message
 
 
 def test_configured_secret_is_removed_whatever_its_shape() -> None:
@@ -213,3 +215,20 @@ def test_formatters_that_read_the_arguments_still_work(caplog: pytest.LogCapture
     assert isinstance(record.args, tuple) and len(record.args) == 6, "uvicorn's access formatter unpacks them"
     assert record.args[4] == 200
     assert record.getMessage() == "127.0.0.1:5000 - \"POST /v1?key=[REDACTED] HTTP/1.1\" 200 ['[REDACTED]']"
+
+
+_SECRET_CHARS = st.characters(codec="utf-8", exclude_categories=("Cs",))
+
+
+@given(
+    secret=st.text(_SECRET_CHARS, min_size=MIN_SECRET_CHARS, max_size=64).filter(lambda s: s.strip() == s),
+    before=st.text(_SECRET_CHARS, max_size=40),
+    after=st.text(_SECRET_CHARS, max_size=40),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_secret_survives_in_text_bytes_or_json(secret: str, before: str, after: str) -> None:
+    redactor = Redactor([secret])
+    assert secret not in redactor.text(before + secret + after)
+    assert secret not in redactor.message(before + secret + after)
+    assert secret.encode() not in redactor.bytes(orjson.dumps({"k": before + secret + after}))
+    assert secret not in orjson.dumps(redactor.value({"error": {"param": before + secret + after}})).decode()

@@ -6,10 +6,13 @@ usage-only chunk reaching a client that never asked for it, and a stream whose u
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from haimaker.accounting.pricing import Usage, UsageError
 from haimaker.errors import BadGatewayError
@@ -290,3 +293,22 @@ def test_a_secret_anywhere_in_a_relayed_event_is_scrubbed() -> None:
     out = tap.feed(_chunk(f"the key is {PASSPHRASE}") + b"data: " + PASSPHRASE.encode())
     assert PASSPHRASE.encode() not in out + tap.flush()
     assert orjson.loads(out[6:])["choices"][0]["delta"]["content"] == "the key is [REDACTED]"
+
+
+# ---- properties --------------------------------------------------------------------------------------------
+
+
+@given(
+    cuts=st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12),
+    crlf=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_split_of_a_stream_relays_the_same_bytes_as_one_piece(cuts: list[int], crlf: bool) -> None:
+    raw = STREAM.replace(b"\n", b"\r\n") if crlf else STREAM
+    bounds = [0, *sorted(c * len(raw) // len(STREAM) for c in cuts), len(raw)]
+    pieces = [raw[a:b] for a, b in itertools.pairwise(bounds)]
+    whole, split = SSETap(keep_usage_chunk=True), SSETap(keep_usage_chunk=True)
+
+    assert _relay(split, pieces) == _relay(whole, [raw]) == STREAM
+    assert split.usage == whole.usage == USAGE
+    assert split.finished and whole.finished
