@@ -217,7 +217,7 @@ def test_formatters_that_read_the_arguments_still_work(caplog: pytest.LogCapture
     assert record.getMessage() == "127.0.0.1:5000 - \"POST /v1?key=[REDACTED] HTTP/1.1\" 200 ['[REDACTED]']"
 
 
-_SECRET_CHARS = st.characters(codec="utf-8", exclude_categories=("Cs",))
+_SECRET_CHARS = st.characters(codec="utf-8")  # no lone surrogates: a secret is valid text
 
 
 @given(
