@@ -12,7 +12,7 @@ connection is uvicorn's `timeout_keep_alive` (65 s). uvicorn has no header or bo
 `DeadlineHttpToolsProtocol` adds them to its httptools protocol; the CLI and the test proxy both serve through
 `server_config(...)`. granian has a header timeout (`HTTP1Settings.header_read_timeout`), which we set; it has no
 body timeout, so under granian a body dripped byte by byte is bounded only by the clients' own timeouts
-(docs in README, "Slow clients").
+(README, "Hostile clients").
 """
 
 from __future__ import annotations
