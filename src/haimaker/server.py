@@ -11,8 +11,8 @@ timeout of any length is beaten by one byte just inside it, which is how the att
 connection is uvicorn's `timeout_keep_alive` (65 s). uvicorn has no header or body timeout of its own, so
 `DeadlineHttpToolsProtocol` adds them to its httptools protocol; the CLI and the test proxy both serve through
 `server_config(...)`. granian has a header timeout (`HTTP1Settings.header_read_timeout`), which we set; it has no
-body timeout, so under granian a body dripped byte by byte is bounded only by the clients' own timeouts
-(README, "Hostile clients").
+body timeout, so under granian a body dripped byte by byte still holds its connection: use uvicorn (the default)
+or a reverse proxy's body timeout there (README, "Hostile clients").
 """
 
 from __future__ import annotations
