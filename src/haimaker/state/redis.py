@@ -44,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from haimaker.clock import Clock
+from haimaker.errors import BudgetExceededError, RateLimitError
 from haimaker.money import Nanos
 from haimaker.state.counters import WINDOW_S, Demand, Limits, Reservation, SpendReset, SpendResetSink
 from haimaker.state.resp import ScriptClient
@@ -89,6 +90,15 @@ class Admission:
     """An admitted request and what the script saw: the customer's spend and period end."""
 
     reservation: SharedReservation
+    spend: Nanos
+    spend_reset_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused request and what the script saw: a refusal can follow a period reset that the script applied."""
+
+    error: BudgetExceededError | RateLimitError
     spend: Nanos
     spend_reset_at: datetime | None
 
@@ -184,6 +194,13 @@ class RedisCounters:
 
     async def admit(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Admission:
         """Check every limit and reserve, in one script; raise BudgetExceededError / RateLimitError."""
+        verdict = await self.decide(limits, demand, fail_closed=fail_closed)
+        if isinstance(verdict, Refusal):
+            raise verdict.error
+        return verdict
+
+    async def decide(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Admission | Refusal:
+        """`admit`, with a refusal returned, not raised, together with the spend and period end the script saw."""
         seed_if_absent = self._is_new is not None and self._is_new(limits.customer_id)
         for attempt in range(3):
             reservation_id, result = await self._admit_once(limits, demand, fail_closed, seed_if_absent)
@@ -201,9 +218,11 @@ class RedisCounters:
         window_start, now = ws / 1000, now_ms / 1000
         if status in _REFUSALS:
             limit = {2: limits.max_parallel_requests, 3: limits.rpm_limit, 4: limits.tpm_limit}[status]
-            raise rate_limited(limits.customer_id, _REFUSALS[status], limit or 0, window_start, now)
+            refused = rate_limited(limits.customer_id, _REFUSALS[status], limit or 0, window_start, now)
+            return Refusal(refused, spend, reset_at)
         if status != 0:
-            raise budget_exceeded(self._budget_status_code, limits, spend, demand.cost if estimate_flag else None)
+            estimate = demand.cost if estimate_flag else None
+            return Refusal(budget_exceeded(self._budget_status_code, limits, spend, estimate), spend, reset_at)
         slot = limits.max_parallel_requests is not None
         reservation = SharedReservation(
             customer_id=limits.customer_id,

@@ -19,8 +19,8 @@ Invariants:
   past the fence, when it has every charge made before it. Residual race: a charge whose Redis update is delayed
   past the seed while its durable write is not (milliseconds), or an instance that notices the return only after
   the fence. The durable store itself is exact.
-- The local counters double as the mirror of what Redis last said (spend, period end): `spend()` answers from it,
-  and a fallback starts from it.
+- The local counters double as the mirror of what Redis last said (spend, period end), refused admissions included
+  (one may have applied a period reset): `spend()` and `settle` answer from it, and a fallback starts from it.
 - Leases of this instance's reservations in flight are renewed every `lease_s / 3` while UP.
 """
 
@@ -42,7 +42,7 @@ from haimaker.errors import ServiceUnavailableError
 from haimaker.money import Nanos
 from haimaker.state.counters import Demand, Limits, Reservation, SpendReset, SpendResetSink
 from haimaker.state.memory import MemoryCounterStore, NextReset
-from haimaker.state.redis import RedisCounters, SeedUnavailableError, SharedReservation
+from haimaker.state.redis import RedisCounters, Refusal, SeedUnavailableError, SharedReservation
 
 logger = logging.getLogger("haimaker.state")
 
@@ -194,16 +194,19 @@ class ResilientCounterStore:
     async def admit(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Reservation:
         if self.health is Health.UP:
             try:
-                admission = await self.redis.admit(limits, demand, fail_closed=fail_closed)
+                verdict = await self.redis.decide(limits, demand, fail_closed=fail_closed)
             except RedisError as exc:
                 self._mark_down(exc)
             except SeedUnavailableError as exc:
                 logger.error("%s", exc)
                 return self._admit_locally(limits, demand, fail_closed, "the durable store is unreachable")
             else:
-                reservation = admission.reservation
+                # Refused too: the script may have reset the period before it refused.
+                self._note(limits.customer_id, verdict.spend, verdict.spend_reset_at)
+                if isinstance(verdict, Refusal):
+                    raise verdict.error
+                reservation = verdict.reservation
                 reservation.epoch = self._epoch or ""
-                self._note(limits.customer_id, admission.spend, admission.spend_reset_at)
                 self._live[reservation.member] = reservation
                 return reservation
         return self._admit_locally(limits, demand, fail_closed, "Redis is unreachable")
