@@ -5,18 +5,28 @@ journal (the default) and once with `spend_journal: false`, alternating so that 
 alike. Each run measures c=1 JSON (p50: the added latency of one request) and c=64 JSON and SSE (req/s), with every
 request charged to one of 10,000 customers (the journal writes one line per charge). Prints one line per run and
 the medians per setting; nothing is asserted.
+
+`--micro` measures instead, in this process, what `SpendRecorder.record()` costs per charge with and without a
+journal (the only hot-path work the journal adds): steadier than the end-to-end numbers on a busy machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.load import LoadResult
 from bench.processes import Haimaker, LoadGenerator, Upstream
 from bench.run import MASTER_KEY, Plan, Scenario, load_spec, write_config
+from haimaker.accounting.journal import SpendJournal
+from haimaker.accounting.recorder import SpendRecorder
+from haimaker.storage.records import Customer, SpendLog
 
 SHAPES = (("c=1 json", 1, False), ("c=64 json", 64, False), ("c=64 stream", 64, True))
 
@@ -36,12 +46,68 @@ def measure(loader: LoadGenerator, url: str, plan: Plan) -> dict[str, LoadResult
     return results
 
 
+class _NullSink:
+    async def write_charges(self, new_customers: list[Customer], logs: list[SpendLog]) -> int:
+        return len(logs)
+
+    async def reset_customers(self, user_ids: list[str], next_reset_at: datetime) -> None:
+        return None
+
+    async def reset_budget(self, reset: object) -> None:
+        return None
+
+
+async def micro(charges: int = 50_000, rounds: int = 3) -> None:
+    """µs per `record()` call, journal off and on (the recorder's writer is not started: only the call is timed)."""
+    now = datetime.now(UTC)
+    logs = [
+        SpendLog(
+            str(uuid.uuid4()),
+            f"bench-c{i}",
+            "gpt-3.5-turbo",
+            "d1",
+            MODEL_GROUP,
+            "openai",
+            "acompletion",
+            9,
+            12,
+            21,
+            123_000,
+            now,
+            now,
+            api_key="ab" * 32,
+        )
+        for i in range(charges)
+    ]
+    timings: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory(prefix="haimaker-bench-journal-") as tmp:
+        for _ in range(rounds):
+            for journal_on in (False, True):
+                journal = SpendJournal.open(Path(tmp), "bench") if journal_on else None
+                recorder = SpendRecorder(_NullSink(), journal=journal, max_queued=charges)
+                started = time.perf_counter()
+                for log in logs:
+                    recorder.record(log)
+                timings[journal_on].append((time.perf_counter() - started) / charges * 1e6)
+                if journal is not None:
+                    journal.close(clean=True)
+    off, on = statistics.median(timings[False]), statistics.median(timings[True])
+    print(f"record(): {off:.2f} µs per charge without the journal, {on:.2f} µs with it (+{on - off:.2f} µs)")
+
+
+MODEL_GROUP = "fake-gpt"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.journal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds at the start of each")
     parser.add_argument("--rounds", type=int, default=2, help="journal on/off pairs")
+    parser.add_argument("--micro", action="store_true", help="time record() in this process instead")
     args = parser.parse_args(argv)
+    if args.micro:
+        asyncio.run(micro())
+        return 0
     plan = Plan(args.duration, args.warmup, 10_000_000, 0, 0.0, (1, 64))
     repo = Path(__file__).resolve().parent.parent
     runs: dict[bool, list[dict[str, LoadResult]]] = {True: [], False: []}
