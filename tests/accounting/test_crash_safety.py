@@ -9,9 +9,10 @@ spend_logs, with each customer's stored spend equal to the sum of its stored cha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +121,21 @@ async def _store_state(url: str) -> tuple[set[str], dict[str, int], dict[str, in
     return ids, spend, sums
 
 
+@contextlib.contextmanager
+def _serving(tmp_path: Path, config: dict[str, Any], name: str = "proxy") -> Iterator[ProxyProcess]:
+    """`proxy_process`, with the end of the proxy's log in the failure when it does not start."""
+    try:
+        with proxy_process(tmp_path, config, name=name) as proxy:
+            yield proxy
+    except RuntimeError as exc:
+        raise AssertionError((tmp_path / f"{name}.log").read_text()[-3000:]) from exc
+
+
 def _restart_and_stop(tmp_path: Path, config: dict[str, Any]) -> str:
     """Start again on the same store and journal (the replay runs before readiness), then stop cleanly."""
-    try:
-        with proxy_process(tmp_path, config, name="restarted") as proxy:
-            assert proxy.terminate() == 0
-            return proxy.log()
-    except RuntimeError as exc:
-        raise AssertionError((tmp_path / "restarted.log").read_text()[-3000:]) from exc
+    with _serving(tmp_path, config, name="restarted") as proxy:
+        assert proxy.terminate() == 0
+        return proxy.log()
 
 
 def _assert_nothing_lost(load: Load, ids: set[str], spend: dict[str, int], sums: dict[str, int]) -> None:
@@ -140,7 +148,7 @@ def _assert_nothing_lost(load: Load, ids: set[str], spend: dict[str, int], sums:
 
 async def test_kill_9_under_load_then_restart_loses_no_acknowledged_charge(tmp_path: Path, store_url: str) -> None:
     config = base_config(model_list=[MODEL], general_settings={"database_url": store_url})
-    with proxy_process(tmp_path, config) as proxy:
+    with _serving(tmp_path, config) as proxy:
         load = await _load_then_kill(proxy, workers=24, before_kill_s=1.5)
     log = _restart_and_stop(tmp_path, config)
     ids, spend, sums = await _store_state(store_url)
@@ -158,7 +166,7 @@ async def test_postgres_unreachable_then_kill_9_then_restart_loses_no_acknowledg
             # The smallest queue bound, so that this load goes past it: charges then wait in the journal only.
             general = {"database_url": via_relay, "spend_queue_max": 100}
             config = base_config(model_list=[MODEL], general_settings=general)
-            with proxy_process(tmp_path, config) as proxy:
+            with _serving(tmp_path, config) as proxy:
                 warm = Load(proxy.url)
                 await warm.run(4, 0.3)
                 relay.close()  # PostgreSQL is gone for this proxy
