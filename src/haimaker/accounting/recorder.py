@@ -184,7 +184,8 @@ class SpendRecorder:
 
     async def _refill(self, journal: SpendJournal, start: Position) -> None:
         """Move spilled items from the journal back into the queue, in order (reads in a worker thread)."""
-        room = max(self._max_rows, (self._max_queued or 0) - len(self._queue))
+        # At most a catch-up group per read: parsing holds the GIL, so the loop is never starved for long.
+        room = min(self._max_catch_up_rows, max(self._max_rows, (self._max_queued or 0) - len(self._queue)))
         items, reached = await asyncio.to_thread(journal.read, start, journal.tell(), room)
         self._queue.extend(items)
         if reached == journal.tell():
