@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -237,3 +239,25 @@ async def test_group_fsync_syncs_rotated_segments_and_leaks_no_descriptor(tmp_pa
     journal.close(clean=False)
     assert _open_fds() == before
     assert _dead_items(tmp_path) == items
+
+
+def test_another_live_process_journal_is_left_alone_until_it_is_killed(tmp_path: Path) -> None:
+    holder = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from pathlib import Path
+from haimaker.accounting.journal import SpendJournal
+from storage_factories import make_log
+journal = SpendJournal.open(Path({str(tmp_path)!r}), {STORE!r})
+journal.append(1, make_log(request_id="from-the-other-process"))
+print("ready", flush=True)
+time.sleep(60)
+"""
+    with subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True) as other:
+        try:
+            assert other.stdout is not None and other.stdout.readline() == "ready\n"
+            assert claim_dead(tmp_path, STORE) == []  # a live worker sharing the directory
+        finally:
+            other.kill()  # kill -9
+    [item] = _dead_items(tmp_path)
+    assert isinstance(item, SpendLog) and item.request_id == "from-the-other-process"
