@@ -123,10 +123,16 @@ class SpendJournal:
         return self.directory / f"{self._prefix}.{number:08d}.seg"
 
     def _open_segment(self, number: int) -> None:
-        self._fd = os.open(self._path(number), _OPEN_FLAGS, 0o600)
-        self._segments.append(_Segment(number))
+        fd = os.open(self._path(number), _OPEN_FLAGS, 0o600)
+        try:
+            os.write(fd, _header_line())
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._segments.append(_Segment(number, size=len(_header_line())))
         self._new_entries = True
-        self._write(_HEADER)
+        self._dirty = True
 
     def append(self, seq: int, item: Item) -> None:
         """Write one record (one `os.write`; never awaits). Raises OSError when the disk refuses it."""
@@ -146,11 +152,17 @@ class SpendJournal:
         self._dirty = True
 
     def _rotate(self) -> None:
+        old = self._fd
+        try:
+            self._open_segment(self._segments[-1].number + 1)
+        except OSError:
+            # The record is written; keep appending to the segment we have rather than refuse charges.
+            logger.exception("spend journal: could not start a new segment")
+            return
         if self.fsync == "group":
-            self._retired.append(self._fd)  # closed by the next group fsync, once synced
+            self._retired.append(old)  # closed by the next group fsync, once synced
         else:
-            os.close(self._fd)
-        self._open_segment(self._segments[-1].number + 1)
+            os.close(old)
 
     def tell(self) -> Position:
         """Where the next record will start."""
@@ -271,6 +283,10 @@ def _encode(seq: int, item: Item) -> bytes:
 
 
 _HEADER: Final = orjson.dumps([0, "h", _LOG_FIELDS])
+
+
+def _header_line() -> bytes:
+    return b"%08x %b\n" % (zlib.crc32(_HEADER), _HEADER)
 
 
 class _Decoder:
