@@ -156,6 +156,15 @@ async def test_kill_9_under_load_then_restart_loses_no_acknowledged_charge(tmp_p
     assert "replayed" in log
 
 
+async def test_kill_9_with_group_fsync_loses_no_acknowledged_charge(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'group.db'}"
+    config = base_config(model_list=[MODEL], general_settings={"database_url": url, "spend_journal_fsync": "group"})
+    with _serving(tmp_path, config) as proxy:
+        load = await _load_then_kill(proxy, workers=24, before_kill_s=1.5)
+    _restart_and_stop(tmp_path, config)
+    _assert_nothing_lost(load, *await _store_state(url))
+
+
 @pytest.mark.postgres
 async def test_postgres_unreachable_then_kill_9_then_restart_loses_no_acknowledged_charge(tmp_path: Path) -> None:
     url = await make_database_url("postgres", tmp_path)
