@@ -182,7 +182,10 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         # Charges acknowledged by processes that died before writing them: into the store before the counters are
         # seeded from it and before serving (docs/durability.md).
         try:
-            await replay_dead(journal_dir, journal_store, sink)
+            dead_letters = DeadLetterBox(
+                DeadLetterRepository(sessions, clock=clock), settings.config_dir / DEAD_LETTER_FILENAME
+            )
+            await replay_dead(journal_dir, journal_store, sink, dead_letters=dead_letters)
         except OSError as exc:
             if general.spend_journal_dir:
                 await db.dispose()

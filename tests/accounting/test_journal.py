@@ -11,15 +11,17 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
-from dbs import database_kind, database_url, migrated_database_url  # noqa: F401
+from dbs import database_kind, database_url, drop_database, make_database_url, migrated_database_url  # noqa: F401
+from haimaker.accounting.dead_letters import DeadLetterBox
 from haimaker.accounting.journal import Item, SpendJournal, claim_dead, replay_dead, store_key
 from haimaker.accounting.recorder import BudgetReset, SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.clock import SystemClock
 from haimaker.state.counters import SpendReset
-from haimaker.storage.engine import create_engine, session_factory
+from haimaker.storage.engine import create_engine, session_factory, upgrade
 from haimaker.storage.records import Customer, SpendLog
 from storage_factories import make_log
 
@@ -246,6 +248,7 @@ def test_another_live_process_journal_is_left_alone_until_it_is_killed(tmp_path:
 import sys, time
 sys.path.insert(0, {str(Path(__file__).parents[1])!r})
 from pathlib import Path
+from haimaker.accounting.dead_letters import DeadLetterBox
 from haimaker.accounting.journal import SpendJournal
 from storage_factories import make_log
 journal = SpendJournal.open(Path({str(tmp_path)!r}), {STORE!r})
@@ -261,3 +264,40 @@ time.sleep(60)
             other.kill()  # kill -9
     [item] = _dead_items(tmp_path)
     assert isinstance(item, SpendLog) and item.request_id == "from-the-other-process"
+
+
+@pytest.mark.postgres
+async def test_a_replayed_charge_the_store_cannot_hold_is_a_dead_letter_and_the_rest_are_written(
+    tmp_path: Path,
+) -> None:
+    url = await make_database_url("postgres", tmp_path)
+    await upgrade(url)
+    db = create_engine(url)
+    sink = StoreSink(session_factory(db), SystemClock())
+    try:
+        good = _charges(2)
+        poison = make_log(request_id="poison", end_user="pg-nul\u0000x")  # PostgreSQL text cannot hold a NUL
+        _write(tmp_path / "journal", [good[0], poison, good[1]]).close(clean=False)
+        dead_letters = DeadLetterBox(path=tmp_path / "dead-letters.jsonl")
+        report = await replay_dead(tmp_path / "journal", STORE, sink, dead_letters=dead_letters)
+        assert report.charges == 3
+        assert dead_letters.total == 1 and "poison" in (tmp_path / "dead-letters.jsonl").read_text()
+        async with db.connect() as conn:
+            stored = set((await conn.execute(text("SELECT request_id FROM spend_logs"))).scalars())
+        assert stored == {log.request_id for log in good}
+        assert list((tmp_path / "journal").glob("*.seg")) == []
+    finally:
+        await db.dispose()
+        await drop_database(url)
+
+
+async def test_a_charge_json_cannot_carry_is_kept_in_memory_and_never_refuses_the_request(tmp_path: Path) -> None:
+    sink = _GatedSink()
+    sink.is_up = True
+    recorder = SpendRecorder(sink, max_delay_s=0.01, journal=SpendJournal.open(tmp_path, STORE))
+    recorder.start()
+    recorder.record(make_log(request_id="huge", spend=2**70))  # orjson refuses integers beyond 64 bits
+    recorder.record(make_log(request_id="normal"))
+    await asyncio.wait_for(recorder.flush(), timeout=5)
+    assert sink.written == ["huge", "normal"]
+    await recorder.aclose()

@@ -44,6 +44,7 @@ from typing import Final, Literal
 
 import orjson
 
+from haimaker.accounting.dead_letters import DeadLetterBox
 from haimaker.accounting.recorder import BudgetReset, SpendRecorder, SpendSink
 from haimaker.state.counters import SpendReset
 from haimaker.storage.records import SpendLog
@@ -451,12 +452,15 @@ class ReplayReport:
     resets: int = 0
 
 
-async def replay_dead(directory: Path, store: str, sink: SpendSink) -> ReplayReport:
+async def replay_dead(
+    directory: Path, store: str, sink: SpendSink, *, dead_letters: DeadLetterBox | None = None
+) -> ReplayReport:
     """Write into the store every journaled item of the dead processes of `store`, in order, then delete them.
 
     Idempotent: charges are keyed by request id, resets apply only to customers whose period they end, and a journal
     is deleted only after its items are written; a crash during replay leaves it for the next start. Items go through
-    a recorder of their own (its grouping and failure handling), never through the live journal.
+    a recorder of their own (its grouping, and `dead_letters` for what the store cannot hold), never through the live
+    journal.
     """
     directory.mkdir(parents=True, exist_ok=True)
     guard = await asyncio.to_thread(_lock_replay, directory)
@@ -465,7 +469,7 @@ async def replay_dead(directory: Path, store: str, sink: SpendSink) -> ReplayRep
         if not owners:
             return ReplayReport()
         charges = resets = 0
-        recorder = SpendRecorder(sink)
+        recorder = SpendRecorder(sink, dead_letters=dead_letters)
         recorder.start()
         try:
             for owner in owners:

@@ -153,10 +153,12 @@ class SpendRecorder:
                 journal.append(self._queued, item)
             except (TypeError, ValueError):
                 # An item the journal cannot encode (an integer past 64 bits, a lone surrogate) no store holds either:
-                # it waits in memory and the writer files it as a dead letter, never raising into the request.
+                # it waits in memory (behind any spilled items) and the writer files it as a dead letter, never
+                # raising into the request.
+                logger.error("spend item not journaled (a value JSON cannot carry); it is kept in memory")
                 if spill:
                     self._spilled_from = None
-                self._queue.append(item)
+                (self._overflow if self._spilled_from is not None else self._queue).append(item)
             except OSError:
                 if spill:
                     self._spilled_from = None
