@@ -153,6 +153,7 @@ def test_every_field_of_an_upstream_error_is_scrubbed(secret: str) -> None:
 
 def test_log_records_are_scrubbed_in_message_arguments_and_exception(caplog: pytest.LogCaptureFixture) -> None:
     secret = SECRETS[2]
+    before = logging.getLogRecordFactory()
     installed = RedactingLogRecords(Redactor(SECRETS))
     try:
         log = logging.getLogger("haimaker.test_redaction")
@@ -171,7 +172,26 @@ def test_log_records_are_scrubbed_in_message_arguments_and_exception(caplog: pyt
     assert "[REDACTED]" in caplog.text
     assert "ValueError: cannot connect with [REDACTED]" in caplog.text
     logging.getLogger("haimaker.test_redaction").warning("after %s", secret)
-    assert logging.getLogRecordFactory() is logging.LogRecord, "uninstall restores the factory"
+    assert logging.getLogRecordFactory() is before, "uninstall restores the factory"
+
+
+def test_an_exception_rendered_by_another_apps_redactor_is_scrubbed_again(caplog: pytest.LogCaptureFixture) -> None:
+    # Two apps in one process (tests, or a host embedding two): the inner factory renders the traceback with its
+    # own secrets first; ours must still scrub that text, not skip it because it is already rendered.
+    secret = SECRETS[2]
+    other = RedactingLogRecords(Redactor(["some-other-apps-secret-value"]))
+    ours = RedactingLogRecords(Redactor(SECRETS))
+    try:
+        with caplog.at_level(logging.INFO):
+            try:
+                raise ValueError(f"cannot connect with {secret}")
+            except ValueError:
+                logging.getLogger("haimaker.test_redaction").exception("failed")
+    finally:
+        ours.uninstall()
+        other.uninstall()
+    assert secret not in caplog.text
+    assert "ValueError: cannot connect with [REDACTED]" in caplog.text
 
 
 def test_the_redactor_of_a_config_holds_every_configured_secret(tmp_path: Path) -> None:

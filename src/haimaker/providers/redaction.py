@@ -220,7 +220,10 @@ def redact_record(record: logging.LogRecord, redactor: Redactor) -> None:
     elif isinstance(args, Mapping):
         record.args = {key: _redacted_arg(value, redactor) for key, value in args.items()}
     if record.exc_info and not record.exc_text:
-        record.exc_text = redactor.text(logging.Formatter().formatException(record.exc_info))
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        # Also when another factory in the chain (a second app in one process) rendered it first, with its secrets.
+        record.exc_text = redactor.text(record.exc_text)
     if record.stack_info:
         record.stack_info = redactor.text(record.stack_info)
 
