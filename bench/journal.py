@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.load import LoadResult
-from bench.processes import Haimaker, LoadGenerator, Upstream
+from bench.processes import Haimaker, LoadGenerator, Upstream, sample
 from bench.run import MASTER_KEY, Plan, Scenario, load_spec, write_config
 from haimaker.accounting.journal import SpendJournal
 from haimaker.accounting.recorder import SpendRecorder
@@ -38,11 +38,15 @@ def journal_config(path: Path, upstream: Upstream, database_url: str, journal: b
         path.write_text(text)
 
 
-def measure(loader: LoadGenerator, url: str, plan: Plan) -> dict[str, LoadResult]:
+def measure(loader: LoadGenerator, proxy: Haimaker, plan: Plan) -> dict[str, tuple[LoadResult, float]]:
+    """Each shape's result and the proxy's CPU ms per request (steadier than req/s on a shared machine)."""
     results = {}
     for name, concurrency, stream in SHAPES:
         scenario = Scenario("sqlite", concurrency, stream, "10k")
-        results[name] = loader.measure(load_spec(url + "/v1/chat/completions", MASTER_KEY, scenario, plan))
+        before = sample(proxy.pid)
+        result = loader.measure(load_spec(proxy.url + "/v1/chat/completions", MASTER_KEY, scenario, plan))
+        cpu_ms = (sample(proxy.pid).cpu_s - before.cpu_s) * 1000 / max(result.total_requests, 1)
+        results[name] = (result, cpu_ms)
     return results
 
 
@@ -110,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = Plan(args.duration, args.warmup, 10_000_000, 0, 0.0, (1, 64))
     repo = Path(__file__).resolve().parent.parent
-    runs: dict[bool, list[dict[str, LoadResult]]] = {True: [], False: []}
+    runs: dict[bool, list[dict[str, tuple[LoadResult, float]]]] = {True: [], False: []}
     with (
         tempfile.TemporaryDirectory(prefix="haimaker-bench-journal-") as tmp,
         Upstream(20, cwd=repo) as upstream,
@@ -124,23 +128,25 @@ def main(argv: list[str] | None = None) -> int:
                 journal_config(config, upstream, database_url, journal)
                 with Haimaker(config, workdir / "haimaker.log") as proxy:
                     proxy.wait_ready()
-                    results = measure(loader, proxy.url, plan)
+                    results = measure(loader, proxy, plan)
                 runs[journal].append(results)
                 label = "journal on " if journal else "journal off"
                 cells = ", ".join(
-                    f"{name}: {r.rps:,.0f} rps p50 {r.p50_ms:.3f} ms ({r.error_count} errors)"
-                    for name, r in results.items()
+                    f"{name}: {r.rps:,.0f} rps p50 {r.p50_ms:.3f} ms {cpu:.3f} CPU ms/req ({r.error_count} errors)"
+                    for name, (r, cpu) in results.items()
                 )
                 print(f"round {round_no + 1} {label}: {cells}", flush=True)
     print("\nmedians over rounds:")
     for name, _, _ in SHAPES:
         on = [run[name] for run in runs[True]]
         off = [run[name] for run in runs[False]]
-        p50_on, p50_off = statistics.median(r.p50_ms for r in on), statistics.median(r.p50_ms for r in off)
-        rps_on, rps_off = statistics.median(r.rps for r in on), statistics.median(r.rps for r in off)
+        p50_on, p50_off = statistics.median(r.p50_ms for r, _ in on), statistics.median(r.p50_ms for r, _ in off)
+        rps_on, rps_off = statistics.median(r.rps for r, _ in on), statistics.median(r.rps for r, _ in off)
+        cpu_on, cpu_off = statistics.median(c for _, c in on), statistics.median(c for _, c in off)
         print(
             f"  {name}: p50 {p50_on:.3f} ms with, {p50_off:.3f} ms without (added {p50_on - p50_off:+.3f} ms); "
-            f"{rps_on:,.0f} rps with, {rps_off:,.0f} rps without ({(rps_on / rps_off - 1) * 100:+.1f}%)"
+            f"{rps_on:,.0f} rps with, {rps_off:,.0f} rps without ({(rps_on / rps_off - 1) * 100:+.1f}%); "
+            f"CPU {cpu_on:.3f} vs {cpu_off:.3f} ms/req"
         )
     return 0
 
