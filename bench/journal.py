@@ -31,11 +31,12 @@ from haimaker.storage.records import Customer, SpendLog
 SHAPES = (("c=1 json", 1, False), ("c=64 json", 64, False), ("c=64 stream", 64, True))
 
 
-def journal_config(path: Path, upstream: Upstream, database_url: str, journal: bool) -> None:
+def journal_config(path: Path, upstream: Upstream, database_url: str, journal: bool, journal_dir: str | None) -> None:
     write_config(path, upstream, database_url, None)
-    if not journal:
-        text = path.read_text().replace("general_settings:\n", "general_settings:\n  spend_journal: false\n")
-        path.write_text(text)
+    setting = (
+        "  spend_journal: false\n" if not journal else f'  spend_journal_dir: "{journal_dir}"\n' if journal_dir else ""
+    )
+    path.write_text(path.read_text().replace("general_settings:\n", "general_settings:\n" + setting))
 
 
 def measure(loader: LoadGenerator, proxy: Haimaker, plan: Plan) -> dict[str, tuple[LoadResult, float]]:
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds at the start of each")
     parser.add_argument("--rounds", type=int, default=2, help="journal on/off pairs")
     parser.add_argument("--micro", action="store_true", help="time record() in this process instead")
+    parser.add_argument("--journal-dir", default=None, help="where the journal goes (default: beside the config)")
     args = parser.parse_args(argv)
     if args.micro:
         asyncio.run(micro())
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(args.rounds):
             for journal in (True, False) if round_no % 2 == 0 else (False, True):
                 config = workdir / "config.yaml"
-                journal_config(config, upstream, database_url, journal)
+                journal_config(config, upstream, database_url, journal, args.journal_dir)
                 with Haimaker(config, workdir / "haimaker.log") as proxy:
                     proxy.wait_ready()
                     results = measure(loader, proxy, plan)
