@@ -27,7 +27,7 @@ WEAK_MASTER_KEYS = frozenset({"sk-1234"})
 
 def hash_key(key: str) -> bytes:
     """Keys are kept only as SHA-256 digests."""
-    return hashlib.sha256(key.encode()).digest()
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 def key_from_headers(headers: Mapping[str, str]) -> str | None:
@@ -92,7 +92,7 @@ class Authenticator:
             raise AuthenticationError("Authentication Error, No api key passed in.")
         if not self._is_admin(key):
             raise InvalidKeyError("Authentication Error, Invalid proxy server token passed. Unable to find token.")
-        return hashlib.sha256(key.encode()).hexdigest()
+        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
     def check_admin(self, headers: Mapping[str, str]) -> None:
         """Authenticate a management route call: master key or an admin key."""

@@ -33,7 +33,7 @@ def text_problem(value: str, max_chars: int = MAX_ID_CHARS) -> str | None:
         try:
             value.encode()
         except UnicodeEncodeError:
-            return "is not valid Unicode (it contains a lone surrogate)"
+            return "is not valid UTF-8 (it contains an undecodable byte or a lone surrogate)"
     return None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from haimaker.api.errors import error_body, error_headers, internal_error
-from haimaker.errors import BadRequestError, InvalidKeyError, ProxyError
+from haimaker.errors import InvalidKeyError, ProxyError
 from haimaker.limits.auth_throttle import AuthThrottle
 from haimaker.pipeline import JsonResult, Pipeline, StreamResult
 from haimaker.providers.base import Route
@@ -116,19 +116,12 @@ def headers_of(scope: Scope) -> dict[str, str]:
 
     Values are decoded as UTF-8, which is what clients send: latin-1 would turn a customer id `naïve` sent in a
     header into `naÃ¯ve`, another customer than the same id in the body (issue 10). CPython's UTF-8 decoder takes
-    an ASCII fast path, so the common case costs what latin-1 did. Names are tokens (ASCII) by HTTP's grammar.
-
-    Raises:
-        BadRequestError: a value is not valid UTF-8 (`param` names the header).
+    an ASCII fast path, so the common case costs what latin-1 did. Bytes that are not UTF-8 are kept as lone
+    surrogates (`surrogateescape`) instead of refusing the request: a header we never read (a client's latin-1
+    `x-note`) stays harmless, while a header we do read as an id is refused by the id rule (`ids.py`, 400 naming
+    it), and a key with such bytes matches no key (401). Names are tokens (ASCII) by HTTP's grammar.
     """
-    headers: dict[str, str] = {}
-    for key, value in scope["headers"]:
-        name = key.decode("latin-1").lower()
-        try:
-            headers[name] = value.decode()
-        except UnicodeDecodeError:
-            raise BadRequestError(f"The value of header {name!r} is not valid UTF-8.", param=name) from None
-    return headers
+    return {key.decode("latin-1").lower(): value.decode("utf-8", "surrogateescape") for key, value in scope["headers"]}
 
 
 async def _read_body(receive: Receive) -> bytes:
