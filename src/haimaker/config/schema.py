@@ -90,7 +90,7 @@ class GeneralSettings(_Section):
     dangerously_permit_weak_or_unset_master_key: bool = False
     background_health_checks: bool = False
     auth_failure_limit: int = Field(
-        default=10,
+        default=20,
         ge=0,
         description="Wrong keys (API or UI sign-in) one client address may present within `auth_failure_window_s` "
         "before it is refused with 429 for a while, the right key included (0: never throttle)",
