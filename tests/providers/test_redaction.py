@@ -221,6 +221,19 @@ def test_the_redactor_of_a_config_holds_every_configured_secret(tmp_path: Path) 
     assert "pg%2Fsecret-cccc" not in redactor.text("postgresql://app:pg%2Fsecret-cccc@db:5432/app")
 
 
+def test_the_alert_webhook_url_is_a_secret_when_alerting_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "https://hooks.example.test/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+    monkeypatch.setenv("WEBHOOK_URL", url)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        yaml.safe_dump({"general_settings": {"master_key": "sk-master-bbbbbbbbbbbb", "alerting": ["webhook"]}})
+    )
+    redactor = Redactor.from_settings(load_config(path, env={}))
+    assert url not in redactor.text(f"alert post to {url} failed")
+
+
 def test_formatters_that_read_the_arguments_still_work(caplog: pytest.LogCaptureFixture) -> None:
     secret = SECRETS[0]
     installed = RedactingLogRecords(Redactor(SECRETS))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -88,6 +89,9 @@ class Redactor:
         for i, entry in enumerate(config.model_list):
             named.append((f"model_list[{i}].litellm_params.api_key", entry.litellm_params.api_key))
         named.append(("router_settings.redis_password", config.router_settings.redis_password))
+        if "webhook" in config.general_settings.alerting:
+            # A webhook URL is a bearer credential (Slack's and most others carry their secret in the path).
+            named.append(("WEBHOOK_URL", os.environ.get("WEBHOOK_URL")))
         for name, url in (("redis_url", settings.redis_url), ("database_url", settings.database_url)):
             password = _password_of(url)
             # As written in the URL (maybe percent-encoded) and as a driver would print it, decoded.
