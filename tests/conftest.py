@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 from hypothesis import settings
 
-# tests/ is not a package; make `support` and `fakes` importable by name.
-sys.path.insert(0, str(Path(__file__).parent))
+# The fixtures every folder shares; the helpers themselves are imported as `tests.support.<module>`.
+pytest_plugins = ["tests.support.databases", "tests.support.redis_servers"]
 
 
 # Property tests explore new examples on a developer's machine (and keep the failures they find in .hypothesis/);

@@ -19,8 +19,8 @@ import orjson
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from fakes import BEHAVIOR_FIELD, Behavior, FakeAzureOpenAI, FakeOpenAI
-from fakes.behavior import StreamUsage
+from tests.support.fakes import BEHAVIOR_FIELD, Behavior, FakeAzureOpenAI, FakeOpenAI
+from tests.support.fakes.behavior import StreamUsage
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "say hello to me"}]
 

@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from redisdb import redis_prefix, redis_url  # noqa: F401
-from support.process import proxy_process
-from support.proxy import MASTER_KEY, RunningProxy, base_config, running_proxy
+from tests.support.process import proxy_process
+from tests.support.proxy import MASTER_KEY, RunningProxy, base_config, running_proxy
 
 TIMEOUT_S = 1.0
 SLACK_S = 1.5
@@ -236,7 +235,7 @@ def test_the_cli_server_cuts_slow_headers(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.redis
-def test_the_cli_workers_cut_slow_headers(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+def test_the_cli_workers_cut_slow_headers(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
     # Each worker process unpickles the server config: the deadlines must survive the trip.
     config = _cli_config(tmp_path, redis_url=redis_url, redis_key_prefix=redis_prefix)
     with proxy_process(tmp_path, config, args=["--num_workers", "2"]) as proxy:

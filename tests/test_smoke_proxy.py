@@ -4,7 +4,7 @@ from pathlib import Path
 
 import openai
 
-from support.proxy import base_config, running_proxy
+from tests.support.proxy import base_config, running_proxy
 
 
 def test_chat_completion_through_openai_sdk_with_mock_model(tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from fakes import DEFAULT_API_KEY, Behavior, FakeOpenAI
-from support.proxy import RunningProxy, base_config, running_proxy
+from tests.support.fakes import DEFAULT_API_KEY, Behavior, FakeOpenAI
+from tests.support.proxy import RunningProxy, base_config, running_proxy
 
 REPLY = " ".join(f"word{i}" for i in range(40))
 

@@ -22,12 +22,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from dbs import DatabaseKind, make_database_url
-from dbs import drop_database as drop_test_database
 from haimaker.storage.engine import create_engine
-from support.process import ProxyProcess, free_port, proxy_process
-from support.proxy import MASTER_KEY, base_config, running_proxy
-from support.relay import tcp_relay
+from tests.support.databases import DatabaseKind, make_database_url
+from tests.support.databases import drop_database as drop_test_database
+from tests.support.process import ProxyProcess, free_port, proxy_process
+from tests.support.proxy import MASTER_KEY, base_config, running_proxy
+from tests.support.relay import tcp_relay
 
 pytestmark = pytest.mark.slow
 

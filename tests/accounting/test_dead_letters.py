@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from dbs import DatabaseKind, database_kind, database_url, migrated_database_url  # noqa: F401
 from haimaker.accounting.dead_letters import DEAD_LETTER_FILENAME, DeadLetterBox, encode_item
 from haimaker.accounting.journal import SpendJournal
 from haimaker.accounting.recorder import SpendRecorder
@@ -29,7 +28,8 @@ from haimaker.state.counters import SpendReset
 from haimaker.storage.dead_letters_repo import DeadLetterRepository
 from haimaker.storage.engine import create_engine, session_factory
 from haimaker.storage.records import Customer, SpendLog
-from storage_factories import make_log
+from tests.support.databases import DatabaseKind
+from tests.support.factories import make_log
 
 NUL_CUSTOMER = "pg-nul\u0000x"
 
@@ -43,7 +43,7 @@ class Ledger:
 
 
 @pytest.fixture
-async def ledger(migrated_database_url: str, tmp_path: Path) -> AsyncIterator[Ledger]:  # noqa: F811
+async def ledger(migrated_database_url: str, tmp_path: Path) -> AsyncIterator[Ledger]:
     engine = create_engine(migrated_database_url)
     sessions = session_factory(engine)
     sink = StoreSink(sessions, SystemClock())
@@ -75,7 +75,7 @@ async def _customer_spend(sink: StoreSink) -> dict[str, int]:
 
 async def test_one_bad_charge_among_many_never_stops_the_others(
     ledger: Ledger,
-    database_kind: DatabaseKind,  # noqa: F811
+    database_kind: DatabaseKind,
 ) -> None:
     for poison in _poisons(database_kind):
         good = [make_log(end_user=f"c{index % 5}", spend=1_000) for index in range(60)]
@@ -96,7 +96,7 @@ async def test_one_bad_charge_among_many_never_stops_the_others(
 
 async def test_the_bad_charge_is_filed_as_a_dead_letter_with_its_error(
     ledger: Ledger,
-    database_kind: DatabaseKind,  # noqa: F811
+    database_kind: DatabaseKind,
 ) -> None:
     poisons = _poisons(database_kind)
     for index, poison in enumerate(poisons):
@@ -120,7 +120,7 @@ async def test_the_bad_charge_is_filed_as_a_dead_letter_with_its_error(
 
 async def test_close_returns_at_once_with_a_bad_charge_queued(
     ledger: Ledger,
-    database_kind: DatabaseKind,  # noqa: F811
+    database_kind: DatabaseKind,
 ) -> None:
     for index in range(100):
         ledger.recorder.record(make_log(end_user=f"c{index % 7}"))
@@ -146,7 +146,7 @@ async def test_a_reset_the_store_refuses_is_filed_and_the_charges_after_it_writt
 
 
 async def test_a_dead_letter_goes_to_the_file_when_the_table_cannot_take_it(
-    migrated_database_url: str,  # noqa: F811
+    migrated_database_url: str,
     tmp_path: Path,
 ) -> None:
     engine = create_engine(migrated_database_url)

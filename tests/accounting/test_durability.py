@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.process import proxy_process
-from support.proxy import MASTER_KEY, base_config
+from tests.support.process import proxy_process
+from tests.support.proxy import MASTER_KEY, base_config
 
 pytestmark = pytest.mark.slow
 

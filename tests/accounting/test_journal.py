@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from dbs import database_kind, database_url, drop_database, make_database_url, migrated_database_url  # noqa: F401
 from haimaker.accounting.dead_letters import DeadLetterBox
 from haimaker.accounting.journal import Item, SpendJournal, claim_dead, replay_dead, store_key
 from haimaker.accounting.recorder import BudgetReset, SpendRecorder
@@ -23,7 +22,8 @@ from haimaker.clock import SystemClock
 from haimaker.state.counters import SpendReset
 from haimaker.storage.engine import create_engine, session_factory, upgrade
 from haimaker.storage.records import Customer, SpendLog
-from storage_factories import make_log
+from tests.support.databases import drop_database, make_database_url
+from tests.support.factories import make_log
 
 STORE = store_key("sqlite+aiosqlite:///tests.db")
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -184,7 +184,7 @@ async def test_a_full_queue_spills_to_the_journal_and_drains_in_order_when_the_s
 
 async def test_replay_into_a_real_store_is_idempotent(
     tmp_path: Path,
-    migrated_database_url: str,  # noqa: F811
+    migrated_database_url: str,
 ) -> None:
     db = create_engine(migrated_database_url)
     sink = StoreSink(session_factory(db), SystemClock())
@@ -246,11 +246,11 @@ async def test_group_fsync_syncs_rotated_segments_and_leaks_no_descriptor(tmp_pa
 def test_another_live_process_journal_is_left_alone_until_it_is_killed(tmp_path: Path) -> None:
     holder = f"""
 import sys, time
-sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+sys.path.insert(0, {str(Path(__file__).parents[2])!r})  # the checkout, for tests.support
 from pathlib import Path
 from haimaker.accounting.dead_letters import DeadLetterBox
 from haimaker.accounting.journal import SpendJournal
-from storage_factories import make_log
+from tests.support.factories import make_log
 journal = SpendJournal.open(Path({str(tmp_path)!r}), {STORE!r})
 journal.append(1, make_log(request_id="from-the-other-process"))
 print("ready", flush=True)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from haimaker.accounting.recorder import BudgetReset, SpendRecorder
 from haimaker.state.counters import SpendReset
 from haimaker.storage.records import Customer, SpendLog
-from storage_factories import make_log
+from tests.support.factories import make_log
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # for the resets
 

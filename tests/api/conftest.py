@@ -13,12 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mgmt_support import DEFAULT_TIER, mgmt_config, proxy_on, run
 
-from dbs import DATABASE_KINDS, DatabaseKind, drop_database, make_database_url
 from haimaker.money import usd_to_nanos
 from haimaker.storage import Budget, BudgetRepository, create_engine, session_factory, upgrade
-from support.proxy import RunningProxy
+from tests.api.mgmt_support import DEFAULT_TIER, mgmt_config, proxy_on, run
+from tests.support.databases import DATABASE_KINDS, DatabaseKind, drop_database, make_database_url
+from tests.support.proxy import RunningProxy
 
 
 @pytest.fixture(scope="session", params=DATABASE_KINDS)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from support.proxy import RunningProxy, base_config, running_proxy
+from tests.support.proxy import RunningProxy, base_config, running_proxy
 
 # The user's document uses the publicly known example key; haimaker starts with it (and warns).
 SEED_KEY = "sk-1234"

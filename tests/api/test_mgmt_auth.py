@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from mgmt_support import assert_error, mgmt_config, proxy_on
 
-from support.proxy import RunningProxy, base_config, running_proxy
+from tests.api.mgmt_support import assert_error, mgmt_config, proxy_on
+from tests.support.proxy import RunningProxy, base_config, running_proxy
 
 BLOCK = {"user_ids": ["someone"]}
 ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [

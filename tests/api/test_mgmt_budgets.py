@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from mgmt_support import assert_error, chat, new_id
 
 from haimaker.periods import next_reset_at
+from tests.api.mgmt_support import assert_error, chat, new_id
 
 BUDGET_KEYS = {
     "budget_id",

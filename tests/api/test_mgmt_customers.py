@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 import pytest
-from mgmt_support import assert_error, chat, new_id
+
+from tests.api.mgmt_support import assert_error, chat, new_id
 
 CUSTOMER_KEYS = {
     "user_id",

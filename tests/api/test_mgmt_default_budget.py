@@ -7,7 +7,8 @@ The shared proxy's default tier has rpm_limit 1000 and max_budget $1000; which b
 from __future__ import annotations
 
 import httpx
-from mgmt_support import DEFAULT_TIER, assert_error, chat, new_id
+
+from tests.api.mgmt_support import DEFAULT_TIER, assert_error, chat, new_id
 
 RPM_HEADER = "x-ratelimit-end_user-limit-requests"
 

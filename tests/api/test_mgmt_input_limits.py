@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from mgmt_support import assert_error, new_id
+
+from tests.api.mgmt_support import assert_error, new_id
 
 NUL = "bad\x00id"
 LONG = "x" * 257

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from mgmt_support import assert_error, chat, new_id
+
+from tests.api.mgmt_support import assert_error, chat, new_id
 
 LOG_KEYS = {
     "request_id",

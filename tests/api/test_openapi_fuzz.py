@@ -22,7 +22,6 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from mgmt_support import mgmt_config, proxy_on, run
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -32,8 +31,9 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Ok
 
-from dbs import DatabaseKind, drop_database, make_database_url
-from support.proxy import RunningProxy
+from tests.api.mgmt_support import mgmt_config, proxy_on, run
+from tests.support.databases import DatabaseKind, drop_database, make_database_url
+from tests.support.proxy import RunningProxy
 
 EXAMPLES_PER_OPERATION = {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 15}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mgmt_support import SEED_KEY, assert_error, mgmt_config, proxy_on
 
-from support.proxy import RunningProxy
+from tests.api.mgmt_support import SEED_KEY, assert_error, mgmt_config, proxy_on
+from tests.support.proxy import RunningProxy
 
 # The keys of the document's expected /customer/info response.
 SEED_RESPONSE_KEYS = {

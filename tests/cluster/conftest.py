@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from cluster_setup import Deployment
 
-from dbs import drop_database, make_database_url
-from redisdb import PREFIX_STEM, REDIS_URL
+from tests.cluster.cluster_setup import Deployment
+from tests.support.databases import drop_database, make_database_url
+from tests.support.redis_servers import PREFIX_STEM, REDIS_URL
 
 
 def _require_redis() -> None:

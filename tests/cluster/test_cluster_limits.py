@@ -8,11 +8,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from cluster_setup import Deployment, Instance, ProxyCluster, cluster_config, connected, started
 from redis.asyncio import Redis
 
 from haimaker.money import usd_to_nanos
 from haimaker.state.redis import LEASE_S
+from tests.cluster.cluster_setup import Deployment, Instance, ProxyCluster, cluster_config, connected, started
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 

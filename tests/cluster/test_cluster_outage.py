@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
-from cluster_setup import Answer, Instance, ProxyCluster, cluster_config, connected, started
 from redis.asyncio import Redis
 
-from dbs import drop_database, make_database_url
 from haimaker.money import usd_to_nanos
-from redisdb import PREFIX_STEM, PrivateRedis
+from tests.cluster.cluster_setup import Answer, Instance, ProxyCluster, cluster_config, connected, started
+from tests.support.databases import drop_database, make_database_url
+from tests.support.redis_servers import PREFIX_STEM, PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 

@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from haimaker.clock import FakeClock
-from redisdb import redis_prefix, redis_url  # noqa: F401
-from support.proxy import RunningProxy, base_config, running_proxy
+from tests.support.proxy import RunningProxy, base_config, running_proxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -22,7 +21,7 @@ START = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 BOUNDARY = datetime(2026, 1, 16, 0, 0, tzinfo=UTC)
 
 
-def _config(database: Path, redis_url: str, prefix: str) -> dict[str, Any]:  # noqa: F811
+def _config(database: Path, redis_url: str, prefix: str) -> dict[str, Any]:
     model = {
         "model_name": "priced",
         "litellm_params": {"model": "mock/gpt-3.5-turbo", "input_cost_per_token": 1e-6, "output_cost_per_token": 1e-5},
@@ -40,7 +39,7 @@ async def _chat(proxy: RunningProxy, user: str) -> None:
         assert response.status_code == 200, response.text
 
 
-async def test_two_instances_reset_a_tier_once(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:  # noqa: F811
+async def test_two_instances_reset_a_tier_once(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
     clock = FakeClock(START)
     config = _config(tmp_path / "shared.db", redis_url, redis_prefix)
     (tmp_path / "a").mkdir()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fakes import FakeAzureOpenAI, FakeOpenAI
+from tests.support.fakes import FakeAzureOpenAI, FakeOpenAI
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from typing import Any
 import openai
 import orjson
 
-from fakes import FakeAzureOpenAI, FakeOpenAI
-from support.proxy import MASTER_KEY, RunningProxy
+from tests.support.fakes import FakeAzureOpenAI, FakeOpenAI
+from tests.support.proxy import MASTER_KEY, RunningProxy
 
 # The key the deployments present upstream; it must never reach a client or a log line.
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"

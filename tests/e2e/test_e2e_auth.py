@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from e2e_stack import async_client, mock_deployment, proxy_config, sync_client
 from openai.types.chat import ChatCompletionMessageParam
 
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import async_client, mock_deployment, proxy_config, sync_client
+from tests.support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "gpt-3.5-turbo", "messages": MESSAGES}

@@ -7,7 +7,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from support.proxy import base_config, running_proxy
+from tests.support.proxy import base_config, running_proxy
 
 
 def test_azure_openai_sdk_client_calls_deployment_urls(tmp_path: Path) -> None:

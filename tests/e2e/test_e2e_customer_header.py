@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from e2e_stack import mock_deployment, proxy_config
 
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import mock_deployment, proxy_config
+from tests.support.proxy import RunningProxy, running_proxy
 
 CHAT = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}
 

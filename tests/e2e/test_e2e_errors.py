@@ -15,7 +15,9 @@ from typing import Any, Protocol
 import httpx
 import openai
 import pytest
-from e2e_stack import (
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.e2e.e2e_stack import (
     UPSTREAM_KEY,
     async_client,
     azure_deployment,
@@ -24,10 +26,8 @@ from e2e_stack import (
     proxy_config,
     sync_client,
 )
-from openai.types.chat import ChatCompletionMessageParam
-
-from fakes import BEHAVIOR_FIELD, Behavior, FakeAzureOpenAI, FakeOpenAI, azure_error_body
-from support.proxy import RunningProxy, running_proxy
+from tests.support.fakes import BEHAVIOR_FIELD, Behavior, FakeAzureOpenAI, FakeOpenAI, azure_error_body
+from tests.support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 ENVELOPE_KEYS = {"message", "type", "param", "code"}

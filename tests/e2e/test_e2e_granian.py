@@ -14,12 +14,12 @@ from pathlib import Path
 
 import openai
 import pytest
-from e2e_stack import openai_deployment, proxy_config
 from openai.types.chat import ChatCompletionMessageParam
 
-from fakes import BEHAVIOR_FIELD, FakeOpenAI
-from support.process import proxy_process
-from support.proxy import MASTER_KEY
+from tests.e2e.e2e_stack import openai_deployment, proxy_config
+from tests.support.fakes import BEHAVIOR_FIELD, FakeOpenAI
+from tests.support.process import proxy_process
+from tests.support.proxy import MASTER_KEY
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,11 @@ from typing import Any, Protocol
 import httpx
 import openai
 import pytest
-from e2e_stack import mock_deployment, proxy_config, sync_client
 from openai.types.chat import ChatCompletionMessageParam
 
 from haimaker.clock import FakeClock
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import mock_deployment, proxy_config, sync_client
+from tests.support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 CHAT = {"model": "gpt-3.5-turbo", "messages": MESSAGES}

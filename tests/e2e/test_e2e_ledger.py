@@ -20,11 +20,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from dbs import drop_database, make_database_url
 from haimaker.storage.engine import create_engine, upgrade
-from storage_factories import make_log
-from support.process import proxy_process
-from support.proxy import MASTER_KEY, RunningProxy, base_config, running_proxy
+from tests.support.databases import drop_database, make_database_url
+from tests.support.factories import make_log
+from tests.support.process import proxy_process
+from tests.support.proxy import MASTER_KEY, RunningProxy, base_config, running_proxy
 
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
 CHAT = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}], "user": "alice"}

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from e2e_stack import mock_deployment, proxy_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import mock_deployment, proxy_config
+from tests.support.proxy import RunningProxy, running_proxy
 
 FIELDS = [
     "model",

@@ -13,11 +13,18 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from e2e_stack import async_client, metric_samples, mock_deployment, openai_deployment, proxy_config, sync_client
 from openai.types.chat import ChatCompletionMessageParam
 
-from fakes import BEHAVIOR_FIELD, Behavior, FakeOpenAI
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import (
+    async_client,
+    metric_samples,
+    mock_deployment,
+    openai_deployment,
+    proxy_config,
+    sync_client,
+)
+from tests.support.fakes import BEHAVIOR_FIELD, Behavior, FakeOpenAI
+from tests.support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 INPUT_COST = 0.001

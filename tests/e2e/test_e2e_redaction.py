@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_stack import azure_deployment, openai_deployment, proxy_config, sse_payloads
 
-from fakes import BEHAVIOR_FIELD, FakeAzureOpenAI, FakeOpenAI
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import azure_deployment, openai_deployment, proxy_config, sse_payloads
+from tests.support.fakes import BEHAVIOR_FIELD, FakeAzureOpenAI, FakeOpenAI
+from tests.support.proxy import RunningProxy, running_proxy
 
 SK_KEY = "sk-proj-Zq8cVb2nM4xL7kP1rT9wY3eU6iO0aS5d"
 AZURE_KEY = "3f9a1c7e5b2d48f0a6c1e9b7d3f5a2c8"

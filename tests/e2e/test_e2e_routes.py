@@ -10,13 +10,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e_stack import async_client, mock_deployment, openai_deployment, proxy_config, sync_client
 from openai.types.chat import ChatCompletionMessageParam
 
-from fakes import FakeOpenAI
 from haimaker.accounting.tokens import load_encoding
 from haimaker.providers.mock import DEFAULT_REPLY
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import async_client, mock_deployment, openai_deployment, proxy_config, sync_client
+from tests.support.fakes import FakeOpenAI
+from tests.support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 MOCK_REPLY = "The quick brown fox jumps over the lazy dog."

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from e2e_stack import async_client, closed_port, openai_deployment, proxy_config, sync_client
 from openai.types.chat import ChatCompletionMessageParam
 
-from fakes import Behavior, FakeOpenAI
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import async_client, closed_port, openai_deployment, proxy_config, sync_client
+from tests.support.fakes import Behavior, FakeOpenAI
+from tests.support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 

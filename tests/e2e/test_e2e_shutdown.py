@@ -22,10 +22,10 @@ import openai
 import orjson
 import pytest
 import yaml
-from e2e_stack import closed_port, mock_deployment, openai_deployment, proxy_config
 
-from fakes import FakeOpenAI
-from support.proxy import MASTER_KEY
+from tests.e2e.e2e_stack import closed_port, mock_deployment, openai_deployment, proxy_config
+from tests.support.fakes import FakeOpenAI
+from tests.support.proxy import MASTER_KEY
 
 pytestmark = pytest.mark.slow
 

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from e2e_stack import async_client, openai_deployment, proxy_config, sse_payloads, sync_client
 from openai.types.chat import ChatCompletionMessageParam
 
-from fakes import BEHAVIOR_FIELD, FakeOpenAI
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import async_client, openai_deployment, proxy_config, sse_payloads, sync_client
+from tests.support.fakes import BEHAVIOR_FIELD, FakeOpenAI
+from tests.support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "tell me a story"}]
 REPLY = "Hello! This is the fake upstream speaking."

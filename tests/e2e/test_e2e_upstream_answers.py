@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_stack import openai_deployment, proxy_config, sse_payloads
 
-from fakes import BEHAVIOR_FIELD, FakeOpenAI
-from support.proxy import RunningProxy, running_proxy
+from tests.e2e.e2e_stack import openai_deployment, proxy_config, sse_payloads
+from tests.support.fakes import BEHAVIOR_FIELD, FakeOpenAI
+from tests.support.proxy import RunningProxy, running_proxy
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 # $1 per million tokens each way; max_tokens 1000 reserves ~$0.001, so a budget of $0.0015 holds one at a time.

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_stack import openai_deployment, proxy_config, sse_payloads
 
-from fakes import BEHAVIOR_FIELD, FakeOpenAI
-from support.process import ProxyProcess, proxy_process
-from support.proxy import MASTER_KEY
+from tests.e2e.e2e_stack import openai_deployment, proxy_config, sse_payloads
+from tests.support.fakes import BEHAVIOR_FIELD, FakeOpenAI
+from tests.support.process import ProxyProcess, proxy_process
+from tests.support.proxy import MASTER_KEY
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 MB = 1024 * 1024

@@ -11,17 +11,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from e2e_stack import (
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.e2e.e2e_stack import (
     async_client,
     azure_deployment,
     openai_deployment,
     proxy_config,
     sync_client,
 )
-from openai.types.chat import ChatCompletionMessageParam
-
-from fakes import FakeAzureOpenAI, FakeOpenAI, RecordedRequest
-from support.proxy import RunningProxy, running_proxy
+from tests.support.fakes import FakeAzureOpenAI, FakeOpenAI, RecordedRequest
+from tests.support.proxy import RunningProxy, running_proxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "be brief"},

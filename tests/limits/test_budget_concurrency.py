@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from budget_setup import async_client, chat_body, cost_of, fire, priced_model
 
-from support.proxy import base_config, running_proxy
+from tests.limits.budget_setup import async_client, chat_body, cost_of, fire, priced_model
+from tests.support.proxy import base_config, running_proxy
 
 pytestmark = pytest.mark.slow
 

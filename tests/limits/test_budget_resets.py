@@ -8,10 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from budget_setup import async_client, chat_body, cost_of, priced_model
 
 from haimaker.clock import FakeClock
-from support.proxy import base_config, running_proxy
+from tests.limits.budget_setup import async_client, chat_body, cost_of, priced_model
+from tests.support.proxy import base_config, running_proxy
 
 START = datetime(2026, 1, 15, 10, 0, 0, tzinfo=UTC)  # a Thursday
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from budget_setup import async_client, chat_body, cost_of, priced_model
 
-from support.proxy import base_config, running_proxy
+from tests.limits.budget_setup import async_client, chat_body, cost_of, priced_model
+from tests.support.proxy import base_config, running_proxy
 
 
 def _config(**sections: Any) -> dict[str, Any]:

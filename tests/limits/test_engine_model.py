@@ -48,25 +48,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import pytest
-from engine_model_setup import (
-    CUSTOMERS,
-    DEFAULT_MAX_OUTPUT,
-    GOLD,
-    GROUP,
-    HOUSE,
-    MODEL,
-    PRICE,
-    START,
-    Admitted,
-    Backend,
-    CustomerModel,
-    Flight,
-    MemoryBackend,
-    RecordedResets,
-    RedisBackend,
-    Refused,
-    charge_of,
-)
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -90,7 +71,25 @@ from haimaker.money import Nanos
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import WINDOW_S, SpendReset
 from haimaker.storage.records import Budget, Customer
-from redisdb import redis_prefix, redis_url  # noqa: F401
+from tests.limits.engine_model_setup import (
+    CUSTOMERS,
+    DEFAULT_MAX_OUTPUT,
+    GOLD,
+    GROUP,
+    HOUSE,
+    MODEL,
+    PRICE,
+    START,
+    Admitted,
+    Backend,
+    CustomerModel,
+    Flight,
+    MemoryBackend,
+    RecordedResets,
+    RedisBackend,
+    Refused,
+    charge_of,
+)
 
 T = TypeVar("T")
 
@@ -565,8 +564,8 @@ def test_memory_engine_agrees_with_the_model_and_never_overspends(fail_closed: b
 @SHRINK_TIME
 @MODES
 def test_redis_engine_agrees_with_the_model_and_never_overspends(
-    redis_url: str,  # noqa: F811
-    redis_prefix: str,  # noqa: F811
+    redis_url: str,
+    redis_prefix: str,
     fail_closed: bool,
 ) -> None:
     run_model(RedisBackend(redis_url, redis_prefix), fail_closed, examples=150, steps=50)
@@ -632,8 +631,8 @@ async def test_settle_after_a_refused_admission_reset_the_period_reports_the_new
 
 @pytest.mark.redis
 async def test_settle_after_a_refused_admission_reset_the_period_reports_the_new_periods_spend_on_redis(
-    redis_url: str,  # noqa: F811
-    redis_prefix: str,  # noqa: F811
+    redis_url: str,
+    redis_prefix: str,
 ) -> None:
     # Redis applied the reset; this instance's view of the spend (what settle reports, and the soft-budget header
     # and alerts use) stayed in the old period: (7,600, True) before the fix.

@@ -6,13 +6,11 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
-from state_setup import DurableSpend, MakeCounters, RecordedResets
 
-from dbs import database_kind, database_url  # noqa: F401
 from haimaker.clock import FakeClock
 from haimaker.limits.resets import next_reset_function
 from haimaker.state.redis import LEASE_S, RedisCounters, connect
-from redisdb import redis_prefix, redis_url  # noqa: F401
+from tests.state.state_setup import DurableSpend, MakeCounters, RecordedResets
 
 
 @pytest.fixture
@@ -31,7 +29,7 @@ def durable() -> DurableSpend:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[Redis]:  # noqa: F811
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
     client = connect(redis_url)
     yield client
     await client.aclose()
@@ -40,7 +38,7 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:  # noqa: F811
 @pytest.fixture
 async def make_counters(
     redis_client: Redis,
-    redis_prefix: str,  # noqa: F811
+    redis_prefix: str,
     clock: FakeClock,
     resets: RecordedResets,
     durable: DurableSpend,

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from dbs import temporary_database
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.clock import SystemClock
 from haimaker.state.catalog import Catalog
@@ -20,7 +19,8 @@ from haimaker.state.invalidation import CatalogRefresher, InvalidationBus
 from haimaker.state.redis import connect
 from haimaker.storage.engine import create_engine, session_factory, upgrade
 from haimaker.storage.records import Budget, Customer
-from redisdb import private_redis
+from tests.support.databases import temporary_database
+from tests.support.redis_servers import private_redis
 
 pytestmark = pytest.mark.redis
 

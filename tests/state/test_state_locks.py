@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from dbs import temporary_database
 from haimaker.state.locks import JobLock, PostgresJobLock, RedisJobLock
 from haimaker.storage.engine import create_engine
+from tests.support.databases import temporary_database
 
 
 async def _contend(locks: list[JobLock], name: str = "budget-resets") -> list[bool]:

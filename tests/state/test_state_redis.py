@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
-from state_setup import DurableSpend, MakeCounters, RecordedResets, decode_hash, demand, limits
 
 from haimaker.clock import FakeClock
 from haimaker.errors import BudgetExceededError, ProxyError, RateLimitError
@@ -17,6 +16,7 @@ from haimaker.limits.resets import next_reset_function
 from haimaker.state.counters import Reservation
 from haimaker.state.memory import MemoryCounterStore
 from haimaker.state.redis import RedisCounters, SharedReservation
+from tests.state.state_setup import DurableSpend, MakeCounters, RecordedResets, decode_hash, demand, limits
 
 pytestmark = pytest.mark.redis
 

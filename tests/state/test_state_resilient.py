@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from state_setup import CuttableLink, DurableSpend, RecordedResets, decode_hash, demand, limits
 
 from haimaker.clock import FakeClock
 from haimaker.errors import RateLimitError, ServiceUnavailableError
@@ -19,7 +18,8 @@ from haimaker.limits.resets import next_reset_function
 from haimaker.state.counters import Reservation
 from haimaker.state.redis import RedisCounters, SharedReservation, connect
 from haimaker.state.resilient import Health, ResilientCounterStore
-from redisdb import PrivateRedis, private_redis
+from tests.state.state_setup import CuttableLink, DurableSpend, RecordedResets, decode_hash, demand, limits
+from tests.support.redis_servers import PrivateRedis, private_redis
 
 pytestmark = pytest.mark.redis
 

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-# The shared database helpers live in tests/dbs.py; tests/ is not a package and not on sys.path by default.
-_TESTS_DIR = str(Path(__file__).resolve().parents[1])
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from dbs import database_kind, database_url, migrated_database_url  # noqa: E402, F401
-from haimaker.clock import FakeClock  # noqa: E402
-from haimaker.storage import (  # noqa: E402
+from haimaker.clock import FakeClock
+from haimaker.storage import (
     BudgetRepository,
     CustomerRepository,
     SpendRepository,
@@ -31,7 +23,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:  # noqa: F811
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(migrated_database_url)
     yield engine
     await engine.dispose()

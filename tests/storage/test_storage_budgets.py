@@ -9,7 +9,7 @@ import pytest
 from haimaker.clock import FakeClock
 from haimaker.errors import DuplicateError
 from haimaker.storage import Budget, BudgetRepository, CustomerRepository
-from storage_factories import T0, make_budget, make_customer
+from tests.support.factories import T0, make_budget, make_customer
 
 
 async def test_created_budget_round_trips_every_field(budgets: BudgetRepository) -> None:

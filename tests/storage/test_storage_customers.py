@@ -10,7 +10,7 @@ import pytest
 from haimaker.clock import FakeClock
 from haimaker.errors import DuplicateError, NotFoundError
 from haimaker.storage import BudgetRepository, ChargeBatch, Customer, CustomerRepository, SpendRepository
-from storage_factories import T0, make_budget, make_customer, make_log
+from tests.support.factories import T0, make_budget, make_customer, make_log
 
 
 async def test_created_customer_round_trips_every_field(

@@ -29,7 +29,7 @@ from haimaker.storage import (
 from haimaker.storage.engine import alembic_config
 from haimaker.storage.migrations import HEAD_REVISION
 from haimaker.storage.tables import Base
-from storage_factories import make_budget, make_customer, make_log
+from tests.support.factories import make_budget, make_customer, make_log
 
 
 def test_missing_url_means_sqlite_file_in_config_dir(tmp_path: Path) -> None:

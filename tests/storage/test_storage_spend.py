@@ -18,7 +18,7 @@ from haimaker.storage import (
     create_engine,
     session_factory,
 )
-from storage_factories import make_customer, make_log
+from tests.support.factories import make_customer, make_log
 
 
 async def test_batch_creates_customers_writes_logs_and_adds_spend(

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pytest
 
 from haimaker.storage import ChargeBatch, SpendLog, SpendRepository
-from storage_factories import T0, make_log
+from tests.support.factories import T0, make_log
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from dbs import DatabaseKind, temporary_database
 from haimaker.storage.engine import create_engine, upgrade
 from haimaker.storage.store_identity import (
     STORE_ID_FILENAME,
@@ -18,6 +17,7 @@ from haimaker.storage.store_identity import (
     store_key,
     verify_store,
 )
+from tests.support.databases import DatabaseKind, temporary_database
 
 
 async def _start(url: str, memory: Path) -> str:

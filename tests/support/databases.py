@@ -5,9 +5,8 @@ Several test runs share the PostgreSQL server at 127.0.0.1:5432, so each test ge
 Override the server with `HAIMAKER_TEST_POSTGRES_URL` (a URL naming the maintenance database). When the server
 is unreachable, PostgreSQL tests are skipped, or fail when `CI=true`.
 
-Reuse from another test folder by importing the fixtures into its conftest.py:
-
-    from dbs import database_kind, database_url, migrated_database_url  # noqa: F401
+Its fixtures (database_kind, database_url, migrated_database_url) reach every test folder through `pytest_plugins` in
+tests/conftest.py.
 """
 
 from __future__ import annotations

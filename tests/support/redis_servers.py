@@ -7,9 +7,8 @@ Several test runs share the Redis at 127.0.0.1:6379, so a test never flushes it:
 `private_redis()` starts a `redis-server` of the test's own on a free port (no persistence), for tests that stop
 and restart it.
 
-Reuse from another test folder by importing the fixtures into its conftest.py:
-
-    from redisdb import redis_prefix, redis_url  # noqa: F401
+Its fixtures (redis_prefix, redis_url) reach every test folder through `pytest_plugins` in
+tests/conftest.py.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from support.process import free_port
+from tests.support.process import free_port
 
 
 class TcpRelay:

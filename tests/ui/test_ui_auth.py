@@ -6,10 +6,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from ui_client import UiClient, csrf_token
 
 from haimaker.ui.session import COOKIE_NAME as COOKIE
-from support.proxy import RunningProxy, base_config, running_proxy
+from tests.support.proxy import RunningProxy, base_config, running_proxy
+from tests.ui.ui_client import UiClient, csrf_token
 
 
 def test_pages_redirect_to_sign_in_when_signed_out(ui: UiClient) -> None:

@@ -15,7 +15,7 @@ import openai
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from support.proxy import RunningProxy, base_config, running_proxy
+from tests.support.proxy import RunningProxy, base_config, running_proxy
 
 pytestmark = pytest.mark.browser
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ui_client import UiClient
 
-from support.proxy import RunningProxy, base_config, running_proxy
+from tests.support.proxy import RunningProxy, base_config, running_proxy
+from tests.ui.ui_client import UiClient
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import re
 import time
 
 import pytest
-from ui_client import UiClient
 
 from haimaker.money import usd_to_nanos
 from haimaker.storage.records import Customer
-from support.proxy import RunningProxy
+from tests.support.proxy import RunningProxy
+from tests.ui.ui_client import UiClient
 
 ROWS = re.compile(r'<tr data-customer-id="([^"]+)"')
 N_CUSTOMERS = 10_000

@@ -6,10 +6,10 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from ui_client import UiClient
 
-from storage_factories import make_log
-from support.proxy import MASTER_KEY, base_config, running_proxy
+from tests.support.factories import make_log
+from tests.support.proxy import MASTER_KEY, base_config, running_proxy
+from tests.ui.ui_client import UiClient
 
 
 def test_the_spend_page_warns_about_dead_letters_until_they_are_dealt_with(tmp_path: Path) -> None:

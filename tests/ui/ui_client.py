@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from support.proxy import RunningProxy
+from tests.support.proxy import RunningProxy
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
