@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from haimaker.state.memory import MemoryCounterStore
 from tests.support.fakes import DEFAULT_API_KEY, Behavior, FakeOpenAI
 from tests.support.proxy import RunningProxy, base_config, running_proxy
 
@@ -54,7 +55,9 @@ def _logs(proxy: RunningProxy) -> list[dict[str, Any]]:
 
 
 def _reserved(proxy: RunningProxy) -> int:
-    counters = proxy.state.engine.store._counters.get("payer")  # the memory store's live counters
+    store = proxy.state.engine.store
+    assert isinstance(store, MemoryCounterStore)
+    counters = store._counters.get("payer")  # the memory store's live counters
     return 0 if counters is None else counters.reserved
 
 

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from tests.support.proxy import MASTER_KEY, base_config
 
 pytestmark = pytest.mark.slow
 
-PRICED = {
+PRICED: dict[str, Any] = {
     "model_name": "priced",
     "litellm_params": {
         "model": "mock/gpt-3.5-turbo",

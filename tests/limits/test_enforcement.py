@@ -21,7 +21,7 @@ def _config(**sections: Any) -> dict[str, Any]:
     return base_config(model_list=[priced_model(latency_ms=0)], **sections)
 
 
-IDENTITY_PATHS = {
+IDENTITY_PATHS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "body-user": ({}, {"user": "who"}),
     "customer-header": ({"x-litellm-customer-id": "who"}, {}),
     "end-user-header": ({"x-litellm-end-user-id": "who"}, {}),

@@ -28,6 +28,9 @@ class _Answer:
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         yield b""
 
+    def at_end(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 
