@@ -1,9 +1,12 @@
-"""`create_app(settings)`: the ASGI application, and the lifespan that builds and closes everything.
+"""`create_app(settings)`: the ASGI application, and the lifespan that opens and closes everything.
 
 The LLM routes are dispatched before FastAPI sees the request (raw ASGI, `api/llm.py`); everything
-else (management API, health, metrics, UI) is a FastAPI app. Startup: migrations, the catalog loaded
-into memory, counters seeded, the spend recorder and background jobs started. Shutdown: stop the
-jobs, drain the recorder (every pending charge written), close upstream sessions and the database.
+else (management API, health, metrics, UI) is a FastAPI app. Startup (`open_state`): the store's identity
+checked, migrations, journaled charges of a crashed run replayed, the catalog loaded into memory, counters
+seeded, the spend recorder and background jobs started. Each resource pushes its closer on one
+`AsyncExitStack` as it opens, so a start-up that fails part-way closes what it opened. Shutdown unwinds
+that stack: stop the jobs, drain the recorder (every pending charge written or journaled), close Redis,
+the alerter and the upstream transport, dispose of the database engine, uninstall the log redaction.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +37,8 @@ from haimaker.errors import InvalidKeyError, ProxyError, ServiceUnavailableError
 from haimaker.identity import Authenticator, CustomerIdResolver
 from haimaker.limits.auth_throttle import AuthThrottle
 from haimaker.limits.engine import BudgetEngine
-from haimaker.limits.resets import ResetJob, next_reset_function
 from haimaker.metrics import Metrics
+from haimaker.periods import next_reset_function
 from haimaker.pipeline import Pipeline, PipelineOptions
 from haimaker.process_tuning import freeze_startup_heap, limit_malloc_arenas, start_heap_trims
 from haimaker.providers.azure import AzureProvider
@@ -45,9 +48,12 @@ from haimaker.providers.mock import MockProvider
 from haimaker.providers.openai_compat import OpenAIProvider
 from haimaker.providers.redaction import RedactingLogRecords, Redactor
 from haimaker.providers.router import DEFAULT_NUM_RETRIES, Router, build_deployments
+from haimaker.services.container import Services
+from haimaker.services.resets import ResetJob
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import CounterStore
 from haimaker.state.memory import MemoryCounterStore
+from haimaker.state.ui_sessions import LiveSessions
 from haimaker.storage.dead_letters_repo import DeadLetterRepository
 from haimaker.storage.engine import create_engine, normalize_database_url, session_factory, upgrade
 from haimaker.storage.store_health import StoreMonitor
@@ -129,17 +135,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None, serving: bool 
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
-        state = await build_state(settings, clock or SystemClock())
-        api.state.haimaker = state
-        stop_trims: Callable[[], None] = lambda: None  # noqa: E731
-        if serving:
-            freeze_startup_heap()
-            stop_trims = start_heap_trims(asyncio.get_running_loop())
-        try:
+        # Every resource pushes its closer as it opens: a start-up that fails part-way closes what it opened, and
+        # shutdown closes in reverse (jobs stop, the recorder drains, then pools and the database close).
+        async with AsyncExitStack() as stack:
+            api.state.haimaker = await open_state(settings, clock or SystemClock(), stack)
+            if serving:
+                freeze_startup_heap()
+                stack.callback(start_heap_trims(asyncio.get_running_loop()))
             yield
-        finally:
-            stop_trims()
-            await close_state(state)
 
     api = FastAPI(title="haimaker", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     install_error_handlers(api)
@@ -157,12 +160,22 @@ def _include_routers(api: FastAPI) -> None:
     include_management_routes(api)
 
 
-async def build_state(settings: Settings, clock: Clock) -> AppState:
+async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) -> AppState:
+    """Open everything the proxy runs on, each closer pushed on `stack` as its resource opens.
+
+    Closing `stack` (LIFO) stops the background jobs, drains the spend recorder (every pending charge written or
+    journaled), closes the Redis cluster, the alerter and the upstream transport, disposes of the database engine,
+    and last uninstalls the log redaction (what is logged while closing is still scrubbed).
+
+    Raises:
+        ConfigError: the store is not the one this proxy used before, the journal directory is unusable, or the
+            default budget does not exist.
+    """
     config = settings.config
     general, litellm = config.general_settings, config.litellm_settings
     # Every configured secret, by value: scrubbed from upstream errors, bodies, stream events, log lines and metrics.
     redactor = Redactor.from_settings(settings)
-    log_redaction = RedactingLogRecords(redactor)
+    stack.callback(RedactingLogRecords(redactor).uninstall)
 
     db_url = normalize_database_url(settings.database_url, config_dir=settings.config_dir)
     store_memory = settings.config_dir / STORE_ID_FILENAME
@@ -174,21 +187,20 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     except StoreIdentityError as exc:
         raise ConfigError([f"database_url: {exc}"]) from None
     db = create_engine(db_url)
+    stack.push_async_callback(db.dispose)
     sessions = session_factory(db)
     sink = StoreSink(sessions, clock)
     store_monitor = StoreMonitor(db, db_url, store_id)
+    dead_letter_rows = DeadLetterRepository(sessions, clock=clock)
     journal_dir, journal_store = _journal_place(settings, db_url)
     if journal_dir is not None:
         # Charges acknowledged by processes that died before writing them: into the store before the counters are
         # seeded from it and before serving (docs/durability.md).
         try:
-            dead_letters = DeadLetterBox(
-                DeadLetterRepository(sessions, clock=clock), settings.config_dir / DEAD_LETTER_FILENAME
-            )
+            dead_letters = DeadLetterBox(dead_letter_rows, settings.config_dir / DEAD_LETTER_FILENAME)
             await replay_dead(journal_dir, journal_store, sink, dead_letters=dead_letters)
         except OSError as exc:
             if general.spend_journal_dir:
-                await db.dispose()
                 raise ConfigError([f"general_settings.spend_journal_dir: cannot use {journal_dir}: {exc}"]) from None
             # The default place (beside the config) may be read-only, e.g. a mounted config: serve, but say loudly
             # that a crash now loses the charges of the last write group.
@@ -202,12 +214,18 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     tokens = TokenCounter()
     # Only the vocabularies the configured models use (each costs 40-70 MB); others load on first use.
     needed = {encoding_name_for(d.upstream_model) for d in deployments} or {"cl100k_base"}
-    load_tokens = asyncio.create_task(asyncio.to_thread(tokens.load, sorted(needed)))
+    load_tokens = asyncio.create_task(asyncio.to_thread(tokens.load, sorted(needed)), name="haimaker-load-tokens")
+    stack.push_async_callback(_stop_task, load_tokens)  # a no-op once loaded
     unpriced = sorted({d.model_name for d in deployments if d.price is None})
     if unpriced:
         logger.warning("models without pricing (they cost 0): %s", ", ".join(unpriced))
 
-    transport = HttpTransport(redactor, max_response_bytes=general.max_upstream_response_bytes)
+    transport = HttpTransport(
+        redactor,
+        max_response_bytes=general.max_upstream_response_bytes,
+        max_connections_per_origin=general.max_upstream_connections_per_origin,
+    )
+    stack.push_async_callback(_logged, transport.aclose)
     openai = OpenAIProvider(transport)
     providers: dict[str, Provider] = {"openai": openai, "azure": AzureProvider(transport), "mock": MockProvider(tokens)}
     num_retries = config.router_settings.num_retries
@@ -218,8 +236,6 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     catalog = Catalog(default_budget_id=litellm.max_end_user_budget_id)
     catalog.load(await sink.customers.list_all(), await sink.budgets.list_all())
     if catalog.default_budget_id is not None and catalog.default_budget_id not in catalog.budgets:
-        await db.dispose()
-        load_tokens.cancel()
         raise ConfigError(
             [
                 f"litellm_settings.max_end_user_budget_id: budget {catalog.default_budget_id!r} does not exist "
@@ -237,11 +253,11 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         max_delay_s=min(general.proxy_batch_write_at, 0.1),
         journal=journal,
         max_queued=general.spend_queue_max,
-        dead_letters=DeadLetterBox(
-            DeadLetterRepository(sessions, clock=clock), settings.config_dir / DEAD_LETTER_FILENAME
-        ),
+        dead_letters=DeadLetterBox(dead_letter_rows, settings.config_dir / DEAD_LETTER_FILENAME),
         is_store_lost=lambda: store_monitor.is_lost,
     )
+    # Should start-up fail before the recorder runs, closing it closes the journal.
+    stack.push_async_callback(recorder.aclose)
     next_reset = next_reset_function(litellm.timezone, litellm.budget_reset_time)
     cluster = None
     store: CounterStore
@@ -262,6 +278,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
             budget_status_code=litellm.budget_exceeded_status_code,
             fail_closed=general.fail_closed_budget_enforcement,
         )
+        stack.push_async_callback(_logged, cluster.aclose)
         store = cluster.store
         for customer in catalog.customers.values():
             cluster.store.seed_local(customer.user_id, customer.spend, customer.spend_reset_at)
@@ -273,6 +290,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     from haimaker.alerts import Alerter
 
     alerter = Alerter.from_settings(settings, clock)
+    stack.push_async_callback(_logged, alerter.aclose)
     engine = BudgetEngine(
         catalog,
         store,
@@ -307,11 +325,47 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
             always_include_stream_usage=general.always_include_stream_usage,
             max_sse_event_bytes=general.max_upstream_event_bytes,
         ),
+        clock=clock,
         redactor=redactor,
     )
-    recorder.start()
+    services = Services(
+        customers_repo=sink.customers,
+        budgets_repo=sink.budgets,
+        spend_repo=sink.spend,
+        catalog=catalog,
+        counters=store,
+        recorder=recorder,
+        clock=clock,
+        router=router,
+        next_reset=next_reset,
+        announcer=cluster,
+        shared_spend=cluster.store.current_spend if cluster is not None else None,
+    )
+    reset_job = None
+    if not general.disable_reset_budget:
+        reset_job = ResetJob(
+            catalog=catalog,
+            counters=store,
+            budgets=sink.budgets,
+            recorder=recorder,
+            clock=clock,
+            next_reset=next_reset,
+            interval_s=_reset_interval(settings),
+            announcer=cluster,
+            alerter=alerter,
+            lock=cluster.lock if cluster is not None else None,
+        )
     await load_tokens
-    state = AppState(
+    recorder.start()
+    # Pushed again now that it runs, after the cluster, alerter and transport: it drains (every pending charge
+    # written or journaled) before they close; the closer pushed above is then a no-op. The jobs, pushed last,
+    # stop before it drains.
+    stack.push_async_callback(recorder.aclose)
+    _start_task(stack, store_monitor.run(), "haimaker-store-monitor")
+    if reset_job is not None:
+        _start_task(stack, reset_job.run(), "haimaker-reset-job")
+    alerter.start()
+    return AppState(
         settings=settings,
         clock=clock,
         auth=auth,
@@ -324,32 +378,38 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         metrics=metrics,
         started_at=time.time(),
         auth_throttle=auth_throttle,
-        redis_url=settings.redis_url,
+        sink=sink,
+        services=services,
+        store_monitor=store_monitor,
+        dead_letters=dead_letter_rows,
+        ui_sessions=LiveSessions(clock, cluster.client if cluster is not None else None, general.redis_key_prefix),
         cluster=cluster,
+        redis_url=settings.redis_url,
+        reset_job=reset_job,
     )
-    state.closers.extend([transport.aclose, alerter.aclose])
-    if cluster is not None:
-        state.closers.append(cluster.aclose)
-    state.sink = sink
-    state.store_monitor = store_monitor
-    state.dead_letters = DeadLetterRepository(sessions, clock=clock)
-    state.background.append(asyncio.create_task(store_monitor.run(), name="haimaker-store-monitor"))
-    from haimaker.services.container import Services
 
-    state.services = Services(state, sink)
-    if not general.disable_reset_budget:
-        job = ResetJob(
-            state, next_reset, interval_s=_reset_interval(settings), lock=cluster.lock if cluster is not None else None
-        )
-        state.reset_job = job
-        state.background.append(asyncio.create_task(job.run(), name="haimaker-reset-job"))
-    alerter.start()
 
-    async def stop_log_redaction() -> None:
-        log_redaction.uninstall()
+def _start_task(stack: AsyncExitStack, job: Coroutine[Any, Any, None], name: str) -> None:
+    stack.push_async_callback(_stop_task, asyncio.create_task(job, name=name))
 
-    state.closers.append(stop_log_redaction)  # last: what is logged while closing is still scrubbed
-    return state
+
+async def _stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel a task and wait for it to end (a job's own failure is logged, not raised: shutdown goes on)."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        logger.exception("background task %s failed", task.get_name())
+
+
+async def _logged(close: Callable[[], Awaitable[None]]) -> None:
+    """Run one closer; its failure is logged, and the closers after it still run."""
+    try:
+        await close()
+    except Exception:
+        logger.exception("error while closing")
 
 
 def _journal_place(settings: Settings, db_url: str) -> tuple[Path | None, str]:
@@ -385,25 +445,6 @@ async def verify_configured_store(settings: Settings) -> None:
 def _reset_interval(settings: Settings) -> float:
     # Request-time resets make the job matter only for idle customers; a minute is plenty and cheap.
     return min(60.0, settings.config.general_settings.proxy_budget_rescheduler_min_time)
-
-
-async def close_state(state: AppState) -> None:
-    for task in state.background:
-        task.cancel()
-    for task in state.background:
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            logger.exception("background task failed during shutdown")
-    await state.recorder.aclose()
-    for close in state.closers:
-        try:
-            await close()
-        except Exception:
-            logger.exception("error while closing")
-    await state.db.dispose()
 
 
 def app_from_env() -> Any:

@@ -1,17 +1,20 @@
-"""Everything a running proxy owns, built and closed by the app's lifespan (`app.py`)."""
+"""Everything a running proxy owns: built once by the app's lifespan (`app.py`), read-only afterwards.
+
+The lifespan opens each resource under one exit stack, which closes them again; this record only names them, for the
+routes (through `api/deps.py`) and the tests.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from haimaker.accounting.recorder import SpendRecorder
+from haimaker.accounting.store_sink import StoreSink
 from haimaker.accounting.tokens import TokenCounter
 from haimaker.clock import Clock
 from haimaker.config.loader import Settings
@@ -21,17 +24,19 @@ from haimaker.limits.engine import BudgetEngine
 from haimaker.metrics import Metrics
 from haimaker.pipeline import Pipeline
 from haimaker.providers.router import Router
+from haimaker.services.container import Services
+from haimaker.services.resets import ResetJob
+from haimaker.state.ui_sessions import LiveSessions
+from haimaker.storage.dead_letters_repo import DeadLetterRepository
+from haimaker.storage.store_health import StoreMonitor
 
 if TYPE_CHECKING:
-    from haimaker.services.container import Services
-    from haimaker.state.cluster import Cluster
-    from haimaker.storage.dead_letters_repo import DeadLetterRepository
-    from haimaker.storage.store_health import StoreMonitor
+    from haimaker.state.cluster import Cluster  # Redis: imported only when configured (`app.py`)
 
 logger = logging.getLogger("haimaker")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class AppState:
     settings: Settings
     clock: Clock
@@ -46,25 +51,25 @@ class AppState:
     started_at: float
     # Failed-key attempts per client address (API and UI sign-in): `limits/auth_throttle.py`.
     auth_throttle: AuthThrottle
-    redis_url: str | None = None
+    # The repositories the recorder writes through (tests read the store through them).
+    sink: StoreSink
+    services: Services
+    # Watches the store for loss (deleted/replaced/read-only SQLite file, emptied PostgreSQL): readiness, fail-closed.
+    store_monitor: StoreMonitor
+    dead_letters: DeadLetterRepository
+    # Signed-in admin UI sessions: in Redis with several instances, else in this process.
+    ui_sessions: LiveSessions
     # Several instances (a Redis URL is configured): shared counters, invalidations, job lock.
     cluster: Cluster | None = None
-    services: Services | None = None
-    sink: Any = None
-    reset_job: Any = None
-    # Watches the store for loss (deleted/replaced/read-only SQLite file, emptied PostgreSQL): readiness, fail-closed.
-    store_monitor: StoreMonitor | None = None
-    dead_letters: DeadLetterRepository | None = None
-    background: list[asyncio.Task[Any]] = field(default_factory=list)
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    redis_url: str | None = None
+    # None when `general_settings.disable_reset_budget` is set.
+    reset_job: ResetJob | None = None
 
     def dead_letter_count(self) -> int:
         """Spend items that could not be written: in the store's table (as of the store monitor's last check), in
         the dead-letter file, and those only logged."""
         box = self.recorder.dead_letters
-        monitor = self.store_monitor
-        in_table = monitor.status.dead_letters if monitor is not None else box.in_table
-        return in_table + box.in_file + box.in_log_only
+        return self.store_monitor.status.dead_letters + box.in_file + box.in_log_only
 
     async def store_is_reachable(self) -> bool:
         try:

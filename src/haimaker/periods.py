@@ -190,6 +190,20 @@ def next_reset_at(duration: str, now: datetime, *, timezone: str = "UTC", reset_
     return _first_after(now_utc, today_at + timedelta(days=days), lambda c: c + timedelta(days=1), include_start=True)
 
 
+NextReset = Callable[[str, datetime], datetime]
+"""`(budget_duration, now) -> the next reset instant`, with the configured timezone and reset time bound in."""
+
+
+def next_reset_function(timezone: str, reset_time: str) -> NextReset:
+    """Bind the configured timezone and time of day (`litellm_settings.timezone`, `budget_reset_time`) to
+    `next_reset_at`: what the counter stores, the services and the reset job call."""
+
+    def compute(duration: str, now: datetime) -> datetime:
+        return next_reset_at(duration, now, timezone=timezone, reset_time=reset_time)
+
+    return compute
+
+
 def _next_month(current: datetime) -> datetime:
     if current.month == 12:
         return current.replace(year=current.year + 1, month=1)

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn
 
 import orjson
@@ -24,6 +24,7 @@ import orjson
 from haimaker.accounting.pricing import Usage, UsageError, check_billable, cost_nanos, usage_from_openai
 from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.tokens import DEFAULT_INLINE_LIMIT_CHARS, TokenCounter
+from haimaker.clock import Clock
 from haimaker.errors import AuthenticationError, BadGatewayError, BadRequestError, ProxyError, UpstreamError
 from haimaker.identity import Authenticator, CustomerIdResolver
 from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price
@@ -96,9 +97,12 @@ class Pipeline:
         recorder: SpendRecorder,
         metrics: Metrics,
         options: PipelineOptions,
+        clock: Clock,
         redactor: Redactor | None = None,
     ) -> None:
         self._auth = auth
+        # Bound once: the spend log's times cost one call, as `datetime.now(UTC)` did, and follow a test's clock.
+        self._now = clock.now
         self._redactor = redactor or Redactor()
         self._customers = customers
         self._router = router
@@ -149,7 +153,7 @@ class Pipeline:
             stream=body.get("stream") is True and route is not Route.EMBEDDINGS,
             call_id=str(uuid.uuid4()),
             started=started,
-            started_at=datetime.now(UTC),
+            started_at=self._now(),
             customer_id=customer_id,
             key_hash=key_hash,
         )
@@ -346,7 +350,7 @@ class Pipeline:
         else:
             self._release(call)
             cost = cost_nanos(deployment.price, usage) if deployment.price is not None else 0
-        now = datetime.now(UTC)
+        now = self._now()
         self._recorder.record(
             SpendLog(
                 request_id=call.call_id,
@@ -419,7 +423,7 @@ class Pipeline:
                 total_tokens=0,
                 spend=0,
                 start_time=call.started_at,
-                end_time=datetime.now(UTC),
+                end_time=self._now(),
                 status="failure",
                 api_key=call.key_hash,
                 metadata={"error": error.message[:200], "status_code": error.status_code},

@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from haimaker.accounting.pricing import ModelPrice
 from haimaker.clock import FakeClock
 from haimaker.limits.engine import GroupPrice, Ticket
-from haimaker.limits.resets import NextReset
 from haimaker.money import Nanos
+from haimaker.periods import NextReset
 from haimaker.state.counters import CounterStore, SpendReset, SpendResetSink
 from haimaker.state.memory import MemoryCounterStore
 from haimaker.state.redis import RedisCounters, SpendSource, connect

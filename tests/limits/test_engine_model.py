@@ -66,8 +66,8 @@ from haimaker.accounting.pricing import Usage
 from haimaker.clock import FakeClock
 from haimaker.errors import BudgetExceededError, RateLimitError
 from haimaker.limits.engine import BudgetEngine, Ticket
-from haimaker.limits.resets import next_reset_function
 from haimaker.money import Nanos
+from haimaker.periods import next_reset_function
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import WINDOW_S, SpendReset
 from haimaker.storage.records import Budget, Customer

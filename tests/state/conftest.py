@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from haimaker.clock import FakeClock
-from haimaker.limits.resets import next_reset_function
+from haimaker.periods import next_reset_function
 from haimaker.state.redis import LEASE_S, RedisCounters, connect
 from tests.state.state_setup import DurableSpend, MakeCounters, RecordedResets
 

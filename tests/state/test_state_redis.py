@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from haimaker.clock import FakeClock
 from haimaker.errors import BudgetExceededError, ProxyError, RateLimitError
-from haimaker.limits.resets import next_reset_function
+from haimaker.periods import next_reset_function
 from haimaker.state.counters import Reservation
 from haimaker.state.memory import MemoryCounterStore
 from haimaker.state.redis import RedisCounters, SharedReservation

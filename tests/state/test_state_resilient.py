@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from haimaker.clock import FakeClock
 from haimaker.errors import RateLimitError, ServiceUnavailableError
-from haimaker.limits.resets import next_reset_function
+from haimaker.periods import next_reset_function
 from haimaker.state.counters import Reservation
 from haimaker.state.redis import RedisCounters, SharedReservation, connect
 from haimaker.state.resilient import Health, ResilientCounterStore

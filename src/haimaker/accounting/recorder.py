@@ -342,10 +342,10 @@ class SpendRecorder:
         self.last_error = reason
 
     async def aclose(self, timeout_s: float = 30.0) -> None:
-        """Write everything pending, then stop."""
+        """Write everything pending, then stop (again: a no-op)."""
         self._closing = True
         self._wakeup.set()
-        if self._task is None:
+        if self._task is None or self._task.done():
             await self._close_journal()
             return
         if self._is_store_lost():

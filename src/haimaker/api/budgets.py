@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from haimaker.api._services import ServicesDep
+from haimaker.api.deps import ServicesDep
 from haimaker.api.responses import json_response
 from haimaker.api.schemas import BudgetDeleteRequest, BudgetNewRequest, BudgetRequest, Id, error_responses, set_fields
 from haimaker.api.wire import budget_row, budget_settings

@@ -8,7 +8,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from haimaker.api._services import ServicesDep
+from haimaker.api.deps import ServicesDep
 from haimaker.api.responses import json_response
 from haimaker.api.schemas import (
     BlockUsers,

@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the app state and the admin-key guard, as `Annotated` aliases."""
+"""FastAPI dependencies, as `Annotated` aliases: the app state, the service layer, and the admin-key guard.
+
+The one place routes get the running app from (the management API, health and the admin UI alike).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,21 @@ from fastapi import Depends, Request
 
 from haimaker.api.llm import headers_of
 from haimaker.app_state import AppState
-from haimaker.errors import InvalidKeyError
+from haimaker.errors import InvalidKeyError, ServiceUnavailableError
+from haimaker.services.container import Services
 
 
 def get_state(request: Request) -> AppState:
-    return request.app.state.haimaker  # type: ignore[no-any-return]
+    """The running app's state (built by the lifespan; a 503, not a 500, for a request served before it ran)."""
+    state: AppState | None = getattr(request.app.state, "haimaker", None)
+    if state is None:
+        raise ServiceUnavailableError("The proxy is still starting.")
+    return state
+
+
+def get_services(request: Request) -> Services:
+    """The service layer the management API and the admin UI share."""
+    return get_state(request).services
 
 
 def _headers(request: Request) -> dict[str, str]:
@@ -46,4 +59,5 @@ def require_llm_key(request: Request, state: AppState) -> None:
 
 
 AppStateDep = Annotated[AppState, Depends(get_state)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 AdminDep = Annotated[None, Depends(require_admin)]

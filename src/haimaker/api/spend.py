@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from haimaker.api._services import ServicesDep
+from haimaker.api.deps import ServicesDep
 from haimaker.api.responses import json_response
 from haimaker.api.schemas import GlobalEndUsersSpend, ListText, Name, Page, error_responses
 from haimaker.api.wire import activity_report, day_summary_row, spend_log_row

@@ -156,7 +156,7 @@ class BudgetService:
             changes[name] = value
         if "budget_duration" in changes and changes.get("budget_reset_at") is None:
             duration = changes["budget_duration"]
-            now = self._services.state.clock.now()
+            now = self._services.clock.now()
             changes["budget_reset_at"] = None if duration is None else self._services.next_reset(duration, now)
         return changes
 
@@ -168,8 +168,8 @@ class BudgetService:
         """
         budget_id = checked_text(fields.get("budget_id") or str(uuid.uuid4()), param="budget_id")
         budget = replace(Budget(budget_id=budget_id), **self.changes(fields))
-        created = await self._services.sink.budgets.create(budget)
-        await self._services.changed("budget", created.budget_id, created)
+        created = await self._services.budgets_repo.create(budget)
+        self._services.budget_changed(created.budget_id, created)
         return created
 
     async def create_private(self, base: Budget | None, changes: Mapping[str, Any]) -> Budget:
@@ -179,8 +179,8 @@ class BudgetService:
             budget = replace(Budget(budget_id=budget_id), **changes)
         else:
             budget = replace(base, budget_id=budget_id, created_at=None, updated_at=None, **changes)
-        created = await self._services.sink.budgets.create(budget)
-        await self._services.changed("budget", created.budget_id, created)
+        created = await self._services.budgets_repo.create(budget)
+        self._services.budget_changed(created.budget_id, created)
         return created
 
     async def update(self, fields: Mapping[str, Any]) -> Budget:
@@ -198,14 +198,14 @@ class BudgetService:
 
     async def apply(self, budget_id: str, changes: Mapping[str, Any]) -> Budget:
         """Write already validated changes to a budget and publish it."""
-        updated = await self._services.sink.budgets.update(budget_id, changes)
+        updated = await self._services.budgets_repo.update(budget_id, changes)
         if updated is None:
             raise _unknown(budget_id)
-        await self._services.changed("budget", budget_id, updated)
+        self._services.budget_changed(budget_id, updated)
         return updated
 
     async def get(self, budget_id: str) -> Budget | None:
-        return await self._services.sink.budgets.get(checked_text(budget_id, param="budget_id"))
+        return await self._services.budgets_repo.get(checked_text(budget_id, param="budget_id"))
 
     async def get_many(self, budget_ids: Iterable[str]) -> list[Budget]:
         """The budgets named, in the order given.
@@ -217,14 +217,14 @@ class BudgetService:
         wanted = [checked_text(budget_id, param="budgets") for budget_id in dict.fromkeys(budget_ids)]
         if not wanted:
             raise BadRequestError(f"Specify list of budget id's to query. Passed in={wanted}", param="budgets")
-        found = await self._services.sink.budgets.get_many(wanted)
+        found = await self._services.budgets_repo.get_many(wanted)
         missing = sorted(set(wanted) - {b.budget_id for b in found})
         if missing:
             raise NotFoundError(f"Budget id(s)={', '.join(missing)} do not exist in db", param="budgets")
         return found
 
     async def list_all(self) -> list[Budget]:
-        return await self._services.sink.budgets.list_all()
+        return await self._services.budgets_repo.list_all()
 
     async def delete(self, budget_id: str) -> Budget:
         """Delete a budget; its customers fall back to the default budget.
@@ -240,10 +240,10 @@ class BudgetService:
                 "(litellm_settings.max_end_user_budget_id). Remove it from the config before deleting it.",
                 param="id",
             )
-        deleted = await self._services.sink.budgets.delete(budget_id)
+        deleted = await self._services.budgets_repo.delete(budget_id)
         if deleted is None:
             raise _unknown(budget_id, param="id")
-        await self._services.changed("budget", budget_id, None)
+        self._services.budget_changed(budget_id, None)
         return deleted
 
 

@@ -1,60 +1,87 @@
 """The service layer: use-cases shared by the management API and the admin UI (one implementation of each rule).
-Built once per app in the lifespan.
+Built once per app in the lifespan (`app.py`), from exactly the collaborators the use-cases need.
 
     services.customers   CustomerService  (customers.py)
     services.budgets     BudgetService    (budgets.py)
     services.spend       SpendService     (spend.py)
+    ResetJob             the budget-period job (resets.py)
 
 Invariants:
-- Every admin write reaches the hot state (the in-memory catalog and the spend counters) through `changed`, before
-  the write's method returns: admission never sees a customer or budget older than the last admin response.
-- `changed` is the one multi-instance hook: it updates this instance, and with several instances publishes the
-  change (Redis pub/sub, `state/cluster.py`) for the others to read `key` back from the store.
+- Every admin write reaches the hot state (the in-memory catalog and the spend counters) through `budget_changed`,
+  `customer_changed` or `spend_changed`, before the write's method returns: admission never sees a customer or
+  budget older than the last admin response.
+- Those methods are the one multi-instance hook: they update this instance, and with several instances announce
+  the change (Redis pub/sub, `state/cluster.py`) for the others to read the row back from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final, Literal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, Protocol
 
 from haimaker.errors import ServiceUnavailableError
-from haimaker.limits.resets import NextReset, next_reset_function
 from haimaker.money import Nanos
 from haimaker.services.budgets import BudgetService
 from haimaker.services.customers import CustomerService
 from haimaker.services.spend import SpendService
-from haimaker.storage.records import Budget, Customer
 
 if TYPE_CHECKING:
-    from haimaker.accounting.store_sink import StoreSink
-    from haimaker.app_state import AppState
+    from haimaker.accounting.recorder import SpendRecorder
+    from haimaker.clock import Clock
+    from haimaker.periods import NextReset
+    from haimaker.providers.router import Router
     from haimaker.state.catalog import Catalog
     from haimaker.state.counters import CounterStore
+    from haimaker.storage.budgets_repo import BudgetRepository
+    from haimaker.storage.customers_repo import CustomerRepository
+    from haimaker.storage.records import Budget, Customer
+    from haimaker.storage.spend_repo import SpendRepository
 
-# What an admin write changed: a customer row, a customer's spend (set by an admin), or a budget row.
-ChangeKind = Literal["customer", "customer_spend", "budget"]
 SETTLE_TIMEOUT_S: Final = 10.0
+
+# A customer's spend as the whole cluster counts it (None: not known there); `ResilientCounterStore.current_spend`.
+SharedSpend = Callable[[str], Awaitable[Nanos | None]]
+
+
+class ChangeAnnouncer(Protocol):
+    """Tells the other instances that an admin write changed a row (`state.cluster.Cluster`)."""
+
+    def changed(self, kind: str, key: str) -> None: ...
 
 
 class Services:
-    """The use-cases, bound to one running app's state and store."""
+    """The use-cases, bound to one running app's store, hot state and cluster."""
 
-    def __init__(self, state: AppState, sink: StoreSink) -> None:
-        self.state = state
-        self.sink = sink
-        litellm = state.settings.config.litellm_settings
-        self.next_reset: NextReset = next_reset_function(litellm.timezone, litellm.budget_reset_time)
+    def __init__(
+        self,
+        *,
+        customers_repo: CustomerRepository,
+        budgets_repo: BudgetRepository,
+        spend_repo: SpendRepository,
+        catalog: Catalog,
+        counters: CounterStore,
+        recorder: SpendRecorder,
+        clock: Clock,
+        router: Router,
+        next_reset: NextReset,
+        announcer: ChangeAnnouncer | None = None,
+        shared_spend: SharedSpend | None = None,
+    ) -> None:
+        self.customers_repo = customers_repo
+        self.budgets_repo = budgets_repo
+        self.spend_repo = spend_repo
+        self.catalog = catalog
+        self.counters = counters
+        self.clock = clock
+        self.router = router
+        self.next_reset = next_reset
+        self._recorder = recorder
+        self._announcer = announcer
+        self._shared_spend = shared_spend
         self.customers = CustomerService(self)
         self.budgets = BudgetService(self)
         self.spend = SpendService(self)
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.state.engine.catalog
-
-    @property
-    def counters(self) -> CounterStore:
-        return self.state.engine.store
 
     async def settle_pending(self) -> None:
         """Wait until every charge and reset queued so far is written (stored spend exact, traffic customers stored).
@@ -64,7 +91,7 @@ class Services:
                 recorder keeps retrying, so nothing is lost).
         """
         try:
-            await asyncio.wait_for(self.state.recorder.flush(), SETTLE_TIMEOUT_S)
+            await asyncio.wait_for(self._recorder.flush(), SETTLE_TIMEOUT_S)
         except TimeoutError:
             raise ServiceUnavailableError(
                 f"Spend writes are pending and the database has not accepted them for {SETTLE_TIMEOUT_S:.0f} s; "
@@ -73,36 +100,36 @@ class Services:
 
     async def live_spend(self, customer: Customer) -> Nanos:
         """The customer's spend including charges not yet written (by every instance, when several share Redis)."""
-        cluster = self.state.cluster
-        if cluster is not None:
-            shared = await cluster.store.current_spend(customer.user_id)
+        if self._shared_spend is not None:
+            shared = await self._shared_spend(customer.user_id)
             if shared is not None:
                 return shared
         spend = self.counters.spend(customer.user_id)
         return customer.spend if spend is None else spend
 
-    async def changed(self, kind: ChangeKind, key: str, record: Customer | Budget | None) -> None:
-        """Apply one admin write to the hot state and announce it to the other instances.
-
-        `record` is the row as written, None when deleted. Other instances (Redis pub/sub, `state/cluster.py`) read
-        the row back from the store; a spend set by an admin reaches them through the shared counters.
-        """
-        if kind == "budget":
-            if record is None:
-                self.catalog.drop_budget(key)
-            else:
-                assert isinstance(record, Budget)
-                self.catalog.put_budget(record)
-        elif kind == "customer":
-            if record is None:
-                self.state.engine.forget_customer(key)
-            else:
-                assert isinstance(record, Customer)
-                self.catalog.put_customer(record)
+    def budget_changed(self, budget_id: str, budget: Budget | None) -> None:
+        """A budget row was written (`budget`) or deleted (None): into the catalog, and announced."""
+        if budget is None:
+            self.catalog.drop_budget(budget_id)
         else:
-            assert isinstance(record, Customer)
-            self.counters.seed(key, record.spend, record.spend_reset_at)
-            return
-        cluster = self.state.cluster
-        if cluster is not None:
-            cluster.changed(kind, key)
+            self.catalog.put_budget(budget)
+        self._announce("budget", budget_id)
+
+    def customer_changed(self, user_id: str, customer: Customer | None) -> None:
+        """A customer row was written (`customer`) or deleted (None): into the catalog (a deleted customer's
+        counters go too), and announced."""
+        if customer is None:
+            self.catalog.drop_customer(user_id)
+            self.counters.forget(user_id)
+        else:
+            self.catalog.put_customer(customer)
+        self._announce("customer", user_id)
+
+    def spend_changed(self, customer: Customer) -> None:
+        """An admin set a customer's spend: into this instance's counters. Other instances see it through the
+        shared counters (Redis), so nothing is announced."""
+        self.counters.seed(customer.user_id, customer.spend, customer.spend_reset_at)
+
+    def _announce(self, kind: str, key: str) -> None:
+        if self._announcer is not None:
+            self._announcer.changed(kind, key)

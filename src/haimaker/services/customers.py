@@ -73,7 +73,7 @@ class CustomerService:
         """
         checked_text(user_id, param=param)
         await self._services.settle_pending()
-        customer = await self._services.sink.customers.get(user_id)
+        customer = await self._services.customers_repo.get(user_id)
         if customer is None:
             raise not_found(user_id, param)
         return (await self._views([customer]))[0]
@@ -89,7 +89,7 @@ class CustomerService:
         if search:
             checked_text(search, param="search", max_chars=MAX_TEXT_CHARS)
         await self._services.settle_pending()
-        customers = await self._services.sink.customers.list_page(page, page_size, search or None)
+        customers = await self._services.customers_repo.list_page(page, page_size, search or None)
         return await self._views(customers)
 
     # -- writes --------------------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class CustomerService:
         changes = self._services.budgets.changes(budget_fields)
 
         await self._services.settle_pending()
-        if await self._services.sink.customers.get(user_id) is not None:
+        if await self._services.customers_repo.get(user_id) is not None:
             raise _duplicate(user_id)
         private = await self._services.budgets.create_private(None, changes) if budget_fields else None
         customer = Customer(
@@ -127,14 +127,14 @@ class CustomerService:
             budget_id=private.budget_id if private is not None else budget_id,
         )
         try:
-            created = await self._services.sink.customers.create(customer)
+            created = await self._services.customers_repo.create(customer)
         except Exception:
             if private is not None:  # nobody else can be linked to it yet
-                await self._services.sink.budgets.delete(private.budget_id)
-                await self._services.changed("budget", private.budget_id, None)
+                await self._services.budgets_repo.delete(private.budget_id)
+                self._services.budget_changed(private.budget_id, None)
             raise
-        await self._services.changed("customer", user_id, created)
-        await self._services.changed("customer_spend", user_id, created)
+        self._services.customer_changed(user_id, created)
+        self._services.spend_changed(created)
         return (await self._views([created]))[0]
 
     async def update(self, fields: Mapping[str, Any]) -> CustomerView:
@@ -162,7 +162,7 @@ class CustomerService:
         budget_changes = self._services.budgets.changes(budget_fields)
 
         await self._services.settle_pending()
-        current = await self._services.sink.customers.get(user_id)
+        current = await self._services.customers_repo.get(user_id)
         if current is None:
             raise not_found(user_id, "user_id")
         private = None
@@ -174,13 +174,13 @@ class CustomerService:
                 base = own if own is not None else self._services.catalog.effective_budget(None)
                 private = await self._services.budgets.create_private(base, budget_changes)
                 changes["budget_id"] = private.budget_id
-        updated = await self._services.sink.customers.update(user_id, changes)
+        updated = await self._services.customers_repo.update(user_id, changes)
         if updated is None:  # deleted meanwhile
             if private is not None:
-                await self._services.sink.budgets.delete(private.budget_id)
-                await self._services.changed("budget", private.budget_id, None)
+                await self._services.budgets_repo.delete(private.budget_id)
+                self._services.budget_changed(private.budget_id, None)
             raise not_found(user_id, "user_id")
-        await self._services.changed("customer", user_id, updated)
+        self._services.customer_changed(user_id, updated)
         return (await self._views([updated]))[0]
 
     async def delete(self, user_ids: Iterable[str]) -> list[str]:
@@ -191,18 +191,18 @@ class CustomerService:
         """
         wanted = _checked_ids(user_ids)
         await self._services.settle_pending()
-        await self._services.sink.customers.delete_many(wanted)
+        await self._services.customers_repo.delete_many(wanted)
         for user_id in wanted:
-            await self._services.changed("customer", user_id, None)
+            self._services.customer_changed(user_id, None)
         return wanted
 
     async def block(self, user_ids: Iterable[str]) -> list[CustomerView]:
         """Block customers, creating those that do not exist yet."""
         wanted = _checked_ids(user_ids)
         await self._services.settle_pending()
-        customers = await self._services.sink.customers.set_blocked(wanted, True)
+        customers = await self._services.customers_repo.set_blocked(wanted, True)
         for customer in customers:
-            await self._services.changed("customer", customer.user_id, customer)
+            self._services.customer_changed(customer.user_id, customer)
         return await self._views(customers)
 
     async def unblock(self, user_ids: Iterable[str]) -> list[CustomerView]:
@@ -213,12 +213,12 @@ class CustomerService:
         """
         wanted = _checked_ids(user_ids)
         await self._services.settle_pending()
-        missing = [user_id for user_id in wanted if await self._services.sink.customers.get(user_id) is None]
+        missing = [user_id for user_id in wanted if await self._services.customers_repo.get(user_id) is None]
         if missing:
             raise NotFoundError(f"End User Id(s)={', '.join(missing)} do not exist in db", param="user_ids")
-        customers = await self._services.sink.customers.set_blocked(wanted, False)
+        customers = await self._services.customers_repo.set_blocked(wanted, False)
         for customer in customers:
-            await self._services.changed("customer", customer.user_id, customer)
+            self._services.customer_changed(customer.user_id, customer)
         return await self._views(customers)
 
     # -- helpers -------------------------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ class CustomerService:
     def _check_default_model(self, model: str | None) -> None:
         if model is None:
             return
-        names = self._services.state.router.model_names
+        names = self._services.router.model_names
         if not names:
             raise UnprocessableError("No models configured on proxy", param="default_model")
         if model not in names:
@@ -244,11 +244,11 @@ class CustomerService:
     async def _own_budget(self, customer: Customer) -> Budget | None:
         if customer.budget_id is None:
             return None
-        return await self._services.sink.budgets.get(customer.budget_id)
+        return await self._services.budgets_repo.get(customer.budget_id)
 
     async def _views(self, customers: list[Customer]) -> list[CustomerView]:
         budget_ids = {c.budget_id for c in customers if c.budget_id is not None}
-        budgets = {b.budget_id: b for b in await self._services.sink.budgets.get_many(budget_ids)} if budget_ids else {}
+        budgets = {b.budget_id: b for b in await self._services.budgets_repo.get_many(budget_ids)} if budget_ids else {}
         return [
             CustomerView(
                 customer=c,

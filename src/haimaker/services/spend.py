@@ -154,7 +154,7 @@ class SpendService:
         await self._services.settle_pending()
         if user_id is not None and user_id != KEY_OWNER:
             return []
-        return await self._services.sink.spend.list_logs(
+        return await self._services.spend_repo.list_logs(
             end_user=end_user,
             request_id=request_id,
             api_key=hashed_key(api_key) if api_key is not None else None,
@@ -213,7 +213,7 @@ class SpendService:
             await self._services.settle_pending()
             if user_id is not None and user_id != KEY_OWNER:
                 return []
-            rows = await self._services.sink.spend.spend_by_day_and_model(end_user, start_date, end_date)
+            rows = await self._services.spend_repo.spend_by_day_and_model(end_user, start_date, end_date)
             return [(date.fromisoformat(day), model, spend) for day, model, spend in rows]
         logs = await self.logs(
             end_user=end_user,
@@ -249,7 +249,7 @@ class SpendService:
         _check_filters(model=model)
         check_range(start_date, end_date)
         await self._services.settle_pending()
-        rows = await self._services.sink.spend.daily_activity(
+        rows = await self._services.spend_repo.daily_activity(
             end_user_ids=end_user_ids or None,
             exclude_end_user_ids=exclude_end_user_ids or None,
             start_date=start_date,
@@ -280,9 +280,9 @@ class SpendService:
         await self._services.settle_pending()
         if start is None:
             # No window before the first representable instant: then there is simply no lower bound.
-            latest = end or self._services.state.clock.now()
+            latest = end or self._services.clock.now()
             start = latest - DEFAULT_WINDOW if latest > datetime.min.replace(tzinfo=UTC) + DEFAULT_WINDOW else None
-        return await self._services.sink.spend.top_end_users(
+        return await self._services.spend_repo.top_end_users(
             start=start,
             end=end,
             limit=TOP_END_USERS,

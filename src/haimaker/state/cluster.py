@@ -25,12 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from haimaker.clock import Clock
 from haimaker.money import Nanos
+from haimaker.periods import NextReset
 from haimaker.state.batching import BatchedLookup
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import SpendResetSink
 from haimaker.state.invalidation import RESYNC_INTERVAL_S, CatalogRefresher, CatalogSource, InvalidationBus
 from haimaker.state.locks import JobLock, PostgresJobLock, RedisJobLock
-from haimaker.state.memory import NextReset
 from haimaker.state.redis import RedisCounters, connect
 from haimaker.state.resilient import ResilientCounterStore
 

@@ -7,15 +7,13 @@ reservations of those before it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 
 from haimaker.clock import Clock
 from haimaker.money import Nanos
+from haimaker.periods import NextReset
 from haimaker.state.counters import WINDOW_S, Demand, Limits, Reservation, SpendReset, SpendResetSink
 from haimaker.state.verdicts import budget_exceeded, rate_limit_headers, rate_limited
-
-NextReset = Callable[[str, datetime], datetime]
 
 
 class CustomerCounters:

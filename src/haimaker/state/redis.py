@@ -46,11 +46,11 @@ from redis.commands.core import AsyncScript
 from haimaker.clock import Clock
 from haimaker.errors import BudgetExceededError, RateLimitError
 from haimaker.money import Nanos
+from haimaker.periods import NextReset
 from haimaker.state.counters import WINDOW_S, Demand, Limits, Reservation, SpendReset, SpendResetSink
 from haimaker.state.resp import ScriptClient
 from haimaker.state.verdicts import budget_exceeded, rate_limit_headers, rate_limited
 
-NextReset = Callable[[str, datetime], datetime]
 # The durable spend of a customer and the end of its period (None, None when it is not stored).
 SpendSource = Callable[[str], Awaitable[tuple[Nanos, datetime | None]]]
 

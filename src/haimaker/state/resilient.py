@@ -40,8 +40,9 @@ from redis.exceptions import RedisError
 from haimaker.clock import Clock
 from haimaker.errors import ServiceUnavailableError
 from haimaker.money import Nanos
+from haimaker.periods import NextReset
 from haimaker.state.counters import Demand, Limits, Reservation, SpendReset, SpendResetSink
-from haimaker.state.memory import MemoryCounterStore, NextReset
+from haimaker.state.memory import MemoryCounterStore
 from haimaker.state.redis import RedisCounters, Refusal, SeedUnavailableError, SharedReservation
 
 logger = logging.getLogger("haimaker.state")

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from haimaker.api.deps import ServicesDep
 from haimaker.errors import ProxyError
 from haimaker.services.container import Services
 from haimaker.storage.records import Budget
-from haimaker.ui.deps import AdminSession, CheckedForm, ServicesDep, TemplatesDep, redirect
+from haimaker.ui.deps import AdminSession, CheckedForm, TemplatesDep, redirect
 from haimaker.ui.forms import (
     BUDGET_FORM_FIELDS,
     CUSTOM_RESET,
@@ -59,7 +60,7 @@ async def budgets_page(
         }
         for budget in budgets
     ]
-    models = services.state.router.model_names
+    models = services.router.model_names
     context = {
         "nav": "budgets",
         "budgets": rows,

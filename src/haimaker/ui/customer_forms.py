@@ -15,11 +15,12 @@ from typing import Any, Final
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from haimaker.api.deps import ServicesDep
 from haimaker.errors import NotFoundError, ProxyError
 from haimaker.services.container import Services
 from haimaker.services.customers import CustomerView
 from haimaker.ui.customer_pages import customer_query, effective_budget, not_found_page
-from haimaker.ui.deps import AdminSession, CheckedForm, ServicesDep, TemplatesDep, redirect
+from haimaker.ui.deps import AdminSession, CheckedForm, TemplatesDep, redirect
 from haimaker.ui.forms import CUSTOMER_LIMIT_FIELDS, errors_for, given
 from haimaker.ui.rendering import notice_query, render, usd_form_value
 from haimaker.ui.session import Session
@@ -62,7 +63,7 @@ async def _budget_options(services: Services, current: str | None) -> list[tuple
 
 
 def _model_options(services: Services) -> list[tuple[str, str]]:
-    return [("", "None"), *((name, name) for name in services.state.router.model_names)]
+    return [("", "None"), *((name, name) for name in services.router.model_names)]
 
 
 async def _form_page(

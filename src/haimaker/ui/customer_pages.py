@@ -17,13 +17,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from haimaker.api.deps import ServicesDep
 from haimaker.errors import NotFoundError, ProxyError
 from haimaker.money import Nanos
 from haimaker.services.container import Services
 from haimaker.services.customers import CustomerView
 from haimaker.storage.records import Budget
 from haimaker.ui.charts import budget_bar, daily_spend_chart
-from haimaker.ui.deps import AdminSession, CheckedForm, ServicesDep, TemplatesDep, redirect
+from haimaker.ui.deps import AdminSession, CheckedForm, TemplatesDep, redirect
 from haimaker.ui.rendering import notice_query, render
 from haimaker.ui.session import Session
 
@@ -69,7 +70,7 @@ async def customers_page(
 ) -> Response:
     search = search.strip()
     # The service pages the table; the count for the pager comes straight from the same repository query.
-    total = await services.sink.customers.count(search or None)
+    total = await services.customers_repo.count(search or None)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page = min(max(page, 1), pages)
     views = await services.customers.list_page(page, PAGE_SIZE, search or None)
@@ -116,7 +117,7 @@ async def customer_page(
     remaining: Nanos | None = None
     if budget.max_budget is not None:
         remaining = max(0, budget.max_budget - view.spend)
-    today = services.state.clock.now().astimezone(UTC).date()
+    today = services.clock.now().astimezone(UTC).date()
     first = today - timedelta(days=CHART_DAYS - 1)
     days = await services.spend.daily_summary(first, today, end_user=id)
     logs = await services.spend.logs(end_user=id, start_date=first)

@@ -1,5 +1,6 @@
-"""FastAPI dependencies of the admin UI, as `Annotated` aliases: app state, templates, the signed-in session (its
-cookie valid and its id still live on the server), and the CSRF-checked form of a POST."""
+"""FastAPI dependencies of the admin UI, as `Annotated` aliases: templates, the signed-in session (its cookie valid
+and its id still live on the server), and the CSRF-checked form of a POST. The app state and the services come from
+`api/deps.py`, as for every route."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from haimaker.app_state import AppState
-from haimaker.errors import ServiceUnavailableError
-from haimaker.services.container import Services
+from haimaker.api.deps import get_state
 from haimaker.state.ui_sessions import LiveSessions
 from haimaker.ui.session import (
     CSRF_FIELD,
@@ -22,18 +21,6 @@ from haimaker.ui.session import (
     SignInRequired,
     is_valid_csrf,
 )
-
-
-def get_state(request: Request) -> AppState:
-    return request.app.state.haimaker  # type: ignore[no-any-return]
-
-
-def get_services(request: Request) -> Services:
-    """The service layer the management API uses too (built by the app's lifespan)."""
-    services = get_state(request).services
-    if services is None:  # pragma: no cover - the lifespan always builds it
-        raise ServiceUnavailableError("The proxy is still starting.")
-    return services
 
 
 def get_templates(request: Request) -> Jinja2Templates:
@@ -47,18 +34,7 @@ def get_codec(request: Request) -> SessionCodec:
 
 def get_live_sessions(request: Request) -> LiveSessions:
     """The set of live UI sessions: in Redis when the proxy has one (every instance agrees), else in this process."""
-    state = get_state(request)
-    cached: tuple[AppState, LiveSessions] | None = getattr(request.app.state, "haimaker_ui_sessions", None)
-    if cached is not None and cached[0] is state:
-        return cached[1]
-    cluster = state.cluster
-    sessions = LiveSessions(
-        state.clock,
-        cluster.client if cluster is not None else None,
-        state.settings.config.general_settings.redis_key_prefix,
-    )
-    request.app.state.haimaker_ui_sessions = (state, sessions)
-    return sessions
+    return get_state(request).ui_sessions
 
 
 async def read_session(request: Request) -> Session | None:
@@ -89,8 +65,6 @@ async def require_csrf_form(request: Request) -> dict[str, str]:
     return {key: value.strip() for key, value in form.items() if isinstance(value, str) and key != CSRF_FIELD}
 
 
-StateDep = Annotated[AppState, Depends(get_state)]
-ServicesDep = Annotated[Services, Depends(get_services)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
 AdminSession = Annotated[Session, Depends(require_admin_session)]
 CheckedForm = Annotated[dict[str, str], Depends(require_csrf_form)]

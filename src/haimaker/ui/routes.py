@@ -16,12 +16,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from haimaker.api.deps import AppStateDep
 from haimaker.state.ui_sessions import SessionStoreUnavailable
 from haimaker.ui import budget_pages, customer_forms, customer_pages, spend_pages
 from haimaker.ui.deps import (
     AdminSession,
     CheckedForm,
-    StateDep,
     TemplatesDep,
     get_codec,
     get_live_sessions,
@@ -57,7 +57,7 @@ async def login_page(request: Request, templates: TemplatesDep, next: str | None
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, state: StateDep, templates: TemplatesDep, form: CheckedForm) -> Response:
+async def login(request: Request, state: AppStateDep, templates: TemplatesDep, form: CheckedForm) -> Response:
     codec = get_codec(request)
     next_path = safe_next_path(form.get("next"))
     key = form.get("key", "")
@@ -105,7 +105,7 @@ async def logout(request: Request, form: CheckedForm) -> Response:
 
 
 @router.get("/models", response_class=HTMLResponse)
-async def models_page(request: Request, state: StateDep, templates: TemplatesDep, session: AdminSession) -> Response:
+async def models_page(request: Request, state: AppStateDep, templates: TemplatesDep, session: AdminSession) -> Response:
     rows: list[dict[str, Any]] = []
     for name in state.router.model_names:
         for deployment in state.router.group(name):

@@ -12,11 +12,12 @@ from typing import Final
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from haimaker.api.deps import AppStateDep, ServicesDep
 from haimaker.app_state import AppState
 from haimaker.errors import ProxyError
 from haimaker.money import Nanos
 from haimaker.ui.charts import daily_spend_chart, ranked_bars_chart
-from haimaker.ui.deps import AdminSession, ServicesDep, StateDep, TemplatesDep
+from haimaker.ui.deps import AdminSession, TemplatesDep
 from haimaker.ui.rendering import render
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -55,7 +56,7 @@ def ledger_warning(state: AppState) -> str | None:
 @router.get("/spend", response_class=HTMLResponse)
 async def spend_page(
     request: Request,
-    state: StateDep,
+    state: AppStateDep,
     services: ServicesDep,
     templates: TemplatesDep,
     session: AdminSession,

@@ -8,44 +8,57 @@ so a reset sits exactly between the charges before and after it.
 With several instances the job runs under a cluster-wide lock (`state/locks.py`), so one instance resets a
 tier once; it re-reads each due tier from the store first (another instance may have just reset it) and
 announces the tier's new `budget_reset_at` to the others.
+
+It orchestrates the catalog, the counters, the budget rows, the recorder, the cluster and the alerter, so it
+lives with the other use-cases (`services/`), and is given exactly those, not the whole app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from haimaker.accounting.recorder import BudgetReset
-from haimaker.periods import next_reset_at
 
 if TYPE_CHECKING:
-    from haimaker.app_state import AppState
+    from haimaker.accounting.recorder import SpendRecorder
+    from haimaker.alerts import Alerter
+    from haimaker.clock import Clock
+    from haimaker.periods import NextReset
+    from haimaker.services.container import ChangeAnnouncer
+    from haimaker.state.catalog import Catalog
+    from haimaker.state.counters import CounterStore
     from haimaker.state.locks import JobLock
+    from haimaker.storage.budgets_repo import BudgetRepository
 
 logger = logging.getLogger("haimaker.resets")
-
-NextReset = Callable[[str, datetime], datetime]
-
-
-def next_reset_function(timezone: str, reset_time: str) -> NextReset:
-    """Bind the configured timezone and time of day to the period rules of `periods.py`."""
-
-    def compute(duration: str, now: datetime) -> datetime:
-        return next_reset_at(duration, now, timezone=timezone, reset_time=reset_time)
-
-    return compute
 
 
 class ResetJob:
     def __init__(
-        self, state: AppState, next_reset: NextReset, *, interval_s: float, lock: JobLock | None = None
+        self,
+        *,
+        catalog: Catalog,
+        counters: CounterStore,
+        budgets: BudgetRepository,
+        recorder: SpendRecorder,
+        clock: Clock,
+        next_reset: NextReset,
+        interval_s: float,
+        announcer: ChangeAnnouncer | None = None,
+        alerter: Alerter | None = None,
+        lock: JobLock | None = None,
     ) -> None:
-        self._state = state
+        self._catalog = catalog
+        self._counters = counters
+        self._budgets = budgets
+        self._recorder = recorder
+        self._clock = clock
         self._next_reset = next_reset
         self._interval_s = interval_s
+        self._announcer = announcer
+        self._alerter = alerter
         self._lock = lock
 
     async def run(self) -> None:
@@ -67,9 +80,8 @@ class ResetJob:
 
     async def tick(self) -> int:
         """Reset every tier whose period has ended; return how many customers were reset."""
-        state = self._state
-        catalog = state.engine.catalog
-        now = state.clock.now()
+        catalog = self._catalog
+        now = self._clock.now()
         total = 0
         for budget in list(catalog.budgets.values()):
             if budget.budget_duration is None:
@@ -77,13 +89,13 @@ class ResetJob:
             if budget.budget_reset_at is not None and budget.budget_reset_at > now:
                 continue
             if self._lock is not None:
-                fresh = await state.sink.budgets.get(budget.budget_id)
+                fresh = await self._budgets.get(budget.budget_id)
                 if fresh is None or (fresh.budget_reset_at is not None and fresh.budget_reset_at > now):
                     continue  # deleted, or reset by another instance since this catalog last heard
             next_at = self._next_reset(budget.budget_duration, now)
             customer_ids = catalog.customers_of_budget(budget.budget_id)
-            reset_ids = state.engine.store.reset_due(now, customer_ids, next_at)
-            state.recorder.reset_budget(
+            reset_ids = self._counters.reset_due(now, customer_ids, next_at)
+            self._recorder.reset_budget(
                 BudgetReset(
                     budget_id=budget.budget_id,
                     include_unbudgeted=budget.budget_id == catalog.default_budget_id,
@@ -91,14 +103,14 @@ class ResetJob:
                     next_reset_at=next_at,
                 )
             )
-            updated = await state.sink.budgets.update(budget.budget_id, {"budget_reset_at": next_at})
+            updated = await self._budgets.update(budget.budget_id, {"budget_reset_at": next_at})
             if updated is not None:
                 catalog.put_budget(updated)
-                if state.cluster is not None:
-                    state.cluster.changed("budget", budget.budget_id)
-            if state.engine.alerter is not None:
+                if self._announcer is not None:
+                    self._announcer.changed("budget", budget.budget_id)
+            if self._alerter is not None:
                 for customer_id in reset_ids:
-                    state.engine.alerter.budget_reset(customer_id, budget)
+                    self._alerter.budget_reset(customer_id, budget)
             total += len(reset_ids)
             logger.info("budget %s reset for %d customers; next reset %s", budget.budget_id, len(reset_ids), next_at)
         return total
