@@ -7,9 +7,12 @@ implement are kept as pydantic extras rather than refused, because LiteLLM confi
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_VERIFY_FLAGS = frozenset({"true", "false", "1", "0", "yes", "no", "on", "off"})
 
 
 class _Section(BaseModel):
@@ -35,6 +38,22 @@ class LiteLLMParams(_Section):
     cache_creation_input_token_cost: float | None = Field(default=None, ge=0)
     mock_response: str | None = Field(default=None, description="`mock/` provider: the reply text")
     mock_latency_ms: float | None = Field(default=None, ge=0, description="`mock/` provider: delay before answering")
+    ssl_verify: bool | str | None = Field(
+        default=None,
+        description="TLS verification of this upstream, as in LiteLLM: true (the system's CAs, or env SSL_CERT_FILE), "
+        "false (none), or the path of a CA bundle (PEM file or hashed directory) that replaces the system's CAs; "
+        "unset: env SSL_VERIFY, else true",
+        examples=["/etc/haimaker/internal-ca.pem", False],
+    )
+
+    @field_validator("ssl_verify")
+    @classmethod
+    def _bundle_exists(cls, value: bool | str | None) -> bool | str | None:
+        # "True"/"False" as strings are what LiteLLM's env-style values look like; anything else names a bundle.
+        is_flag = isinstance(value, str) and value.strip().lower() in _VERIFY_FLAGS
+        if isinstance(value, str) and not is_flag and not os.path.exists(value):
+            raise ValueError(f"CA bundle {value!r} does not exist")
+        return value
 
     @field_validator("model")
     @classmethod
@@ -153,6 +172,12 @@ class GeneralSettings(_Section):
         description="Largest single SSE event of an upstream stream (bytes); past it the stream ends with an error "
         "event and is charged for what it produced. The default is many times a whole 128k-token answer in one "
         "event, and holds a base64 image",
+    )
+    max_upstream_connections_per_origin: int = Field(
+        default=200,
+        ge=1,
+        description="Connections (busy or idle) one process keeps open to one upstream origin (scheme, host, port); "
+        "a request that finds them all busy waits for one, within its timeout, else answers 504",
     )
 
 

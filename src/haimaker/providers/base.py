@@ -49,6 +49,7 @@ class Deployment:
     max_output_tokens: int | None
     mock_response: str | None = None
     mock_latency_ms: float = 0.0
+    ssl_verify: bool | str | None = None  # `litellm_params.ssl_verify`, parsed (see tls.py); None: the environment's
 
 
 class UpstreamResponse(Protocol):

@@ -1,20 +1,34 @@
 """Upstream HTTP: the transport the providers call, and the mapping of its failures to our errors.
 
 Upstream calls and webhooks (`post_json`) go through `http1.Http1Client` (lean keep-alive HTTP/1.1; see its
-docstring for why not aiohttp). Transport failures become our `UpstreamError` tree here, so nothing else sees a
-socket error.
+docstring for why not aiohttp). Transport failures become our `UpstreamError` tree in one place,
+`_TransportErrors` (as HTTPX's `map_httpcore_exceptions` does for httpcore's), so nothing else sees a socket error:
+
+    TransportTimeout   -> GatewayTimeoutError 504  (PoolTimeout: every connection to the upstream stayed busy)
+    BodyTooLarge       -> BadGatewayError 502
+    TransportError     -> BadGatewayError 502
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Final
+from types import TracebackType
+from typing import Final, Literal
 
 import orjson
 
-from haimaker.errors import BadGatewayError, GatewayTimeoutError, UpstreamStatusError
-from haimaker.providers.http1 import BodyTooLarge, Http1Client, Response, TransportError, TransportTimeout
+from haimaker.errors import BadGatewayError, GatewayTimeoutError, UpstreamError, UpstreamStatusError
+from haimaker.providers.http1 import (
+    DEFAULT_MAX_CONNECTIONS_PER_ORIGIN,
+    BodyTooLarge,
+    Http1Client,
+    PoolTimeout,
+    Response,
+    TransportError,
+    TransportTimeout,
+)
 from haimaker.providers.redaction import Redactor
+from haimaker.providers.tls import TrustStore, Verify
 
 # The largest real non-streaming answer: an embeddings batch at OpenAI's limits (2,048 inputs x 3,072 dimensions,
 # pretty-printed float JSON at ~20 bytes a number) is about 120 MiB; a chat answer of 128k tokens is under 1 MB per
@@ -22,6 +36,45 @@ from haimaker.providers.redaction import Redactor
 DEFAULT_MAX_RESPONSE_BYTES: Final = 128 * 1024 * 1024
 # An error body is read only for its message (the first 1,000 characters are kept).
 _MAX_ERROR_BODY_BYTES: Final = 1024 * 1024
+
+Phase = Literal["answer", "body", "stream"]
+
+
+class _TransportErrors:
+    """Maps a transport failure raised inside the block to our `UpstreamError` tree; anything else passes.
+
+    A class, not `@contextmanager`: it is entered on every upstream call and read, and a generator-based one costs
+    a generator and its frame each time.
+    """
+
+    __slots__ = ("_phase", "_timeout_s")
+
+    def __init__(self, phase: Phase, timeout_s: float = 0.0) -> None:
+        self._phase = phase
+        self._timeout_s = timeout_s
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, (TransportError, TransportTimeout)):
+            raise self._mapped(exc) from None
+
+    def _mapped(self, exc: TransportError | TransportTimeout) -> UpstreamError:
+        mid_stream = " mid-stream" if self._phase == "stream" else ""
+        if isinstance(exc, PoolTimeout):
+            return GatewayTimeoutError(f"No upstream connection was free: {exc}.")
+        if isinstance(exc, TransportTimeout):
+            if self._phase == "answer":
+                return GatewayTimeoutError(f"Upstream did not answer within {self._timeout_s:g}s.")
+            if self._phase == "body":
+                return GatewayTimeoutError("Upstream timed out while sending its response.")
+            return GatewayTimeoutError("Upstream timed out mid-stream.")
+        if isinstance(exc, BodyTooLarge):
+            return BadGatewayError(f"Upstream response larger than {exc.max_bytes} bytes.")
+        return BadGatewayError(f"Upstream connection failed{mid_stream}: {exc}")
 
 
 class HttpResponse:
@@ -37,26 +90,17 @@ class HttpResponse:
 
     async def read(self) -> bytes:
         """The whole body, scrubbed of secrets; a 502 past the size cap."""
-        try:
+        with _TransportErrors("body"):
             data = await self._response.read(max_bytes=self._max_bytes)
-        except TransportTimeout:
-            raise GatewayTimeoutError("Upstream timed out while sending its response.") from None
-        except BodyTooLarge as exc:
-            raise BadGatewayError(f"Upstream response larger than {exc.max_bytes} bytes.") from None
-        except TransportError as exc:
-            raise BadGatewayError(f"Upstream connection failed: {exc}") from None
         if self._redactor.contains_secret(data):
             data = self._redactor.bytes(data)
         return data
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.iter_chunks():
-                yield chunk
-        except TransportTimeout:
-            raise GatewayTimeoutError("Upstream timed out mid-stream.") from None
-        except TransportError as exc:
-            raise BadGatewayError(f"Upstream connection failed mid-stream: {exc}") from None
+            with _TransportErrors("stream"):
+                async for chunk in self._response.iter_chunks():
+                    yield chunk
         finally:
             self._response.close()
 
@@ -71,31 +115,40 @@ class HttpTransport:
     """Owns the upstream connection pools, the secrets to scrub from what comes back, and the body cap."""
 
     def __init__(
-        self, redactor: Redactor | None = None, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+        self,
+        redactor: Redactor | None = None,
+        *,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_connections_per_origin: int = DEFAULT_MAX_CONNECTIONS_PER_ORIGIN,
+        tls: TrustStore | None = None,
     ) -> None:
-        self._client = Http1Client()
+        self._client = Http1Client(max_connections_per_origin=max_connections_per_origin, tls=tls)
         self.redactor = redactor or Redactor()
         self._max_response_bytes = max_response_bytes
 
     async def post(
-        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, secrets: tuple[str, ...] = ()
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        timeout_s: float,
+        secrets: tuple[str, ...] = (),
+        verify: Verify | None = None,
     ) -> HttpResponse:
         """POST and return the response if 2xx; raise the mapped `UpstreamError` otherwise.
 
-        `secrets` are scrubbed from an error on top of the transport's own (a caller's key it may not know).
+        `secrets` are scrubbed from an error on top of the transport's own (a caller's key it may not know);
+        `verify` is the deployment's `ssl_verify` (`None`: the environment's).
         """
-        try:
-            response = await self._client.post(url, headers, body, timeout_s=timeout_s)
-        except TransportTimeout:
-            raise GatewayTimeoutError(f"Upstream did not answer within {timeout_s:g}s.") from None
-        except TransportError as exc:
-            raise BadGatewayError(f"Upstream connection failed: {exc}") from None
+        with _TransportErrors("answer", timeout_s):
+            response = await self._client.post(url, headers, body, timeout_s=timeout_s, verify=verify)
         if response.status < 300:
             return HttpResponse(response, self.redactor, self._max_response_bytes)
         try:
             raw = await response.read(max_bytes=_MAX_ERROR_BODY_BYTES)
         except (TransportError, TransportTimeout):
-            raw = b""
+            raw = b""  # the status alone is the error; its message is a courtesy
         redactor = self.redactor if self.redactor.holds(secrets) else Redactor([*self.redactor.secrets, *secrets])
         raise status_error(response.status, raw, redactor, retry_after=response.header(b"retry-after"))
 
@@ -110,9 +163,7 @@ def status_error(
     message, error_type, param = _upstream_error_fields(raw)
     message = redactor.message(message or f"Upstream returned HTTP {status}.")
     if status >= 500:
-        error = BadGatewayError(f"Upstream error (HTTP {status}): {message}")
-        error.upstream_status = status  # type: ignore[attr-defined]
-        return error
+        return BadGatewayError(f"Upstream error (HTTP {status}): {message}")
     headers = {"retry-after": retry_after} if status == 429 and retry_after else {}
     result = UpstreamStatusError(
         message,

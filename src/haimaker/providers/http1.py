@@ -11,8 +11,12 @@ Invariants:
 - A response abandoned early (client hang-up, error) closes its connection: no half-read socket is pooled.
 - A request that fails on a *reused* connection before any response byte arrived is retried once on a new
   connection (the server may have closed an idle keep-alive socket at the same moment we wrote to it).
-- Timeouts: `timeout_s` bounds connecting, the wait for the response head, and each wait for body bytes
-  (silence), never a long stream that keeps sending.
+- A response without a length (neither `Content-Length` nor chunked) ends when the server closes the connection.
+- At most `max_connections_per_origin` connections (idle, busy or connecting) per origin and TLS setting; a request
+  that finds them all busy waits for one, first come first served, at most `timeout_s` (`PoolTimeout`). Connections
+  are handed to waiters directly, so a newcomer never overtakes a request that was already waiting.
+- Timeouts: `timeout_s` bounds the wait for a free connection, connecting, the wait for the response head, and
+  each wait for body bytes (silence), never a long stream that keeps sending.
 - Bounded memory: a connection stops reading its socket while more than `_HIGH_WATER_BYTES` of body wait for the
   consumer (a fast upstream relayed to a slow client), and `read(max_bytes=...)` gives up on a body past its cap,
   closing the connection instead of holding a hostile upstream's 200 MB answer.
@@ -22,15 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import urlsplit
 
 import httptools
 
 from haimaker.deadlines import wait_until
+from haimaker.providers.tls import TrustStore, Verify
 
-_IDLE_PER_ORIGIN = 256
+# Enough for a busy instance's concurrent streams to one provider (each holds its connection for the whole answer),
+# far below what a file-descriptor limit or an upstream's per-client cap would refuse.
+DEFAULT_MAX_CONNECTIONS_PER_ORIGIN = 200
 # Body bytes buffered per connection before its socket is paused: enough for any burst of SSE events (one relayed
 # piece), small enough that a slow client never makes us hold a whole answer.
 _HIGH_WATER_BYTES = 1024 * 1024
@@ -44,6 +52,10 @@ class TransportTimeout(Exception):
     """Nothing arrived within the timeout."""
 
 
+class PoolTimeout(TransportTimeout):
+    """Every connection to the origin stayed busy for the whole timeout (nothing was sent)."""
+
+
 class BodyTooLarge(TransportError):
     """The response body is larger than the reader's cap (the connection was closed)."""
 
@@ -53,10 +65,12 @@ class BodyTooLarge(TransportError):
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection carrying one request at a time."""
+    """One TCP (or TLS) connection carrying one request at a time; it holds one of its pool's slots until closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: _Pool) -> None:
         self.transport: asyncio.Transport | None = None
+        self._pool: _Pool | None = pool
+        self.used = False
         self._parser = httptools.HttpResponseParser(self)
         self._loop = asyncio.get_running_loop()
         self.status = 0
@@ -65,6 +79,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.got_bytes = False
         self.complete = False
+        self._until_eof = False
         self._head: asyncio.Future[None] | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._queued = 0
@@ -86,16 +101,14 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def eof_received(self) -> bool | None:
-        # A response without a length ends at EOF; httptools needs to be told.
-        if self.status and not self.complete:
-            try:
-                self._parser.feed_data(b"")
-            except httptools.HttpParserError:
-                pass
+        # A response without a length ends at EOF (RFC 9112 6.3); httptools has no call to say so.
+        if self._until_eof and not self.complete:
+            self.on_message_complete()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._free_slot()
         if not self.complete:
             self._fail(TransportError("connection closed before the response was complete"))
 
@@ -106,6 +119,9 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
         self.keep_alive = self._parser.should_keep_alive()
+        if not self.keep_alive:
+            # Only here can a body be delimited by EOF; bodiless statuses complete at once and never reach EOF.
+            self._until_eof = not any(name in (b"content-length", b"transfer-encoding") for name, _ in self.headers)
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
 
@@ -135,7 +151,12 @@ class _Connection(asyncio.Protocol):
 
     def start(self, request: bytes) -> asyncio.Future[None]:
         """Write a request; return the future of its response head."""
+        if self.closed:
+            # Closed by the server while idle, after it was taken from the pool: a stale socket, retried.
+            raise TransportError("connection closed while idle")
+        self.used = True
         self.status, self.headers, self.complete, self.got_bytes = 0, [], False, False
+        self._until_eof = False
         self._chunks.clear()
         self._queued = 0
         self._error = None
@@ -181,6 +202,18 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+        # Freed now, not at `connection_lost`: a TLS close may wait for the peer's close_notify.
+        self._free_slot()
+
+    def detach(self) -> None:
+        """Close without freeing the slot: the caller takes it over."""
+        self._pool = None
+        self.close()
+
+    def _free_slot(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.free_slot()
 
 
 class Response:
@@ -247,41 +280,101 @@ class Response:
 
 
 class _Pool:
-    """Idle keep-alive connections to one origin."""
+    """Connections to one origin: the idle ones, how many are open, and the requests waiting for one."""
 
-    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
-        self.host, self.port, self.tls = host, port, tls
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None, limit: int) -> None:
+        self.host, self.port, self.tls, self.limit = host, port, tls, limit
         self.idle: collections.deque[_Connection] = collections.deque()
+        self.opened = 0  # slots held: connections connecting, busy or idle
+        # Each waiter is handed an idle connection, or None: a slot to open a new one with.
+        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
 
-    async def connect(self, timeout_s: float) -> _Connection:
+    async def acquire(self, timeout_s: float, *, fresh: bool = False) -> _Connection:
+        """An idle connection (unless `fresh`), else a new one under the limit, else the first one freed."""
+        if not fresh:
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.closed:
+                    return conn
+        if self.opened < self.limit and not self._waiters:
+            self.opened += 1
+            return await self._connect(timeout_s)
+        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            handed = await wait_until(waiter, timeout_s, self._pool_timeout(timeout_s))
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._take_back(waiter.result())  # handed over just as we gave up (cancelled)
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+        if handed is not None and fresh:
+            handed.detach()  # its slot is ours now: close it and connect anew in that slot
+            handed = None
+        if handed is None:
+            return await self._connect(timeout_s)
+        return handed
+
+    def _pool_timeout(self, timeout_s: float) -> Callable[[], PoolTimeout]:
+        def error() -> PoolTimeout:
+            return PoolTimeout(
+                f"all {self.limit} connections to {self.host}:{self.port} stayed busy for {timeout_s:g}s"
+            )
+
+        return error
+
+    async def _connect(self, timeout_s: float) -> _Connection:
+        """Open a connection in a slot already counted in `opened`."""
         loop = asyncio.get_running_loop()
         try:
             transport, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    _Connection, self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls else None
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls else None,
                 ),
                 timeout_s,
             )
-        except TimeoutError:
-            raise TransportTimeout() from None
-        except OSError as exc:
-            raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+        except BaseException as exc:
+            self.free_slot()
+            if isinstance(exc, TimeoutError):
+                raise TransportTimeout() from None
+            if isinstance(exc, OSError):
+                raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+            raise
         # uvloop may return before `connection_made` ran: take the transport from the call itself.
         conn.transport = transport
         return conn
 
-    def take_idle(self) -> _Connection | None:
-        while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed:
-                return conn
-        return None
+    def _take_back(self, handed: _Connection | None) -> None:
+        if handed is None:
+            self.free_slot()
+        else:
+            self.give_back(handed)
 
     def give_back(self, conn: _Connection) -> None:
-        if conn.keep_alive and conn.complete and not conn.closed and len(self.idle) < _IDLE_PER_ORIGIN:
+        if conn.keep_alive and conn.complete and not conn.closed:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(conn)
+                    return
             self.idle.append(conn)
         else:
             conn.close()
+
+    def free_slot(self) -> None:
+        """A connection closed (or never opened): its slot goes to the first waiter, if any."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.opened -= 1
 
     def close(self) -> None:
         while self.idle:
@@ -291,24 +384,35 @@ class _Pool:
 class Http1Client:
     """POSTs to upstreams over pooled keep-alive connections."""
 
-    def __init__(self) -> None:
-        self._pools: dict[tuple[str, str, int], _Pool] = {}
-        self._tls: ssl.SSLContext | None = None
+    def __init__(
+        self, *, max_connections_per_origin: int = DEFAULT_MAX_CONNECTIONS_PER_ORIGIN, tls: TrustStore | None = None
+    ) -> None:
+        self._pools: dict[tuple[str, str, int, Verify | None], _Pool] = {}
+        self._max_connections = max_connections_per_origin
+        self._trust = tls
 
-    def _pool(self, scheme: str, host: str, port: int) -> _Pool:
-        key = (scheme, host, port)
+    def _pool(self, scheme: str, host: str, port: int, verify: Verify | None) -> _Pool:
+        key = (scheme, host, port, verify)
         pool = self._pools.get(key)
         if pool is None:
             tls = None
             if scheme == "https":
-                if self._tls is None:
-                    self._tls = ssl.create_default_context()
-                tls = self._tls
-            pool = self._pools[key] = _Pool(host, port, tls)
+                if self._trust is None:
+                    self._trust = TrustStore()
+                try:
+                    tls = self._trust.context(verify)
+                except OSError as exc:
+                    raise TransportError(str(exc)) from None
+            pool = self._pools[key] = _Pool(host, port, tls, self._max_connections)
         return pool
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float) -> Response:
-        """Send the request; return once the response head has arrived."""
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes, *, timeout_s: float, verify: Verify | None = None
+    ) -> Response:
+        """Send the request; return once the response head has arrived.
+
+        `verify` is the deployment's TLS setting (`None`: the environment's; see `tls.py`).
+        """
         parts = urlsplit(url)
         scheme = parts.scheme or "http"
         host = parts.hostname or ""
@@ -318,21 +422,21 @@ class Http1Client:
         head = [f"POST {target} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {len(body)}\r\n"]
         head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
         request = "".join(head).encode("latin-1") + b"\r\n" + body
-        pool = self._pool(scheme, host, port)
-        conn = pool.take_idle()
-        if conn is not None:
+        pool = self._pool(scheme, host, port, verify)
+        conn = await pool.acquire(timeout_s)
+        if conn.used:
             try:
                 return await self._exchange(pool, conn, request, timeout_s)
             except TransportError:
                 if conn.got_bytes:
                     raise
-                # The idle socket was closed by the server as we wrote: one fresh attempt.
-        conn = await pool.connect(timeout_s)
+                # The idle socket was closed by the server as we wrote: one attempt on a new connection.
+            conn = await pool.acquire(timeout_s, fresh=True)
         return await self._exchange(pool, conn, request, timeout_s)
 
     async def _exchange(self, pool: _Pool, conn: _Connection, request: bytes, timeout_s: float) -> Response:
-        head = conn.start(request)
         try:
+            head = conn.start(request)
             await wait_until(head, timeout_s, TransportTimeout)
         except BaseException:
             conn.close()

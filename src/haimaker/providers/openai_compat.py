@@ -32,7 +32,12 @@ class OpenAIProvider:
         timeout_s = (deployment.stream_timeout_s if stream else None) or deployment.timeout_s
         secrets = (deployment.api_key,) if deployment.api_key else ()
         return await self._transport.post(
-            self.url(deployment, route), self.headers(deployment), payload, timeout_s=timeout_s, secrets=secrets
+            self.url(deployment, route),
+            self.headers(deployment),
+            payload,
+            timeout_s=timeout_s,
+            secrets=secrets,
+            verify=deployment.ssl_verify,
         )
 
     async def aclose(self) -> None:

@@ -16,6 +16,7 @@ from haimaker.accounting.pricing import ModelPrice, PriceTable, price_from_overr
 from haimaker.config.schema import Config
 from haimaker.errors import UnknownModelError, UpstreamError
 from haimaker.providers.base import Deployment, Provider, Route, UpstreamResponse
+from haimaker.providers.tls import parse_verify
 
 logger = logging.getLogger("haimaker.router")
 
@@ -66,6 +67,7 @@ def build_deployments(config: Config, prices: PriceTable) -> list[Deployment]:
                 max_output_tokens=info.max_output_tokens or (price.max_output_tokens if price else None),
                 mock_response=params.mock_response,
                 mock_latency_ms=params.mock_latency_ms or 0.0,
+                ssl_verify=parse_verify(params.ssl_verify),
             )
         )
     return deployments

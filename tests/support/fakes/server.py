@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -60,6 +61,7 @@ class FakeUpstream:
         models: Iterable[str] | None = None,
         embedding_dimensions: int = 8,
         reveal_key_in_errors: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """Configure (but do not start) a fake.
 
@@ -71,8 +73,10 @@ class FakeUpstream:
             embedding_dimensions: length of embedding vectors when the request gives no `dimensions`.
             reveal_key_in_errors: put the whole presented key in 401 messages (a worst-case upstream, so tests can
                 prove the proxy never passes them on); `False` masks it like api.openai.com.
+            tls: serve HTTPS with this server context (e.g. a certificate from `support.certificates`).
         """
         self.api_key = api_key
+        self.tls = tls
         self.models: tuple[str, ...] | None = tuple(models) if models is not None else None
         self.embedding_dimensions = embedding_dimensions
         self.reveal_key_in_errors = reveal_key_in_errors
@@ -260,8 +264,8 @@ class FakeUpstream:
 
     @property
     def url(self) -> str:
-        """`http://127.0.0.1:<port>` (no path)."""
-        return f"http://127.0.0.1:{self.port}"
+        """`http://127.0.0.1:<port>` (no path; `https` when serving TLS)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
 
@@ -279,7 +283,7 @@ class FakeUpstream:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", 0))
             self._port = sock.getsockname()[1]
-            site = web.SockSite(runner, sock)
+            site = web.SockSite(runner, sock, ssl_context=self.tls)
             await site.start()
         except BaseException:
             sock.close()
