@@ -10,7 +10,8 @@
     │   ├── UnknownModelError            model not configured
     │   └── DuplicateError               bad_request (an id that already exists)
     ├── NotFoundError                404 not_found
-    ├── UnprocessableError           422 (management bodies that fail validation)
+    ├── PayloadTooLargeError         413 invalid_request_error (an LLM request body over the limit)
+    ├── UnprocessableError           422 invalid_request_error (bodies and queries that fail validation)
     ├── BudgetExceededError          400 budget_exceeded (status configurable)
     ├── RequestTimeoutError          408 timeout (the client sent its body too slowly)
     ├── RateLimitError               429 rate_limit_error (retry-after + rate-limit headers)
@@ -99,6 +100,11 @@ class DuplicateError(BadRequestError):
 class NotFoundError(ProxyError):
     status_code = 404
     error_type = "not_found"
+
+
+class PayloadTooLargeError(ProxyError):
+    status_code = 413
+    error_type = "invalid_request_error"
 
 
 class UnprocessableError(ProxyError):

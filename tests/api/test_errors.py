@@ -10,10 +10,11 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
-from haimaker.api.errors import install_error_handlers, internal_error
-from haimaker.api.llm import send_error
-from haimaker.errors import BadGatewayError, BadRequestError
+from haimaker.api.errors import install_error_handlers, internal_error, validation_error
+from haimaker.api.llm import MAX_BODY_BYTES, send_error
+from haimaker.errors import BadGatewayError, BadRequestError, PayloadTooLargeError, UnprocessableError
 
 
 def _app() -> FastAPI:
@@ -63,3 +64,22 @@ async def test_the_raw_llm_routes_send_connection_close_with_a_500_only() -> Non
     assert (await _sent_headers(internal_error()))[b"connection"] == b"close"
     assert b"connection" not in await _sent_headers(BadGatewayError("upstream down"))
     assert b"connection" not in await _sent_headers(BadRequestError("bad"))
+
+
+def test_a_body_that_fails_validation_is_an_unprocessable_error() -> None:
+    error = validation_error(RequestValidationError([{"loc": ("body", "max_budget"), "msg": "bad", "type": "x"}]))
+    assert isinstance(error, UnprocessableError)
+    assert (error.status_code, error.error_type, error.param) == (422, "invalid_request_error", "max_budget")
+
+
+def test_an_llm_body_over_the_limit_is_refused_413_in_the_openai_shape(api: httpx.Client) -> None:
+    chunk = b" " * (1 << 20)
+    chunks = iter([b'{"model": "gpt-3.5-turbo", "messages": []', *([chunk] * (MAX_BODY_BYTES // len(chunk) + 1))])
+    response = api.post("/v1/chat/completions", content=chunks)
+    assert response.status_code == PayloadTooLargeError.status_code == 413
+    error = response.json()["error"]
+    assert (error["type"], error["code"], error["message"]) == (
+        "invalid_request_error",
+        "413",
+        "Request body too large.",
+    )

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from haimaker.errors import ProxyError
+from haimaker.errors import ProxyError, UnprocessableError
 
 logger = logging.getLogger("haimaker.api")
 
@@ -48,7 +48,7 @@ def error_response(error: ProxyError) -> Response:
     )
 
 
-def validation_error(exc: RequestValidationError) -> ProxyError:
+def validation_error(exc: RequestValidationError) -> UnprocessableError:
     """422 in our envelope, `param` naming the first invalid field."""
     errors: list[Any] = list(exc.errors())
     first = errors[0] if errors else {}
@@ -61,7 +61,7 @@ def validation_error(exc: RequestValidationError) -> ProxyError:
         msg = f"Missing required field: {param}"
     elif param:
         msg = f"{param}: {msg}"
-    return ProxyError(msg, param=param, status_code=422, error_type="invalid_request_error")
+    return UnprocessableError(msg, param=param)
 
 
 def install_error_handlers(app: FastAPI) -> None:

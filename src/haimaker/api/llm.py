@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from haimaker.api.errors import error_body, error_headers, internal_error
-from haimaker.errors import InvalidKeyError, ProxyError
+from haimaker.errors import BadRequestError, InvalidKeyError, PayloadTooLargeError, ProxyError
 from haimaker.limits.auth_throttle import AuthThrottle
 from haimaker.pipeline import JsonResult, Pipeline, StreamResult
 from haimaker.providers.base import Route
@@ -134,11 +134,11 @@ async def _read_body(receive: Receive) -> bytes:
     while message.get("more_body"):
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ProxyError("Client disconnected while sending the request.", status_code=400)
+            raise BadRequestError("Client disconnected while sending the request.")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise ProxyError("Request body too large.", status_code=413, error_type="invalid_request_error")
+            raise PayloadTooLargeError("Request body too large.")
         parts.append(chunk)
     return b"".join(parts)
 

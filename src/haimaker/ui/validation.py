@@ -1,8 +1,8 @@
 """Form fields through the management API's own request models, so the UI refuses exactly what the API refuses.
 
-The API validates a body with a pydantic model (`api/schemas.py`), turns a failure into a 422 `ProxyError` (`api/
-errors.py::validation_error`, `param` = the first invalid field), and hands the services `set_fields(body)`. The UI
-does the same three steps with the same code; the services then apply every other rule for both.
+The API validates a body with a pydantic model (`api/schemas.py`), turns a failure into a 422 `UnprocessableError`
+(`api/errors.py::validation_error`, `param` = the first invalid field), and hands the services `set_fields(body)`. The
+UI does the same three steps with the same code; the services then apply every other rule for both.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def request_fields(model: type[BaseModel], fields: Mapping[str, Any]) -> dict[st
     """The fields as the API would pass them to the services.
 
     Raises:
-        ProxyError: 422, with the API's message and `param`, when the model refuses them.
+        UnprocessableError: 422, with the API's message and `param`, when the model refuses them.
     """
     try:
         body = model.model_validate(dict(fields))
