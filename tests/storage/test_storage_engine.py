@@ -20,7 +20,6 @@ from haimaker.storage import (
     BudgetRepository,
     ChargeBatch,
     CustomerRepository,
-    Database,
     SpendRepository,
     create_engine,
     normalize_database_url,
@@ -204,12 +203,3 @@ async def test_datetimes_come_back_aware_utc_on_every_table(
         assert value is not None
         assert value.tzinfo is UTC
         assert value.microsecond == 123456
-
-
-async def test_database_open_migrates_and_wires_the_repositories(database_url: str) -> None:
-    database = await Database.open(database_url)
-    try:
-        created = await database.customers.create(make_customer(user_id="x"))
-        assert await database.customers.get("x") == created
-    finally:
-        await database.aclose()

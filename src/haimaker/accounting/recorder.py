@@ -3,7 +3,8 @@
 Charges are queued without awaiting (safe in `finally` of a cancelled stream) and written in groups:
 one transaction per group, a group closing after `max_delay_s` (100 ms) or `max_rows` (500) charges.
 Spend resets go through the same queue, so a reset is ordered exactly between the charges before
-and after it. `flush()` waits until everything queued so far is durable; `aclose()` drains the queue before shutdown.
+and after it. `flush()` waits until everything queued so far is durable; `aclose()` drains the queue and closes the
+journal before shutdown (called again, it does nothing).
 
 With a journal (`journal.py`), `record()` also appends every item to local disk before the response is sent, so a
 process crash loses nothing acknowledged. The in-memory queue is then bounded (`max_queued`): past it, while the store

@@ -11,7 +11,6 @@ dead_letters_repo.py DeadLetterRepository (charges and resets the recorder could
 write_errors.py   a failed write: the row's fault (data error) or the store's? and a safe description
 store_identity.py the store's id (haimaker_meta), remembered per URL: a deleted/replaced/emptied store is refused
 store_health.py   StoreMonitor: is the store still there (file missing/replaced/read-only, schema gone)?
-database.py       Database: engine + sessions + repositories, opened and closed together
 migrations/       Alembic environment and versions (package data)
 """
 
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 from haimaker.storage.budgets_repo import BudgetRepository
 from haimaker.storage.customers_repo import CustomerRepository
-from haimaker.storage.database import Database
 from haimaker.storage.engine import create_engine, normalize_database_url, session_factory, upgrade
 from haimaker.storage.records import Budget, Customer, DailySpend, SpendLog
 from haimaker.storage.spend_repo import ChargeBatch, SpendRepository
@@ -31,7 +29,6 @@ __all__ = [
     "Customer",
     "CustomerRepository",
     "DailySpend",
-    "Database",
     "SpendLog",
     "SpendRepository",
     "create_engine",

@@ -1,9 +1,10 @@
 """The admin UI at `/ui`: mounting, sign-in and sign-out, CSRF enforcement, and the Models page.
 
 Pages live in `budget_pages.py`, `customer_pages.py`, `customer_forms.py` and `spend_pages.py`; each calls the
-service layer (`state.services`), the same code the management API calls, so a rule (validation message, shared-tier
-copy, catalog update) exists once. This module owns what every page shares: the redirect to the sign-in page and the
-403 page for a POST without a valid CSRF token (the dependencies that raise them are in `deps.py`).
+service layer (`Services`, from `api/deps.py`), the same code the management API calls, so a rule (validation
+message, shared-tier copy, catalog update) exists once. This module owns what every page shares: the redirect to the
+sign-in page and the 403 page for a POST without a valid CSRF token (the dependencies that raise them are in
+`deps.py`).
 """
 
 from __future__ import annotations
