@@ -558,3 +558,40 @@ async def test_a_missing_ca_bundle_is_a_transport_error_naming_it(tls_url: str, 
             await client.post(tls_url, {}, b"{}", timeout_s=5, verify=str(tmp_path / "nowhere.pem"))
     finally:
         client.close()
+
+
+async def test_a_connection_that_could_not_be_opened_gives_its_slot_back() -> None:
+    client = Http1Client(max_connections_per_origin=1)
+    try:
+        for _ in range(3):
+            with pytest.raises(TransportError) as raised:
+                await client.post("http://127.0.0.1:9/x", {}, b"{}", timeout_s=2)
+            assert not isinstance(raised.value, PoolTimeout)
+    finally:
+        client.close()
+
+
+async def test_a_connection_handed_to_a_request_cancelled_at_that_moment_goes_back_to_the_pool(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(_OK)
+            await writer.drain()
+
+    server = await serve(handler)
+    client = Http1Client(max_connections_per_origin=1)
+    try:
+        first = await client.post(server.url, {}, b"{}", timeout_s=5)
+        waiting = asyncio.ensure_future(client.post(server.url, {}, b"{}", timeout_s=5))
+        await asyncio.sleep(0.05)  # the second request waits for the only connection
+        await first.read()  # hands the connection to the waiter ...
+        waiting.cancel()  # ... whose client hangs up before it could use it
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        third = await client.post(server.url, {}, b"{}", timeout_s=1)
+        assert await third.read() == b"ok"
+    finally:
+        client.close()
+    assert server.connections == 1
