@@ -315,6 +315,27 @@ async def test_a_keep_alive_socket_the_server_dropped_as_we_wrote_is_retried_onc
     assert (requests, server.connections) == (3, 2)
 
 
+async def test_a_keep_alive_socket_the_server_closed_while_idle_is_never_written_to(
+    serve: Callable[[Handler], Awaitable[Server]],
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(_OK)  # keep-alive by default, then the server's idle timeout closes it at once
+        await writer.drain()
+
+    server = await serve(handler)
+    client = Http1Client()
+    try:
+        response = await client.post(server.url, {}, b"{}", timeout_s=5)
+        assert await response.read() == b"ok"
+        await asyncio.sleep(0.05)  # the FIN arrives while the connection sits in the pool
+        response = await client.post(server.url, {}, b"{}", timeout_s=5)
+        assert await response.read() == b"ok"
+    finally:
+        client.close()
+    assert server.connections == 2
+
+
 async def test_a_reused_connection_that_broke_after_a_response_byte_is_not_retried(
     serve: Callable[[Handler], Awaitable[Server]],
 ) -> None:
