@@ -61,9 +61,14 @@ async def test_two_instances_reset_a_tier_once(tmp_path: Path, redis_url: str, r
             proxy.call(proxy.state.recorder.flush())
 
         clock.set(BOUNDARY + timedelta(minutes=1))
-        rounds = await asyncio.gather(
-            *(asyncio.to_thread(proxy.call, proxy.state.reset_job.run_once()) for proxy in (first, second))
-        )
+
+        def run_once(proxy: RunningProxy) -> int | None:
+            job = proxy.state.reset_job
+            assert job is not None
+            result: int | None = proxy.call(job.run_once())
+            return result
+
+        rounds = await asyncio.gather(*(asyncio.to_thread(run_once, proxy) for proxy in (first, second)))
 
         # One instance held the lock and reset both customers; the other skipped the round or found nothing due.
         assert sorted(rounds, key=lambda n: -1 if n is None else n) in ([None, 2], [0, 2])

@@ -93,7 +93,9 @@ async def test_default_budget_customers_reset_at_request_time_and_by_the_job(
             clock.set(EXPECTED_RESET[duration] + timedelta(seconds=1))
 
             # The background job resets the idle customer without any request from it.
-            reset = proxy.call(proxy.state.reset_job.tick())
+            job = proxy.state.reset_job
+            assert job is not None
+            reset = proxy.call(job.tick())
             assert reset >= 2
             assert await _spend(client, "idle") == 0
             assert (await _chat(client, "active")).status_code == 200
