@@ -16,7 +16,7 @@ reads, as from a real model.
 Run it as its own process: `python -m bench.upstream --port 0 --chunks 20`. It prints `LISTENING <port>` on its
 first stdout line, and on SIGTERM/SIGINT a `STATS {...}` line with the requests served and the CPU time they took,
 i.e. its own ceiling per core. Requests are not authenticated: this is a load target, not a test double
-(see `tests/fakes/` for that).
+(see `tests/support/fakes/` for that).
 """
 
 from __future__ import annotations
