@@ -6,11 +6,9 @@ routes (through `api/deps.py`) and the tests.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from haimaker.accounting.recorder import SpendRecorder
@@ -31,9 +29,7 @@ from haimaker.storage.dead_letters_repo import DeadLetterRepository
 from haimaker.storage.store_health import StoreMonitor
 
 if TYPE_CHECKING:
-    from haimaker.state.cluster import Cluster  # Redis: imported only when configured (`app.py`)
-
-logger = logging.getLogger("haimaker")
+    from haimaker.state.cluster import Cluster  # the module is imported only when Redis is configured (`app.py`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +66,3 @@ class AppState:
         the dead-letter file, and those only logged."""
         box = self.recorder.dead_letters
         return self.store_monitor.status.dead_letters + box.in_file + box.in_log_only
-
-    async def store_is_reachable(self) -> bool:
-        try:
-            async with self.db.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            return True
-        except Exception:
-            logger.warning("database unreachable", exc_info=True)
-            return False

@@ -28,13 +28,12 @@ async def liveliness() -> PlainTextResponse:
 @router.get("/health/readiness")
 async def readiness(state: AppStateDep) -> Response:
     """Ready to serve, and is every charge reaching the store? See `readiness_of` for the rule."""
-    store = await state.store_monitor.check() if state.store_monitor is not None else None
-    db_ok = store.state == "ok" if store is not None else await state.store_is_reachable()
+    store = await state.store_monitor.check()
     status, reasons = readiness_of(state, store)
     recorder = state.recorder
     body = {
         "status": status,
-        "db": "connected" if db_ok else ("lost" if store is not None and store.state == "lost" else "disconnected"),
+        "db": {"ok": "connected", "lost": "lost"}.get(store.state, "disconnected"),
         "cache": "redis" if state.redis_url else None,
         "litellm_version": __version__,
         "haimaker_version": __version__,
@@ -54,7 +53,7 @@ WRITER_FAILING_DEGRADED_S: Final = 10.0
 PENDING_DEGRADED: Final = 10_000
 
 
-def readiness_of(state: AppState, store: StoreStatus | None) -> tuple[str, list[str]]:
+def readiness_of(state: AppState, store: StoreStatus) -> tuple[str, list[str]]:
     """The readiness rule: (status, reasons).
 
     - "unhealthy" (503): the store is unreachable, or lost (SQLite file missing, replaced or read-only; store
@@ -63,7 +62,7 @@ def readiness_of(state: AppState, store: StoreStatus | None) -> tuple[str, list[
       for `WRITER_FAILING_DEGRADED_S` or more, or `PENDING_DEGRADED` or more charges are pending.
     - "healthy" otherwise.
     """
-    if store is not None and store.state != "ok":
+    if store.state != "ok":
         return "unhealthy", [f"store {store.state}: {store.reason}"]
     recorder = state.recorder
     reasons = []
@@ -104,8 +103,8 @@ async def metrics(state: AppStateDep) -> Response:
     monitor = state.store_monitor
     box = state.recorder.dead_letters
     state.metrics.observe_ledger(
-        store_state=monitor.status.state if monitor is not None else "ok",
-        dead_letters_table=monitor.status.dead_letters if monitor is not None else box.in_table,
+        store_state=monitor.status.state,
+        dead_letters_table=monitor.status.dead_letters,
         dead_letters_file=box.in_file + box.in_log_only,
         failing_for_s=state.recorder.failing_for_s,
     )

@@ -44,8 +44,7 @@ def chosen_range(today: date, range_code: str | None, start: str | None, end: st
 
 def ledger_warning(state: AppState) -> str | None:
     """A warning when the figures below may be incomplete: the store is lost, or charges could not be written."""
-    monitor = state.store_monitor
-    if monitor is not None and monitor.is_lost:
+    if state.store_monitor.is_lost:
         return "The spend store is lost: new charges are not being recorded in it (see /health/readiness)."
     dead = state.dead_letter_count()
     if dead:
