@@ -30,7 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from tests.support.redis_servers import free_port
+from tests.support.process import free_port
 
 MASTER_KEY = "sk-test-master-1234"
 # 1 µ$ per prompt token, 10 µ$ per completion token: exact in nano-dollars.

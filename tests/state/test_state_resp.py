@@ -17,7 +17,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from haimaker.state.redis import connect
 from haimaker.state.resp import ScriptClient
-from tests.support.redis_servers import free_port, private_redis
+from tests.support.process import free_port
+from tests.support.redis_servers import private_redis
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 SPIN = "local t = redis.call('TIME') local until_ms = t[1] * 1000 + t[2] / 1000 + tonumber(ARGV[1]) " + (

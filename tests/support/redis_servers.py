@@ -27,6 +27,8 @@ from typing import Final
 import pytest
 from redis.asyncio import Redis
 
+from tests.support.process import free_port
+
 REDIS_URL: Final = os.environ.get("HAIMAKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFIX_STEM: Final = "haimaker-t-"
 
@@ -81,13 +83,6 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
         await delete_prefix(client, prefix)
     finally:
         await client.aclose()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class PrivateRedis:
