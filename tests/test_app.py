@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from sqlalchemy import text
@@ -100,3 +101,18 @@ async def test_shutdown_closes_everything_start_up_opened(tmp_path: Path, redis_
         assert _other_tasks() <= before  # jobs, recorder, Redis subscriber: all ended
         assert await _connections_from_others(url) == 0
         assert logging.getLogRecordFactory() is factory
+
+
+async def test_a_route_served_before_the_lifespan_ran_answers_503_not_500(tmp_path: Path) -> None:
+    # One `get_state` for the management API, health and the UI: the same clear refusal everywhere.
+    app = _app(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'never-opened.db'}")
+    transport = httpx.ASGITransport(app=app)  # runs no lifespan
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        key = {"Authorization": "Bearer sk-test-master-1234"}
+        responses = [
+            await client.get(path, headers=key) for path in ("/health/readiness", "/customer/list", "/ui/customers")
+        ]
+        responses.append(await client.post("/v1/chat/completions", headers=key, json={"model": "gpt-3.5-turbo"}))
+        for response in responses:
+            assert response.status_code == 503, response.url
+            assert response.json()["error"]["type"] == "service_unavailable"

@@ -28,6 +28,7 @@ from haimaker.accounting.pricing import PriceTable
 from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.accounting.tokens import TokenCounter, encoding_name_for
+from haimaker.api.deps import state_of
 from haimaker.api.errors import install_error_handlers
 from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send, azure_route, headers_of, send_error
 from haimaker.app_state import AppState
@@ -72,7 +73,8 @@ class HaimakerApp:
 
     @property
     def state(self) -> AppState:
-        return self.api.state.haimaker  # type: ignore[no-any-return]
+        """The running app's state (`api/deps.py::get_state` for the FastAPI routes: the same 503 before start-up)."""
+        return state_of(self.api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -86,9 +88,14 @@ class HaimakerApp:
             if route is not None:
                 llm = self._llm
                 if llm is None:
-                    llm = self._llm = LLMEndpoint(self.state.pipeline, self.state.auth_throttle)
-                    if self.state.settings.config.general_settings.fail_closed_budget_enforcement:
-                        self._store_gate = self.state.store_monitor
+                    try:
+                        state = self.state
+                    except ProxyError as exc:
+                        await send_error(send, exc)
+                        return
+                    llm = self._llm = LLMEndpoint(state.pipeline, state.auth_throttle)
+                    if state.settings.config.general_settings.fail_closed_budget_enforcement:
+                        self._store_gate = state.store_monitor
                 if self._store_gate is not None and self._store_gate.is_lost:
                     # Fail-closed: no charge could be recorded durably, so nothing is served (an attribute read).
                     await send_error(send, _STORE_LOST)
@@ -99,13 +106,18 @@ class HaimakerApp:
             # Authenticate management calls before FastAPI parses their body: a caller without the key gets
             # 401/403, never a 422 that would tell it about our validation (the route dependency stays as well).
             # While the caller's address is throttled for wrong keys, even the right key is refused (429).
-            throttle = self.state.auth_throttle
+            try:
+                state = self.state
+            except ProxyError as exc:
+                await send_error(send, exc)
+                return
+            throttle = state.auth_throttle
             address = throttle.address_of(scope)
             try:
                 refusal = throttle.refusal(address)
                 if refusal is not None:
                     raise refusal
-                self.state.auth.check_admin(headers_of(scope))
+                state.auth.check_admin(headers_of(scope))
             except ProxyError as exc:
                 if isinstance(exc, InvalidKeyError):
                     throttle.record_failure(address)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 
 from haimaker.api.llm import headers_of
 from haimaker.app_state import AppState
@@ -18,7 +18,12 @@ from haimaker.services.container import Services
 
 def get_state(request: Request) -> AppState:
     """The running app's state (built by the lifespan; a 503, not a 500, for a request served before it ran)."""
-    state: AppState | None = getattr(request.app.state, "haimaker", None)
+    return state_of(request.app)
+
+
+def state_of(app: FastAPI) -> AppState:
+    """`get_state` for code outside a route: the raw-ASGI LLM and admin-key paths of `app.py`."""
+    state: AppState | None = getattr(app.state, "haimaker", None)
     if state is None:
         raise ServiceUnavailableError("The proxy is still starting.")
     return state
