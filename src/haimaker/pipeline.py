@@ -33,7 +33,7 @@ from haimaker.money import nanos_to_usd
 from haimaker.providers.base import Deployment, Route, UpstreamResponse
 from haimaker.providers.redaction import Redactor
 from haimaker.providers.router import Router
-from haimaker.providers.sse import DEFAULT_MAX_EVENT_BYTES, SSETap, error_event, message_texts
+from haimaker.providers.sse import DEFAULT_MAX_EVENT_BYTES, SSETap, choice_texts, error_event
 from haimaker.storage.records import SpendLog
 
 logger = logging.getLogger("haimaker.pipeline")
@@ -495,17 +495,7 @@ def _usage_of(answer: dict[str, Any]) -> Usage | None:
 
 def _answer_text(answer: dict[str, Any]) -> str:
     """The text an answer delivers: every choice's message (chat) or text (completions); "" for embeddings."""
-    texts: list[str] = []
-    choices = answer.get("choices")
-    for choice in choices if isinstance(choices, list) else ():
-        if not isinstance(choice, dict):
-            continue
-        message = choice.get("message")
-        if isinstance(message, dict):
-            texts.extend(message_texts(message))
-        elif isinstance(choice.get("text"), str):
-            texts.append(choice["text"])
-    return "".join(texts)
+    return "".join(choice_texts(answer, "message"))
 
 
 def _max_output_tokens(body: Mapping[str, Any]) -> int | None:

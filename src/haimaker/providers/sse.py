@@ -251,14 +251,8 @@ class SSETap:
                     payload = orjson.loads(data)
                 except orjson.JSONDecodeError:
                     continue
-                for choice in payload.get("choices") or () if isinstance(payload, dict) else ():
-                    if not isinstance(choice, dict):
-                        continue
-                    delta = choice.get("delta")
-                    if isinstance(delta, dict):
-                        texts.extend(message_texts(delta))
-                    elif isinstance(choice.get("text"), str):
-                        texts.append(choice["text"])
+                if isinstance(payload, dict):
+                    texts.extend(choice_texts(payload, "delta"))
         return "".join(texts)
 
 
@@ -267,6 +261,22 @@ def _data_of(event: bytes) -> bytes | None:
     if not lines:
         return None
     return b"\n".join(lines).strip()
+
+
+def choice_texts(answer: dict[str, Any], part: str) -> list[str]:
+    """The text of every choice of an answer (`part` "message") or a stream chunk (`part` "delta"): the chat
+    message's text (`message_texts`), or a completion's `text`."""
+    texts: list[str] = []
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get(part)
+        if isinstance(message, dict):
+            texts.extend(message_texts(message))
+        elif isinstance(choice.get("text"), str):
+            texts.append(choice["text"])
+    return texts
 
 
 def message_texts(message: dict[str, Any]) -> list[str]:
