@@ -352,6 +352,7 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         next_reset=next_reset,
         announcer=cluster,
         shared_spend=cluster.store.current_spend if cluster is not None else None,
+        store_status=lambda: store_monitor.status,
     )
     reset_job = None
     if not general.disable_reset_budget:

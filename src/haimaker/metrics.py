@@ -57,6 +57,14 @@ class Metrics:
         self.spend_pending = Gauge(
             "haimaker_spend_writes_pending", "Charges queued but not yet durable", registry=self.registry
         )
+        self.journal_only = Gauge(
+            "haimaker_spend_journal_only",
+            "Charges and resets held only in the spend journal (the queue was full while the store refused or lagged)",
+            registry=self.registry,
+        )
+        self.journal_bytes = Gauge(
+            "haimaker_spend_journal_bytes", "Bytes of this process's spend journal on disk", registry=self.registry
+        )
         self.dead_letters = Gauge(
             "haimaker_spend_dead_letters",
             "Charges and resets that could not be written, by where they were filed (table; file, log)",

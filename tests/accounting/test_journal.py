@@ -182,6 +182,25 @@ async def test_a_full_queue_spills_to_the_journal_and_drains_in_order_when_the_s
     assert list(tmp_path.iterdir()) == []  # everything written: the journal is gone
 
 
+async def test_the_charges_held_only_in_the_journal_and_its_bytes_are_counted(tmp_path: Path) -> None:
+    sink = _GatedSink()
+    journal = SpendJournal.open(tmp_path, STORE)
+    recorder = SpendRecorder(sink, max_delay_s=0.01, max_rows=50, journal=journal, max_queued=100)
+    recorder.start()
+    assert recorder.journal_only == 0
+    for log in _charges(250):
+        recorder.record(log)
+    await asyncio.sleep(0.05)
+    assert recorder.pending == 250
+    assert recorder.journal_only == 150  # the queue holds 100; the rest is on disk only
+    assert recorder.journal_bytes == sum(path.stat().st_size for path in _segments(tmp_path))
+    sink.is_up = True
+    await asyncio.wait_for(recorder.flush(), timeout=10)
+    assert recorder.journal_only == 0
+    await recorder.aclose()
+    assert recorder.journal_bytes == 0  # closed clean: the files are gone
+
+
 async def test_replay_into_a_real_store_is_idempotent(
     tmp_path: Path,
     migrated_database_url: str,

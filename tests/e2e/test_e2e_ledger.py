@@ -18,13 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from haimaker.storage.engine import create_engine, upgrade
 from tests.support.databases import drop_database, make_database_url
 from tests.support.factories import make_log
 from tests.support.process import proxy_process
 from tests.support.proxy import MASTER_KEY, RunningProxy, base_config, running_proxy
+from tests.support.relay import tcp_relay
 
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
 CHAT = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}], "user": "alice"}
@@ -175,6 +176,85 @@ def test_an_emptied_postgres_fails_readiness(tmp_path: Path) -> None:
         _assert_restart_refused(tmp_path, _config(database_url=url))
     finally:
         asyncio.run(drop_database(url))
+
+
+# ---- admin reads while the store is lost or unreachable ----------------------------------------------------------
+
+
+def _timed_customer_info(proxy: RunningProxy) -> tuple[httpx.Response, float]:
+    """An admin read that first waits for the pending charges (`Services.settle_pending`), and how long it took."""
+    started = time.monotonic()
+    response = httpx.get(f"{proxy.url}/customer/info", params={"end_user_id": "alice"}, headers=ADMIN, timeout=30)
+    return response, time.monotonic() - started
+
+
+def _assert_store_refusal(response: httpx.Response, elapsed_s: float) -> None:
+    # At once (the settle wait is several seconds), in the OpenAI envelope, with a hint when to come back.
+    assert response.status_code == 503, response.text
+    assert elapsed_s < 1.5
+    error = response.json()["error"]
+    assert error["type"] == "store_unavailable" and error["code"] == "503"
+    assert "/health/readiness" in error["message"]
+    assert int(response.headers["retry-after"]) >= 1
+
+
+def test_admin_reads_answer_503_at_once_while_the_sqlite_file_is_lost(tmp_path: Path) -> None:
+    with running_proxy(tmp_path, _config()) as proxy:
+        assert _chat(proxy).status_code == 200
+        proxy.call(proxy.state.recorder.flush())
+        _remove_sqlite(tmp_path / "haimaker.db")
+        assert _wait_for(lambda: _readiness(proxy).json()["db"] == "lost")
+        assert _chat(proxy).status_code == 200  # fail-open: served, its charge waits for the store
+        assert proxy.state.recorder.pending == 1
+        _assert_store_refusal(*_timed_customer_info(proxy))
+        _remove_sqlite(tmp_path / "haimaker.db")  # whatever the pool re-created meanwhile
+
+
+@pytest.mark.postgres
+def test_an_unreachable_postgres_answers_admin_reads_503_at_once_and_shows_the_journal_in_metrics(
+    tmp_path: Path,
+) -> None:
+    url = asyncio.run(make_database_url("postgres", tmp_path))
+    try:
+        target = make_url(url)
+        with tcp_relay(target.host or "127.0.0.1", target.port or 5432) as relay:
+            via_relay = target.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+            # The smallest queue bound, so that the charges below go past it and wait in the journal only.
+            with running_proxy(tmp_path, _config(database_url=via_relay, spend_queue_max=100)) as proxy:
+                assert _chat(proxy).status_code == 200
+                proxy.call(proxy.state.recorder.flush())
+                metrics = httpx.get(proxy.url + "/metrics", timeout=10).text
+                assert "haimaker_spend_journal_only 0.0" in metrics
+
+                relay.close()  # PostgreSQL is gone for this proxy
+                assert _wait_for(lambda: _readiness(proxy).json()["db"] == "disconnected", timeout_s=10)
+                assert proxy.loop is not None
+                for i in range(150):
+                    proxy.loop.call_soon_threadsafe(proxy.state.recorder.record, make_log(request_id=f"held-{i}"))
+                assert _wait_for(lambda: proxy.state.recorder.pending == 150)
+                _assert_store_refusal(*_timed_customer_info(proxy))
+
+                metrics = httpx.get(proxy.url + "/metrics", timeout=10).text
+                assert "haimaker_spend_writes_pending 150.0" in metrics
+                assert "haimaker_spend_journal_only 50.0" in metrics  # 100 in memory, the rest on disk only
+                journal_bytes = _gauge(metrics, "haimaker_spend_journal_bytes")
+                on_disk = sum(path.stat().st_size for path in (tmp_path / "haimaker-journal").glob("*.seg"))
+                assert journal_bytes == on_disk > 150 * 100
+
+                relay.open()  # PostgreSQL is back: the charges drain, reads answer again
+                proxy.call(asyncio.wait_for(proxy.state.recorder.flush(), 30))
+                assert _wait_for(lambda: _readiness(proxy).status_code == 200)
+                response, _ = _timed_customer_info(proxy)
+                assert response.status_code == 200
+                metrics = httpx.get(proxy.url + "/metrics", timeout=10).text
+                assert "haimaker_spend_journal_only 0.0" in metrics
+    finally:
+        asyncio.run(drop_database(url))
+
+
+def _gauge(metrics: str, name: str) -> float:
+    [line] = [line for line in metrics.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
 
 
 async def _empty_postgres(url: str) -> None:

@@ -165,6 +165,11 @@ class SpendJournal:
         else:
             os.close(old)
 
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of this journal's segments on disk (as written; no I/O)."""
+        return sum(segment.size for segment in self._segments)
+
     def tell(self) -> Position:
         """Where the next record will start."""
         live = self._segments[-1]

@@ -140,6 +140,18 @@ class SpendRecorder:
         """Items wait in the journal only (the queue was full)."""
         return self._spilled_from is not None
 
+    @property
+    def journal_only(self) -> int:
+        """Items pending in the journal only (spilled past `max_queued`), not in memory."""
+        if self._spilled_from is None:
+            return 0
+        return max(0, self.pending - len(self._queue) - len(self._overflow))
+
+    @property
+    def journal_bytes(self) -> int:
+        """Bytes of the live journal on disk (0 without one)."""
+        return 0 if self._journal is None else self._journal.size_bytes
+
     def _put(self, item: _Item) -> None:
         self._queued += 1
         journal = self._journal

@@ -99,6 +99,8 @@ async def retrieve_model(model_id: str, request: Request, state: AppStateDep) ->
 @router.get("/metrics", include_in_schema=False)
 async def metrics(state: AppStateDep) -> Response:
     state.metrics.spend_pending.set(state.recorder.pending)
+    state.metrics.journal_only.set(state.recorder.journal_only)
+    state.metrics.journal_bytes.set(state.recorder.journal_bytes)
     # The store monitor's last verdict (it checks every second): a scrape does no I/O.
     monitor = state.store_monitor
     box = state.recorder.dead_letters

@@ -37,8 +37,13 @@ if TYPE_CHECKING:
     from haimaker.storage.customers_repo import CustomerRepository
     from haimaker.storage.records import Budget, Customer
     from haimaker.storage.spend_repo import SpendRepository
+    from haimaker.storage.store_health import StoreStatus
 
-SETTLE_TIMEOUT_S: Final = 10.0
+# How long an admin call waits for the pending writes of a store the monitor still thinks fine (a healthy writer
+# needs one group interval, 100 ms; a writer catching up a backlog, a few groups).
+SETTLE_TIMEOUT_S: Final = 3.0
+# `retry-after` of the 503 for pending writes: about the store monitor's interval plus its probe.
+SETTLE_RETRY_AFTER_S: Final = 3
 
 # A customer's spend as the whole cluster counts it (None: not known there); `ResilientCounterStore.current_spend`.
 SharedSpend = Callable[[str], Awaitable[Nanos | None]]
@@ -67,6 +72,7 @@ class Services:
         next_reset: NextReset,
         announcer: ChangeAnnouncer | None = None,
         shared_spend: SharedSpend | None = None,
+        store_status: Callable[[], StoreStatus] | None = None,
     ) -> None:
         self.customers_repo = customers_repo
         self.budgets_repo = budgets_repo
@@ -79,6 +85,8 @@ class Services:
         self._recorder = recorder
         self._announcer = announcer
         self._shared_spend = shared_spend
+        # The store monitor's last verdict (`storage/store_health.py`; an attribute read); None: not watched.
+        self._store_status = store_status
         self.customers = CustomerService(self)
         self.budgets = BudgetService(self)
         self.spend = SpendService(self)
@@ -87,15 +95,25 @@ class Services:
         """Wait until every charge and reset queued so far is written (stored spend exact, traffic customers stored).
 
         Raises:
-            ServiceUnavailableError: the writes do not complete within `SETTLE_TIMEOUT_S` (the store is failing; the
-                recorder keeps retrying, so nothing is lost).
+            ServiceUnavailableError: the store monitor already knows the store lost or unreachable (at once: pending
+                writes cannot complete, and reads would not see them), or the writes do not complete within
+                `SETTLE_TIMEOUT_S`. The recorder keeps retrying either way, so nothing is lost.
         """
+        status = self._store_status() if self._store_status is not None else None
+        if status is not None and status.state != "ok":
+            # Refused even with nothing pending: a lost store would answer from an emptied or re-created database.
+            raise ServiceUnavailableError(
+                f"The spend store is {status.state} (see /health/readiness); try again once it is back.",
+                error_type="store_unavailable",
+                headers={"retry-after": str(SETTLE_RETRY_AFTER_S)},
+            )
         try:
             await asyncio.wait_for(self._recorder.flush(), SETTLE_TIMEOUT_S)
         except TimeoutError:
             raise ServiceUnavailableError(
-                f"Spend writes are pending and the database has not accepted them for {SETTLE_TIMEOUT_S:.0f} s; "
-                "try again shortly.",
+                f"Spend writes are pending and the database has not accepted them for {SETTLE_TIMEOUT_S:.0f} s "
+                "(see /health/readiness); try again shortly.",
+                headers={"retry-after": str(SETTLE_RETRY_AFTER_S)},
             ) from None
 
     async def live_spend(self, customer: Customer) -> Nanos:
