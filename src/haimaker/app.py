@@ -49,6 +49,7 @@ from haimaker.providers.mock import MockProvider
 from haimaker.providers.openai_compat import OpenAIProvider
 from haimaker.providers.redaction import RedactingLogRecords, Redactor
 from haimaker.providers.router import DEFAULT_NUM_RETRIES, Router, build_deployments
+from haimaker.providers.tls import TrustStore
 from haimaker.services.container import Services
 from haimaker.services.resets import ResetJob
 from haimaker.state.catalog import Catalog
@@ -236,6 +237,7 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         redactor,
         max_response_bytes=general.max_upstream_response_bytes,
         max_connections_per_origin=general.max_upstream_connections_per_origin,
+        tls=TrustStore(setting=litellm.ssl_verify),
     )
     stack.push_async_callback(_logged, transport.aclose)
     openai = OpenAIProvider(transport)

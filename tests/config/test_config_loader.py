@@ -175,6 +175,23 @@ def test_every_invalid_value_is_reported_at_once_with_its_yaml_path(tmp_path: Pa
     assert any("bedrock" in p and "not supported" in p for p in problems)
 
 
+@pytest.mark.parametrize("value", [True, False, "False", "ca.pem"], ids=["true", "false", "env-style", "bundle"])
+def test_litellm_settings_ssl_verify_takes_a_flag_or_an_existing_ca_bundle(tmp_path: Path, value: bool | str) -> None:
+    (tmp_path / "ca.pem").write_text("a bundle")
+    if value == "ca.pem":
+        value = str(tmp_path / "ca.pem")
+    settings = load_config(_write(tmp_path, {"litellm_settings": {"ssl_verify": value}}), env={})
+    assert settings.config.litellm_settings.ssl_verify == value
+    assert settings.warnings == ()  # a known key, not an unsupported extra
+
+
+def test_a_litellm_settings_ca_bundle_that_does_not_exist_is_a_problem_with_its_path(tmp_path: Path) -> None:
+    [problem] = _problems(tmp_path, {"litellm_settings": {"ssl_verify": str(tmp_path / "missing.pem")}})
+    assert (
+        problem.startswith("litellm_settings.ssl_verify: ") and "missing.pem" in problem and "does not exist" in problem
+    )
+
+
 def test_config_error_text_lists_each_problem_on_its_own_line(tmp_path: Path) -> None:
     config = {"litellm_settings": {"num_retries": -1}, "router_settings": {"timeout": 0}}
     with pytest.raises(ConfigError) as raised:

@@ -61,6 +61,18 @@ def test_a_deployment_trusts_the_ca_its_ssl_verify_names_and_no_other(
     assert len(tls_upstream.requests) == 2, "the refused call never reached the upstream"
 
 
+def test_litellm_settings_ssl_verify_is_the_trust_of_deployments_without_their_own(
+    tmp_path: Path, tls_upstream: FakeOpenAI, authority: CertificateAuthority
+) -> None:
+    config = proxy_config(
+        [openai_deployment("private", tls_upstream, upstream_model="gpt-4o")],
+        litellm_settings={"ssl_verify": str(authority.ca_file)},
+    )
+    with running_proxy(tmp_path, config) as proxy, httpx.Client(base_url=proxy.url, headers=HEADERS) as client:
+        answer = client.post("/v1/chat/completions", json={"model": "private", "messages": MESSAGES})
+    assert answer.status_code == 200, answer.text
+
+
 def test_a_ca_bundle_that_does_not_exist_stops_startup_with_its_path(tmp_path: Path, tls_upstream: FakeOpenAI) -> None:
     config = proxy_config([openai_deployment("private", tls_upstream, ssl_verify=str(tmp_path / "missing.pem"))])
     path = tmp_path / "config.yaml"

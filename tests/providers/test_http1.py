@@ -572,6 +572,28 @@ async def test_ssl_cert_file_and_ssl_verify_in_the_environment_choose_what_is_tr
             client.close()
 
 
+async def test_litellm_settings_ssl_verify_applies_where_neither_the_deployment_nor_env_ssl_verify_says(
+    tls_url: str, authority: CertificateAuthority
+) -> None:
+    ca = str(authority.ca_file)
+    from_settings = Http1Client(tls=TrustStore({}, setting=ca))
+    env_wins = Http1Client(tls=TrustStore({"SSL_VERIFY": "True"}, setting=ca))
+    cert_file = Http1Client(tls=TrustStore({"SSL_CERT_FILE": ca}, setting=True))
+    unverified = Http1Client(tls=TrustStore({}, setting=False))
+    try:
+        for client in (from_settings, cert_file, unverified):
+            response = await client.post(tls_url, {}, b"{}", timeout_s=5)
+            assert await response.read() == b"ok"
+        # LiteLLM's order (get_ssl_verify): the deployment's setting, then env SSL_VERIFY, then litellm_settings.
+        with pytest.raises(TransportError, match="certificate verify failed"):
+            await env_wins.post(tls_url, {}, b"{}", timeout_s=5)
+        with pytest.raises(TransportError, match="certificate verify failed"):
+            await unverified.post(tls_url, {}, b"{}", timeout_s=5, verify=True)
+    finally:
+        for client in (from_settings, env_wins, cert_file, unverified):
+            client.close()
+
+
 async def test_a_missing_ca_bundle_is_a_transport_error_naming_it(tls_url: str, tmp_path: Path) -> None:
     client = Http1Client()
     try:

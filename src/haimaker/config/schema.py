@@ -19,6 +19,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
+def _existing_bundle(value: bool | str | None) -> bool | str | None:
+    """An `ssl_verify` value: a flag (a bool, or "True"/"False" as LiteLLM's env-style values are written), or the
+    path of a CA bundle, which must exist."""
+    is_flag = isinstance(value, str) and value.strip().lower() in _VERIFY_FLAGS
+    if isinstance(value, str) and not is_flag and not os.path.exists(value):
+        raise ValueError(f"CA bundle {value!r} does not exist")
+    return value
+
+
 class LiteLLMParams(_Section):
     """How to reach one deployment (`model_list[].litellm_params`)."""
 
@@ -42,18 +51,11 @@ class LiteLLMParams(_Section):
         default=None,
         description="TLS verification of this upstream, as in LiteLLM: true (the system's CAs, or env SSL_CERT_FILE), "
         "false (none), or the path of a CA bundle (PEM file or hashed directory) that replaces the system's CAs; "
-        "unset: env SSL_VERIFY, else true",
+        "unset: env SSL_VERIFY, else litellm_settings.ssl_verify, else true",
         examples=["/etc/haimaker/internal-ca.pem", False],
     )
 
-    @field_validator("ssl_verify")
-    @classmethod
-    def _bundle_exists(cls, value: bool | str | None) -> bool | str | None:
-        # "True"/"False" as strings are what LiteLLM's env-style values look like; anything else names a bundle.
-        is_flag = isinstance(value, str) and value.strip().lower() in _VERIFY_FLAGS
-        if isinstance(value, str) and not is_flag and not os.path.exists(value):
-            raise ValueError(f"CA bundle {value!r} does not exist")
-        return value
+    _bundle_exists = field_validator("ssl_verify")(_existing_bundle)
 
     @field_validator("model")
     @classmethod
@@ -192,6 +194,14 @@ class LiteLLMSettings(_Section):
     block_requests_for_models_without_pricing: bool = False
     drop_params: bool | None = None
     set_verbose: bool | None = None
+    ssl_verify: bool | str | None = Field(
+        default=None,
+        description="TLS verification of every upstream without its own `litellm_params.ssl_verify`, as in LiteLLM: "
+        "true, false or the path of a CA bundle; env SSL_VERIFY wins over it (LiteLLM's order); unset: true",
+        examples=["/etc/haimaker/internal-ca.pem", False],
+    )
+
+    _bundle_exists = field_validator("ssl_verify")(_existing_bundle)
 
 
 class RouterSettings(_Section):

@@ -3,8 +3,9 @@
 A setting is `True` (verify against the system's CAs, or the bundle named by env `SSL_CERT_FILE`), `False` (do not
 verify: only for an upstream on a trusted network) or the path of a CA bundle (a PEM file, or a directory of hashed
 certificates) that replaces the system's CAs. The names and the order are LiteLLM's
-(docs.litellm.ai/docs/guides/security_settings): a deployment's `litellm_params.ssl_verify` wins over env
-`SSL_VERIFY`, which wins over the default (`True`); `SSL_CERT_FILE` applies wherever the result is `True`.
+(docs.litellm.ai/docs/guides/security_settings; `get_ssl_verify` in LiteLLM's `http_handler.py`): a deployment's
+`litellm_params.ssl_verify` wins over env `SSL_VERIFY`, which wins over `litellm_settings.ssl_verify`, which wins over
+the default (`True`); `SSL_CERT_FILE` applies wherever the result is `True`.
 
 Invariant: one `SSLContext` per distinct setting, built on first use (loading a bundle reads files) and shared by
 every connection that uses it, so the hot path only looks it up.
@@ -40,16 +41,19 @@ def parse_verify(value: bool | str | None) -> Verify | None:
 class TrustStore:
     """The TLS contexts of upstream connections, one per `ssl_verify` setting in use."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        """Read `SSL_VERIFY` and `SSL_CERT_FILE` from `environ` (default: the process environment)."""
+    def __init__(self, environ: Mapping[str, str] | None = None, *, setting: bool | str | None = None) -> None:
+        """Read `SSL_VERIFY` and `SSL_CERT_FILE` from `environ` (default: the process environment); `setting` is
+        `litellm_settings.ssl_verify`, used where the environment has no `SSL_VERIFY`."""
         env = os.environ if environ is None else environ
         default = parse_verify(env.get("SSL_VERIFY"))
+        if default is None:
+            default = parse_verify(setting)
         self.default: Verify = True if default is None else default
         self.cert_file = env.get("SSL_CERT_FILE") or None
         self._contexts: dict[Verify, ssl.SSLContext] = {}
 
     def context(self, verify: Verify | None = None) -> ssl.SSLContext:
-        """The context for a deployment's setting (`None`: the environment's).
+        """The context for a deployment's setting (`None`: the default, from the environment or the settings).
 
         Raises:
             ssl.SSLError, OSError: the CA bundle cannot be read (the message names it).
