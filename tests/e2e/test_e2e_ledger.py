@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import make_url, text
 
+from haimaker.services.container import SETTLE_TIMEOUT_S
 from haimaker.storage.engine import create_engine, upgrade
 from tests.support.databases import drop_database, make_database_url
 from tests.support.factories import make_log
@@ -208,6 +210,27 @@ def test_admin_reads_answer_503_at_once_while_the_sqlite_file_is_lost(tmp_path: 
         assert proxy.state.recorder.pending == 1
         _assert_store_refusal(*_timed_customer_info(proxy))
         _remove_sqlite(tmp_path / "haimaker.db")  # whatever the pool re-created meanwhile
+
+
+def test_admin_reads_wait_a_short_bound_for_writes_a_reachable_store_does_not_take(tmp_path: Path) -> None:
+    with running_proxy(tmp_path, _config()) as proxy:
+        assert _chat(proxy).status_code == 200
+        proxy.call(proxy.state.recorder.flush())
+        # Another writer holds the SQLite write lock: the store answers reads (the monitor says ok), writes wait.
+        blocker = sqlite3.connect(tmp_path / "haimaker.db", isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            assert _chat(proxy).status_code == 200
+            assert _readiness(proxy).json()["db"] == "connected"
+            response, elapsed_s = _timed_customer_info(proxy)
+            assert response.status_code == 503, response.text
+            assert SETTLE_TIMEOUT_S <= elapsed_s < 6  # the short bound (3 s), not the 10 s wait found in review
+            assert response.json()["error"]["type"] == "service_unavailable"
+            assert int(response.headers["retry-after"]) >= 1
+        finally:
+            blocker.close()
+        proxy.call(asyncio.wait_for(proxy.state.recorder.flush(), 30))
+        assert _timed_customer_info(proxy)[0].status_code == 200
 
 
 @pytest.mark.postgres
