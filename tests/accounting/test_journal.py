@@ -97,37 +97,37 @@ def test_a_journal_is_replayed_only_into_its_own_store(tmp_path: Path) -> None:
     assert len(_dead_items(tmp_path)) == 2
 
 
-def test_segments_rotate_and_written_ones_are_deleted(tmp_path: Path) -> None:
+async def test_segments_rotate_and_written_ones_are_deleted(tmp_path: Path) -> None:
     journal = _write(tmp_path, list(_charges(40)), rotate_bytes=2_000)
     assert len(_segments(tmp_path)) > 3
-    journal.mark_written(20)
+    await journal.mark_written(20)
     remaining = _segments(tmp_path)
     assert 1 < len(remaining) < 8
     # Only the records not written yet remain to be replayed (plus the ones sharing their segment).
-    journal.mark_written(40)
+    await journal.mark_written(40)
     assert len(_segments(tmp_path)) == 1
     journal.close(clean=False)
     assert _dead_items(tmp_path) == []
 
 
-def test_replay_skips_what_a_written_mark_covers(tmp_path: Path) -> None:
+async def test_replay_skips_what_a_written_mark_covers(tmp_path: Path) -> None:
     items: list[Item] = list(_charges(12))
     journal = _write(tmp_path, items[:10])
-    journal.mark_written(6)
+    await journal.mark_written(6)
     journal.append(11, items[10])
     journal.append(12, items[11])
     journal.close(clean=False)
     assert _dead_items(tmp_path) == items[6:]
 
 
-def test_read_back_crosses_segments_in_order_and_stops_at_the_limit(tmp_path: Path) -> None:
+async def test_read_back_crosses_segments_in_order_and_stops_at_the_limit(tmp_path: Path) -> None:
     journal = SpendJournal.open(tmp_path, STORE, rotate_bytes=3_000)
     start = journal.tell()
     items: list[Item] = list(_charges(30))
     for seq, item in enumerate(items, start=1):
         journal.append(seq, item)
         if seq == 10:
-            journal.mark_written(3)  # a written mark between spilled records is not an item
+            await journal.mark_written(3)  # a written mark between spilled records is not an item
     end = journal.tell()
     first, reached = journal.read(start, end, 12)
     rest, done = journal.read(reached, end, 100)

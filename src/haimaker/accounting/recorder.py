@@ -271,7 +271,7 @@ class SpendRecorder:
                 self._progress.notify_all()
             if self._journal is not None and count:
                 try:
-                    self._journal.mark_written(self._written)
+                    await self._journal.mark_written(self._written)
                 except OSError:
                     logger.exception("spend journal: could not note written charges (files are deleted later)")
 
