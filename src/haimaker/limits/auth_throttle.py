@@ -32,9 +32,6 @@ from typing import Any, Final
 from haimaker.clock import Clock
 from haimaker.errors import RateLimitError
 
-DEFAULT_MAX_FAILURES: Final = 10
-DEFAULT_WINDOW_S: Final = 60.0
-DEFAULT_MAX_BLOCK_S: Final = 900.0
 # ~200 bytes an entry: some 13 MB when full. An attacker with more addresses than this gets nothing from filling
 # it but the forgetting of its own oldest entries, which a botnet that large does not need.
 DEFAULT_CAPACITY: Final = 65_536
@@ -55,9 +52,10 @@ class AuthThrottle:
         self,
         clock: Clock,
         *,
-        max_failures: int = DEFAULT_MAX_FAILURES,
-        window_s: float = DEFAULT_WINDOW_S,
-        max_block_s: float = DEFAULT_MAX_BLOCK_S,
+        # No defaults here: the config (`general_settings.auth_failure_*`) is the one place they are set.
+        max_failures: int,
+        window_s: float,
+        max_block_s: float,
         capacity: int = DEFAULT_CAPACITY,
         trusted_proxies: Collection[str] = (),
     ) -> None:
