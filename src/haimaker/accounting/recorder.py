@@ -156,7 +156,7 @@ class SpendRecorder:
         self._queued += 1
         journal = self._journal
         if journal is None or self._journal_failed:
-            (self._overflow if self._spilled_from is not None else self._queue).append(item)
+            self._hold_in_memory(item)
         else:
             spill = self._spilled_from is None and self._max_queued is not None and len(self._queue) >= self._max_queued
             if spill:
@@ -171,17 +171,21 @@ class SpendRecorder:
                 logger.error("spend item not journaled (a value JSON cannot carry); it is kept in memory")
                 if spill:
                     self._spilled_from = None
-                (self._overflow if self._spilled_from is not None else self._queue).append(item)
+                self._hold_in_memory(item)
             except OSError:
                 if spill:
                     self._spilled_from = None
                 self._lose_journal()
-                (self._overflow if self._spilled_from is not None else self._queue).append(item)
+                self._hold_in_memory(item)
             else:
                 if self._spilled_from is None:
                     self._queue.append(item)
         if len(self._queue) >= self._max_rows or isinstance(item, SpendReset | BudgetReset):
             self._wakeup.set()
+
+    def _hold_in_memory(self, item: _Item) -> None:
+        # Behind the spilled items when there are any: the store must receive everything in the order recorded.
+        (self._overflow if self._spilled_from is not None else self._queue).append(item)
 
     def _lose_journal(self) -> None:
         # A disk that refuses writes must not refuse requests: carry on in memory, as without a journal. Spilled
