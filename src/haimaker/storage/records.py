@@ -49,6 +49,49 @@ class Customer:
     created_at: datetime | None = None
 
 
+KEY_TYPES = ("default", "llm_api", "management", "read_only")
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualKey:
+    """A proxy key (LiteLLM's virtual key): stored only as its SHA-256 hex `token`, with its own limits and spend.
+
+    `key_type` is its role: `default` and `llm_api` call LLM routes only, `management` the admin API only,
+    `read_only` the admin API's reads and the UI without writes. `customer_id` (haimaker's) binds every request made
+    with the key to that customer; `end_user_budget_id` is the budget of customers first seen through the key.
+    Money fields are nano-dollars; `model_max_budget` / `model_rpm_limit` / `model_tpm_limit` keep LiteLLM's JSON.
+    """
+
+    token: str
+    key_name: str = "sk-..."
+    key_alias: str | None = None
+    expires: datetime | None = None
+    models: tuple[str, ...] = ()
+    spend: Nanos = 0
+    max_budget: Nanos | None = None
+    soft_budget: Nanos | None = None
+    budget_duration: str | None = None
+    budget_reset_at: datetime | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+    model_max_budget: dict[str, Any] | None = None
+    model_rpm_limit: dict[str, int] | None = None
+    model_tpm_limit: dict[str, int] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    blocked: bool = False
+    key_type: str = "default"
+    allowed_routes: tuple[str, ...] = ()
+    end_user_budget_id: str | None = None
+    customer_id: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    created_at: datetime | None = None
+    created_by: str = "default_user_id"
+    updated_at: datetime | None = None
+    updated_by: str = "default_user_id"
+
+
 @dataclass(frozen=True, slots=True)
 class SpendLog:
     """One charged (or failed) request."""

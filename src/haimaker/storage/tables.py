@@ -2,7 +2,8 @@
 
 Tables: `budgets`, `customers` (FK `budget_id` → budgets, ON DELETE SET NULL), `spend_logs` (one row per request,
 keyed by `request_id`), `daily_customer_spend` (rollup keyed by end user, UTC date, model and provider),
-`haimaker_meta` (the store's identity) and `dead_letters` (items the recorder could not write).
+`haimaker_meta` (the store's identity), `dead_letters` (items the recorder could not write) and `virtual_keys`
+(proxy keys, by SHA-256 hex; their spend is charged in the same transaction as the spend logs).
 
 Invariants:
 - Alembic migrations (`storage/migrations/`) create and change the schema; these classes describe the same schema for
@@ -40,7 +41,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from haimaker.storage.records import Budget, Customer, DailySpend, SpendLog
+from haimaker.storage.records import Budget, Customer, DailySpend, SpendLog, VirtualKey
 
 # Deterministic constraint names on both engines, so later migrations can name what they alter.
 NAMING_CONVENTION: dict[str, str] = {
@@ -167,6 +168,7 @@ class SpendLogRow(Base):
     __table_args__ = (
         Index("ix_spend_logs_end_user_start_time", "end_user", "start_time"),
         Index("ix_spend_logs_start_time", "start_time"),
+        Index("ix_spend_logs_api_key_start_time", "api_key", "start_time"),
     )
 
     request_id: Mapped[str] = mapped_column(id_type(), primary_key=True)
@@ -259,6 +261,75 @@ class DailyCustomerSpendRow(Base):
         )
 
 
+class VirtualKeyRow(Base):
+    """A virtual key (LiteLLM's `LiteLLM_VerificationToken`): the key's SHA-256 hex, never the key (migration 0003)."""
+
+    __tablename__ = "virtual_keys"
+    __table_args__ = (Index("ix_virtual_keys_key_alias", "key_alias"),)
+
+    token: Mapped[str] = mapped_column(id_type(), primary_key=True)
+    key_name: Mapped[str] = mapped_column(String)
+    key_alias: Mapped[str | None] = mapped_column(id_type())
+    expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    models: Mapped[list[str]] = mapped_column(json_type(), server_default=text("'[]'"))
+    spend: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    max_budget: Mapped[int | None] = mapped_column(BigInteger)
+    soft_budget: Mapped[int | None] = mapped_column(BigInteger)
+    budget_duration: Mapped[str | None] = mapped_column(String)
+    budget_reset_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rpm_limit: Mapped[int | None] = mapped_column(BigInteger)
+    tpm_limit: Mapped[int | None] = mapped_column(BigInteger)
+    max_parallel_requests: Mapped[int | None] = mapped_column(Integer)
+    model_max_budget: Mapped[dict[str, Any] | None] = mapped_column(json_type())
+    model_rpm_limit: Mapped[dict[str, int] | None] = mapped_column(json_type())
+    model_tpm_limit: Mapped[dict[str, int] | None] = mapped_column(json_type())
+    # `metadata` is reserved on declarative classes, hence the attribute name.
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", json_type(), server_default=text("'{}'"))
+    blocked: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    key_type: Mapped[str] = mapped_column(String, server_default=text("'default'"))
+    allowed_routes: Mapped[list[str]] = mapped_column(json_type(), server_default=text("'[]'"))
+    end_user_budget_id: Mapped[str | None] = mapped_column(id_type())
+    customer_id: Mapped[str | None] = mapped_column(id_type())
+    user_id: Mapped[str | None] = mapped_column(String)
+    team_id: Mapped[str | None] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String)
+
+    def to_record(self) -> VirtualKey:
+        return VirtualKey(
+            token=self.token,
+            key_name=self.key_name,
+            key_alias=self.key_alias,
+            expires=self.expires,
+            models=tuple(self.models or ()),
+            spend=self.spend,
+            max_budget=self.max_budget,
+            soft_budget=self.soft_budget,
+            budget_duration=self.budget_duration,
+            budget_reset_at=self.budget_reset_at,
+            rpm_limit=self.rpm_limit,
+            tpm_limit=self.tpm_limit,
+            max_parallel_requests=self.max_parallel_requests,
+            model_max_budget=self.model_max_budget,
+            model_rpm_limit=self.model_rpm_limit,
+            model_tpm_limit=self.model_tpm_limit,
+            metadata=dict(self.metadata_ or {}),
+            blocked=self.blocked,
+            key_type=self.key_type,
+            allowed_routes=tuple(self.allowed_routes or ()),
+            end_user_budget_id=self.end_user_budget_id,
+            customer_id=self.customer_id,
+            user_id=self.user_id,
+            team_id=self.team_id,
+            created_at=self.created_at,
+            created_by=self.created_by,
+            updated_at=self.updated_at,
+            updated_by=self.updated_by,
+        )
+
+
 class MetaRow(Base):
     """A fact about the store itself; `store_id` is written once, when the store is created (migration 0002)."""
 
@@ -286,6 +357,7 @@ budgets_table = cast(Table, BudgetRow.__table__)
 customers_table = cast(Table, CustomerRow.__table__)
 spend_logs_table = cast(Table, SpendLogRow.__table__)
 daily_customer_spend_table = cast(Table, DailyCustomerSpendRow.__table__)
+virtual_keys_table = cast(Table, VirtualKeyRow.__table__)
 
 
 def budget_values(budget: Budget) -> dict[str, Any]:
@@ -345,4 +417,38 @@ def spend_log_values(log: SpendLog) -> dict[str, Any]:
         "status": log.status,
         "api_key": log.api_key,
         "metadata": log.metadata,
+    }
+
+
+def virtual_key_values(key: VirtualKey) -> dict[str, Any]:
+    """Column values of a virtual key record, keyed by column name (`metadata`, not `metadata_`)."""
+    return {
+        "token": key.token,
+        "key_name": key.key_name,
+        "key_alias": key.key_alias,
+        "expires": key.expires,
+        "models": list(key.models),
+        "spend": key.spend,
+        "max_budget": key.max_budget,
+        "soft_budget": key.soft_budget,
+        "budget_duration": key.budget_duration,
+        "budget_reset_at": key.budget_reset_at,
+        "rpm_limit": key.rpm_limit,
+        "tpm_limit": key.tpm_limit,
+        "max_parallel_requests": key.max_parallel_requests,
+        "model_max_budget": key.model_max_budget,
+        "model_rpm_limit": key.model_rpm_limit,
+        "model_tpm_limit": key.model_tpm_limit,
+        "metadata": key.metadata,
+        "blocked": key.blocked,
+        "key_type": key.key_type,
+        "allowed_routes": list(key.allowed_routes),
+        "end_user_budget_id": key.end_user_budget_id,
+        "customer_id": key.customer_id,
+        "user_id": key.user_id,
+        "team_id": key.team_id,
+        "created_at": key.created_at,
+        "created_by": key.created_by,
+        "updated_at": key.updated_at,
+        "updated_by": key.updated_by,
     }
