@@ -3,6 +3,13 @@
 Several `model_list` entries with one `model_name` form a group; requests rotate over it, and a
 failed attempt (connection error, timeout, 429, 5xx) moves to the next deployment, up to
 `num_retries` retries. Nothing is retried once a byte has reached the client.
+
+Region routing: a call given a `region` (the customer's `allowed_model_region`) only ever reaches the group's
+deployments whose `litellm_params.region_name` equals it, exactly as LiteLLM's `is_region_allowed` compares them
+(case-sensitive; a deployment without `region_name` is in no region). Rotation, retries and failover stay inside that
+subgroup; when it is empty the call is a 400 before any upstream is tried. LiteLLM applies the rule only with
+`router_settings.enable_pre_call_checks`; we apply it always, since a customer pinned to a region must never be
+served outside it because a flag was left unset.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any
 
 from haimaker.accounting.pricing import ModelPrice, PriceTable, price_from_overrides
 from haimaker.config.schema import Config
-from haimaker.errors import UnknownModelError, UpstreamError
+from haimaker.errors import BadRequestError, UnknownModelError, UpstreamError
 from haimaker.providers.base import Deployment, Provider, Route, UpstreamResponse
 from haimaker.providers.tls import parse_verify
 
@@ -89,6 +96,10 @@ class Router:
         self._providers = providers
         self._num_retries = num_retries
         self._cursor: dict[str, int] = dict.fromkeys(self._groups, 0)
+        # Region subgroups, built on first use. Only non-empty ones are kept, so the keys are bounded by the regions
+        # the config names, whatever regions customers carry.
+        self._regional: dict[tuple[str, str], list[Deployment]] = {}
+        self._regional_cursor: dict[tuple[str, str], int] = {}
 
     @property
     def model_names(self) -> list[str]:
@@ -107,6 +118,30 @@ class Router:
             )
         return group
 
+    def regional_group(self, model_name: str, region: str) -> list[Deployment]:
+        """The deployments of a model in `region`, or a 400 naming the region and the model group.
+
+        Raises:
+            UnknownModelError: no such model.
+            BadRequestError: none of its deployments has `region_name` equal to `region`.
+        """
+        subgroup = self._regional.get((model_name, region))
+        if subgroup is not None:
+            return subgroup
+        group = self.group(model_name)
+        subgroup = [deployment for deployment in group if deployment.region_name == region]
+        if not subgroup:
+            regions = sorted({d.region_name for d in group if d.region_name})
+            raise BadRequestError(
+                f"No deployment of model group '{model_name}' is in region '{region}', the only region this "
+                f"customer's requests may use (allowed_model_region='{region}'). Regions of this model group: "
+                f"{', '.join(regions) or 'none set'}.",
+                param="model",
+            )
+        self._regional[(model_name, region)] = subgroup
+        self._regional_cursor[(model_name, region)] = 0
+        return subgroup
+
     async def open(
         self,
         model_name: str,
@@ -114,12 +149,21 @@ class Router:
         body: dict[str, Any],
         stream: bool,
         *,
+        region: str | None = None,
         on_failed_attempt: Callable[[Deployment, UpstreamError], None] | None = None,
     ) -> tuple[Deployment, UpstreamResponse]:
-        """Open the call on one deployment of the group, moving on to the next after a retryable failure."""
-        group = self.group(model_name)
-        start = self._cursor[model_name]
-        self._cursor[model_name] = (start + 1) % len(group)
+        """Open the call on one deployment of the group, moving on to the next after a retryable failure.
+
+        With `region`, only the group's deployments in that region are tried (`regional_group`).
+        """
+        if region is None:
+            group = self.group(model_name)
+            start = self._cursor[model_name]
+            self._cursor[model_name] = (start + 1) % len(group)
+        else:
+            group = self.regional_group(model_name, region)
+            start = self._regional_cursor[(model_name, region)]
+            self._regional_cursor[(model_name, region)] = (start + 1) % len(group)
         attempts = 1 + self._num_retries
         last_error: UpstreamError | None = None
         for attempt in range(attempts):
