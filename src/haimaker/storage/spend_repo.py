@@ -3,15 +3,18 @@
 Invariants of `SpendRepository.write_batch` (one transaction per batch):
 - Idempotent: a spend log is keyed by `request_id` and a log already stored is skipped (PostgreSQL: ON CONFLICT DO
   NOTHING RETURNING; SQLite: the stored ids read inside the write-locked transaction); only the logs actually
-  inserted add to `customers.spend` and to the daily rollup, so a batch retried after a crash never double-counts.
+  inserted add to `customers.spend`, `virtual_keys.spend` and to the daily rollup, so a batch retried after a crash
+  never double-counts.
 - Deadlock-free across processes: every writer touches tables in the same order (customers inserted, logs, customers
-  updated, daily rollup) and rows within a table in sorted key order. On SQLite the transaction takes the write lock at
-  BEGIN, since it reads (which logs are stored) before it writes.
+  updated, virtual keys updated, daily rollup) and rows within a table in sorted key order. On SQLite the transaction
+  takes the write lock at BEGIN, since it reads (which logs are stored) before it writes.
 - A constant number of statements per batch, whatever its size: rows travel as one JSON parameter (`json_rows`), so
   neither Python nor the driver does work per row beyond building that parameter.
 - A log whose `status` is not "success" counts as a failed request and adds no spend anywhere, reports included.
 - A charge for a customer that does not exist (deleted, or never created) still writes its log and rollup; the
   recorder lists customers it has not seen stored in `ChargeBatch.new_customers` to have them created first.
+- The inserted logs' spend also adds to `virtual_keys.spend` where `token = api_key` (one statement per batch, keys
+  locked in sorted order on PostgreSQL); a log whose key matches no row (the master key, a deleted key) adds nowhere.
 - Daily rollup rows are keyed by the log's UTC start date; `end_user_id` "" collects requests without a customer.
 
 Time ranges in reports are half-open, `start <= start_time < end`; date ranges are inclusive; None means unbounded.
@@ -80,6 +83,7 @@ class SpendRepository:
             await self._insert_missing_customers(session, batch.new_customers)
             inserted = await _insert_logs(session, logs)
             await _add_customer_spend(session, inserted)
+            await _add_key_spend(session, inserted)
             await _add_daily_rollups(session, inserted)
         return len(inserted)
 
@@ -242,6 +246,8 @@ class _ChargeSql:
     insert_logs: TextClause
     lock_customers: TextClause | None  # PostgreSQL: lock the charged customers in sorted order
     add_spend: TextClause
+    lock_keys: TextClause | None  # PostgreSQL: lock the charged keys in sorted order
+    add_key_spend: TextClause
     upsert_daily: TextClause
 
     def rows(self, rows: Iterable[Mapping[str, Any]], datetime_columns: Sequence[str] = ()) -> str:
@@ -270,6 +276,11 @@ def _charge_sql(dialect: str) -> _ChargeSql:
                 "UPDATE customers SET spend = spend + d.value "
                 "FROM json_each(:deltas) AS d WHERE customers.user_id = d.key"
             ),
+            lock_keys=None,
+            add_key_spend=text(
+                "UPDATE virtual_keys SET spend = spend + d.value "
+                "FROM json_each(:deltas) AS d WHERE virtual_keys.token = d.key"
+            ),
             upsert_daily=daily,
         )
     return _ChargeSql(
@@ -288,6 +299,14 @@ def _charge_sql(dialect: str) -> _ChargeSql:
         add_spend=text(
             "UPDATE customers AS c SET spend = c.spend + d.value::bigint "
             "FROM jsonb_each_text(CAST(:deltas AS jsonb)) AS d WHERE c.user_id = d.key"
+        ),
+        lock_keys=text(
+            "SELECT token FROM virtual_keys WHERE token IN (SELECT key FROM jsonb_each_text(CAST(:deltas AS jsonb))) "
+            "ORDER BY token FOR UPDATE"
+        ),
+        add_key_spend=text(
+            "UPDATE virtual_keys AS k SET spend = k.spend + d.value::bigint "
+            "FROM jsonb_each_text(CAST(:deltas AS jsonb)) AS d WHERE k.token = d.key"
         ),
         upsert_daily=daily,
     )
@@ -334,6 +353,21 @@ async def _add_customer_spend(session: AsyncSession, logs: Sequence[SpendLog]) -
     if sql.lock_customers is not None:
         await session.execute(sql.lock_customers, params)
     await session.execute(sql.add_spend, params)
+
+
+async def _add_key_spend(session: AsyncSession, logs: Sequence[SpendLog]) -> None:
+    """Add the logs' spend to their virtual keys (by `api_key`, the key's hash) in one statement."""
+    deltas: defaultdict[str, int] = defaultdict(int)
+    for log in logs:
+        if log.api_key and log.status == SUCCESS and log.spend:
+            deltas[log.api_key] += log.spend
+    if not deltas:
+        return
+    sql = _CHARGE_SQL[_dialect(session)]
+    params = {"deltas": orjson.dumps(deltas).decode()}
+    if sql.lock_keys is not None:
+        await session.execute(sql.lock_keys, params)
+    await session.execute(sql.add_key_spend, params)
 
 
 async def _add_daily_rollups(session: AsyncSession, logs: Sequence[SpendLog]) -> None:
