@@ -25,20 +25,72 @@ from haimaker.accounting.pricing import Usage, UsageError, check_billable, cost_
 from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.tokens import DEFAULT_INLINE_LIMIT_CHARS, TokenCounter
 from haimaker.clock import Clock
-from haimaker.errors import AuthenticationError, BadGatewayError, BadRequestError, ProxyError, UpstreamError
-from haimaker.identity import Authenticator, CustomerIdResolver
-from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price
+from haimaker.errors import (
+    AuthenticationError,
+    BadGatewayError,
+    BadRequestError,
+    PermissionDeniedError,
+    ProxyError,
+    UpstreamError,
+)
+from haimaker.identity import Authenticator, Caller, CustomerIdResolver
+from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price, key_allows_model, key_limits
 from haimaker.metrics import Metrics
 from haimaker.money import nanos_to_usd
 from haimaker.providers.base import Deployment, Route, UpstreamResponse
 from haimaker.providers.redaction import Redactor
 from haimaker.providers.router import Router
 from haimaker.providers.sse import DEFAULT_MAX_EVENT_BYTES, SSETap, choice_texts, error_event
-from haimaker.storage.records import SpendLog
+from haimaker.storage.records import SpendLog, VirtualKey
 
 logger = logging.getLogger("haimaker.pipeline")
 
 Headers = list[tuple[str, str]]
+
+# Request fields only the proxy reads: `_upstream_body` removes them, so the provider never sees them (an OpenAI
+# upstream answers 400 "Unrecognized request argument" to each). The list is LiteLLM's: names it owns (its
+# `all_litellm_params` / `is_litellm_owned_kwarg`) and pops from client requests (`_UNTRUSTED_ROOT_CONTROL_FIELDS`)
+# that a LiteLLM client plausibly sends; names an OpenAI-compatible upstream may define (vLLM's `guided_json`, ...)
+# pass through. OpenAI's own `user` and `safety_identifier` stay.
+PROXY_ONLY_FIELDS = frozenset(
+    {
+        # The proxy's metadata on the chat, completions and embeddings routes (LiteLLM's get_metadata_variable_name):
+        # identity reads `metadata.user_id`. OpenAI's stored-completions `metadata` is thus unreachable, as in LiteLLM.
+        "metadata",
+        # Spend-log and routing tags, and request objects LiteLLM itself builds (a client must not forge them).
+        "tags",
+        "proxy_server_request",
+        "standard_logging_object",
+        "secret_fields",
+        # Routing, retries and fallbacks: the proxy's router decides them from its config, never the client.
+        "fallbacks",
+        "context_window_fallback_dict",
+        "num_retries",
+        "retry_policy",
+        "cooldown_time",
+        "model_list",
+        "allowed_model_region",  # a customer's region comes from its record, never from the request
+        # LiteLLM features we do not run: response caching, guardrails, callbacks, mocked answers.
+        "caching",
+        "cache",
+        "guardrails",
+        "disable_global_guardrails",
+        "callbacks",
+        "logger_fn",
+        "no-log",
+        "mock_response",
+        "mock_timeout",
+        "mock_tool_calls",
+        # Client-side upstream credentials: the deployment's own are used; a client's are never passed on.
+        "api_key",
+        "api_base",
+        "base_url",
+        "api_version",
+    }
+)
+# Also every name holding this: `litellm_metadata`, `litellm_trace_id`, `litellm_session_id`, ... and LiteLLM's internal
+# `_litellm_*` names (a substring test: half the cost of two `startswith` per field on the hot path).
+PROXY_ONLY_MARK = "litellm_"
 
 
 @dataclass(slots=True)
@@ -117,22 +169,29 @@ class Pipeline:
             self._group_prices[name] = group_price([d.price for d in group], [d.max_output_tokens for d in group])
 
     async def run(
-        self, route: Route, raw: bytes, headers: Mapping[str, str], *, path_model: str | None = None
+        self,
+        route: Route,
+        raw: bytes,
+        headers: Mapping[str, str],
+        *,
+        path_model: str | None = None,
+        path: str | None = None,
     ) -> JsonResult | StreamResult:
         """Serve one request; raise a `ProxyError` for anything the client must be told (and count it).
 
-        `path_model` is the model named by an Azure-style URL (`/openai/deployments/<model>/...`).
+        `path_model` is the model named by an Azure-style URL (`/openai/deployments/<model>/...`); `path` is the
+        request's path (a key's `allowed_routes` name paths).
         """
         started = time.perf_counter()
         try:
-            key_hash = self._auth.check_llm(headers)
+            caller = await self._auth.check_llm(headers, path or f"/{route.value}")
             body = parse_body(route, raw, path_model)
         except ProxyError as exc:
             self.observe_error(route, None, exc.status_code, started)
             raise
         model = body["model"]
         try:
-            return await self._serve(route, body, model, headers, started, key_hash)
+            return await self._serve(route, body, model, headers, started, caller)
         except ProxyError as exc:
             # Counted under the requested model (bounded: unknown names become "other"), so that the
             # error rate of each configured model can be read from the metrics.
@@ -140,12 +199,31 @@ class Pipeline:
             raise
 
     async def _serve(
-        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float, key_hash: str
+        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float, caller: Caller
     ) -> JsonResult | StreamResult:
         customer_id = self._customers.resolve(headers, body)
+        bound = caller.customer_id
+        if bound is not None:
+            # Trusted identity: the key names its customer; a request that names another is refused, never re-billed.
+            if customer_id is not None and customer_id != bound:
+                raise PermissionDeniedError(
+                    f"This key is bound to one customer and the request names another ({customer_id!r}); omit the "
+                    "customer id or send the key's own.",
+                    error_type="customer_mismatch",
+                    param="user",
+                )
+            customer_id = bound
         if customer_id is None and self._options.enforce_user_param:
             raise AuthenticationError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
         self._router.group(model)  # unknown model: 400 before anything else is spent
+        key = caller.key
+        if key is not None and not key_allows_model(key, model):
+            raise PermissionDeniedError(
+                f"The requested model '{model}' is not available for this API key, or the model name is invalid. "
+                "Check the models available to you and try again.",
+                error_type="key_model_access_denied",
+                param="model",
+            )
         call = _Call(
             route=route,
             body=body,
@@ -155,15 +233,18 @@ class Pipeline:
             started=started,
             started_at=self._now(),
             customer_id=customer_id,
-            key_hash=key_hash,
+            key_hash=caller.token,
         )
-        if customer_id is not None:
-            await self._admit(call, customer_id)
+        if customer_id is not None or (key is not None and key_limits(key, model)):
+            await self._admit(call, customer_id, key)
         upstream_body = self._upstream_body(call)
         call.upstream_started = time.perf_counter()
+        # A customer's allowed_model_region keeps its call on deployments of that region (providers/router.py).
+        customer = self._engine.catalog.customers.get(customer_id) if customer_id is not None else None
+        region = customer.allowed_model_region if customer is not None else None
         try:
             deployment, response = await self._router.open(
-                model, route, upstream_body, call.stream, on_failed_attempt=self._count_failure
+                model, route, upstream_body, call.stream, region=region, on_failed_attempt=self._count_failure
             )
         except BaseException:
             self._release(call)
@@ -174,9 +255,11 @@ class Pipeline:
             return self._stream(call, deployment, response)
         return await self._whole(call, deployment, response)
 
-    async def _admit(self, call: _Call, customer_id: str) -> None:
+    async def _admit(self, call: _Call, customer_id: str | None, key: VirtualKey | None) -> None:
         group = self._group_prices[call.model]
-        if self._engine.needs_prompt_count(customer_id):
+        if (customer_id is not None and self._engine.needs_prompt_count(customer_id)) or (
+            key is not None and self._engine.needs_key_prompt_count(key, call.model)
+        ):
             call.prompt_tokens = await self._count_prompt(call)
         call.ticket = await self._engine.admit(
             customer_id,
@@ -185,6 +268,7 @@ class Pipeline:
             prompt_tokens=call.prompt_tokens or 0,
             max_output_tokens=_max_output_tokens(call.body),
             n=_int_or(call.body.get("n"), 1),
+            key=key,
         )
 
     async def _count_prompt(self, call: _Call) -> int:
@@ -196,16 +280,30 @@ class Pipeline:
         return await self._tokens.count_embedding_input_async(body.get("input"), model)
 
     def _upstream_body(self, call: _Call) -> dict[str, Any]:
+        """The body the provider gets: the client's without `PROXY_ONLY_FIELDS`, asking for stream usage.
+
+        The client's body is never mutated (the spend log and identity read it); it is copied only when a field has
+        to go or be added.
+        """
+        body = call.body
+        for name in body:
+            if name in PROXY_ONLY_FIELDS or PROXY_ONLY_MARK in name:
+                body = {
+                    key: value
+                    for key, value in body.items()
+                    if key not in PROXY_ONLY_FIELDS and PROXY_ONLY_MARK not in key
+                }
+                break
         if not call.stream:
-            return call.body
-        options = call.body.get("stream_options")
+            return body
+        options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage") is True:
-            return call.body
+            return body
         if self._options.always_include_stream_usage is False:
-            return call.body
+            return body
         # Ask for usage so the call can be priced; the extra chunk is stripped before the client sees it.
         return {
-            **call.body,
+            **body,
             "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
         }
 
@@ -260,8 +358,8 @@ class Pipeline:
 
     def _stream(self, call: _Call, deployment: Deployment, response: UpstreamResponse) -> StreamResult:
         headers = self._common_headers(call, deployment)
-        if call.ticket is not None and call.ticket.reservation is not None:
-            headers.extend(call.ticket.reservation.rate_headers)
+        if call.ticket is not None:
+            headers.extend(call.ticket.rate_headers())
         tap = self._tap(call, deployment)
         self._observe(call, 200)
         return StreamResult(
@@ -340,11 +438,13 @@ class Pipeline:
         """Charge the call and build its response headers (never awaits)."""
         headers = self._common_headers(call, deployment)
         cost = 0
-        if call.ticket is not None and self._options.track_customers:
-            settlement = self._engine.settle(call.ticket, deployment.price, usage)
+        if call.ticket is not None:
+            # With end-user cost tracking off, the key is still charged; the customer's reservation is given back.
+            settlement = self._engine.settle(
+                call.ticket, deployment.price, usage, charge_customer=self._options.track_customers
+            )
             cost = settlement.cost
-            if call.ticket.reservation is not None:
-                headers.extend(call.ticket.reservation.rate_headers)
+            headers.extend(call.ticket.rate_headers())
             if settlement.over_soft_budget:
                 headers.append(("x-litellm-soft-budget-exceeded", "true"))
         else:
