@@ -3,13 +3,21 @@ the same set shared through Redis."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 
 import pytest
 from redis.asyncio import Redis
 
 from haimaker.clock import FakeClock
-from haimaker.state.ui_sessions import MAX_LOCAL_SESSIONS, LiveSessions, SessionStoreUnavailable
+from haimaker.state.ui_sessions import (
+    MASTER_HOLDER,
+    MAX_LOCAL_SESSIONS,
+    LiveSessions,
+    SessionStoreUnavailable,
+    key_holder,
+    token_of_holder,
+)
 
 
 async def test_a_session_is_live_from_sign_in_until_sign_out() -> None:
@@ -30,6 +38,18 @@ async def test_a_session_ends_with_its_lifetime() -> None:
     assert await sessions.is_live("s1")
     clock.advance(1)
     assert not await sessions.is_live("s1")
+
+
+async def test_a_session_remembers_who_signed_in_until_sign_out() -> None:
+    sessions = LiveSessions(FakeClock())
+    await sessions.add("by-master", 60)
+    await sessions.add("by-key", 60, key_holder("ab" * 32))
+    assert await sessions.holder_of("by-master") == MASTER_HOLDER
+    holder = await sessions.holder_of("by-key")
+    assert holder is not None and token_of_holder(holder) == "ab" * 32
+    assert token_of_holder(MASTER_HOLDER) is None
+    await sessions.revoke("by-key")
+    assert await sessions.holder_of("by-key") is None
 
 
 async def test_the_local_table_is_bounded_and_forgets_the_oldest_first() -> None:
@@ -55,6 +75,12 @@ async def test_in_redis_every_instance_sees_a_sign_out_and_only_a_digest_is_stor
         assert 0 < await first_client.ttl(keys[0]) <= 60
         await second.revoke("secret-session-id")
         assert not await first.is_live("secret-session-id")
+        await first.add("by-key", 60, key_holder("cd" * 32))
+        assert await second.holder_of("by-key") == key_holder("cd" * 32)
+        # A session recorded before holders existed (value "1") was the master key's: only admins could sign in.
+        legacy = f"{redis_prefix}:ui:session:{hashlib.sha256(b'legacy-session').hexdigest()}"
+        await first_client.set(legacy, b"1", ex=60)
+        assert await second.holder_of("legacy-session") == MASTER_HOLDER
     finally:
         await first_client.aclose()
         await second_client.aclose()
