@@ -103,7 +103,9 @@ class LiveSessions:
             return None
         if value is None:
             return None
-        return MASTER_HOLDER if value == _LEGACY_HOLDER else bytes(value).decode(errors="replace")
+        if isinstance(value, str):  # a client built with decode_responses
+            value = value.encode()
+        return MASTER_HOLDER if value == _LEGACY_HOLDER else value.decode(errors="replace")
 
     async def revoke(self, session_id: str) -> None:
         """Sign a session out, everywhere (best effort in Redis: a failure is logged)."""
