@@ -72,6 +72,7 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
     except ValidationError as exc:
         raise ConfigError(problems + [_format_error(err) for err in exc.errors()]) from None
 
+    _check_default_budget(config, problems)
     warnings = [f"config key not supported yet (ignored): {key}" for key in config.unsupported_keys()]
     warnings.extend(_accepted_but_not_enforced(config))
     general = config.general_settings
@@ -141,6 +142,16 @@ def _check_models(model_list: Any, problems: list[str]) -> None:
             )
         elif provider == "azure" and not params.get("api_base"):
             problems.append(f"model_list[{i}].litellm_params.api_base: required for azure/ deployments")
+
+
+def _check_default_budget(config: Config, problems: list[str]) -> None:
+    """A declared default budget needs the id it is created under."""
+    litellm = config.litellm_settings
+    if litellm.default_end_user_budget is not None and not litellm.max_end_user_budget_id:
+        problems.append(
+            "litellm_settings.default_end_user_budget: declares the default budget, but "
+            "litellm_settings.max_end_user_budget_id (the id it is created under) is not set"
+        )
 
 
 def _accepted_but_not_enforced(config: Config) -> list[str]:

@@ -8,11 +8,17 @@ implement are kept as pydantic extras rather than refused, because LiteLLM confi
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from haimaker.errors import BadRequestError
+from haimaker.periods import validate_duration
+
 _VERIFY_FLAGS = frozenset({"true", "false", "1", "0", "yes", "no", "on", "off"})
+# The largest amount of money a config may declare: what the store holds as nano-dollars (as POST /budget/new).
+MAX_CONFIG_USD = Decimal(1_000_000_000)
 
 
 class _Section(BaseModel):
@@ -183,8 +189,49 @@ class GeneralSettings(_Section):
     )
 
 
+class DefaultEndUserBudget(BaseModel):
+    """`litellm_settings.default_end_user_budget` (haimaker's): the budget `max_end_user_budget_id` names, declared in
+    the config so that the proxy creates it at start-up when the store has no budget with that id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_budget: Decimal | None = Field(
+        default=None, ge=0, le=MAX_CONFIG_USD, description="USD a customer may spend per period", examples=[10]
+    )
+    soft_budget: Decimal | None = Field(
+        default=None, ge=0, le=MAX_CONFIG_USD, description="USD past which alerts fire and responses say so"
+    )
+    rpm_limit: int | None = Field(default=None, ge=0, lt=2**63, description="Requests per minute per customer")
+    tpm_limit: int | None = Field(default=None, ge=0, lt=2**63, description="Tokens per minute per customer")
+    max_parallel_requests: int | None = Field(default=None, ge=0, lt=2**63)
+    budget_duration: str | None = Field(
+        default=None, description="The spend reset period, as on POST /budget/new", examples=["30d", "1mo", "24h"]
+    )
+
+    @field_validator("max_budget", "soft_budget")
+    @classmethod
+    def _finite(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and not value.is_finite():
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("budget_duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        try:
+            return validate_duration(value)
+        except BadRequestError as exc:
+            raise ValueError(exc.message) from None
+
+
 class LiteLLMSettings(_Section):
     max_end_user_budget_id: str | None = None
+    default_end_user_budget: DefaultEndUserBudget | None = Field(
+        default=None,
+        description="haimaker's: the budget `max_end_user_budget_id` names, created at start-up when the store has "
+        "none with that id (a stored one is never overwritten by it; change that with POST /budget/update)",
+        examples=[{"max_budget": 10, "budget_duration": "30d", "rpm_limit": 60}],
+    )
     disable_end_user_cost_tracking: bool = False
     budget_exceeded_status_code: int = Field(default=400, ge=400, le=499)
     timezone: str = "UTC"
