@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
 from haimaker.ids import MAX_ID_CHARS, MAX_TEXT_CHARS, text_problem
@@ -201,3 +201,93 @@ COMMON_ERRORS: Final = (401, 403, 429, 503)
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for error statuses, each with the error envelope's schema."""
     return {status: {"model": ErrorEnvelope, "description": _STATUS_DESCRIPTIONS[status]} for status in statuses}
+
+
+# -- virtual keys (`/key/*`): LiteLLM's `GenerateKeyRequest`, `UpdateKeyRequest`, `RegenerateKeyRequest`,
+# `KeyRequest` and `BlockKeyRequest`, with the fields haimaker keeps. Amounts, durations, custom key values and
+# budget ids carry LiteLLM's 400 messages from `services.keys`.
+
+KeyType = Literal["default", "llm_api", "management", "read_only"]
+_Limit = Annotated[int, Field(ge=0, le=_BIGINT)]
+
+
+class _KeyFields(_Body):
+    key_alias: Text | None = Field(default=None, description="A unique, human-readable name for the key.")
+    duration: Name | None = Field(
+        default=None, description="How long the key is valid ('30s', '30m', '30h', '30d'); unset: never expires."
+    )
+    models: list[Name] | None = Field(default=None, description="Model names the key may call; empty = any.")
+    spend: float | None = Field(default=None, description="The key's spend in its current period, in USD.")
+    max_budget: float | None = Field(default=None, description="Requests fail once the key spends this (USD).")
+    soft_budget: float | None = Field(default=None, description="An alert threshold (USD); requests go on.")
+    budget_duration: Name | None = Field(
+        default=None, description="The key's spend resets on this period ('1h', '1d', '30d').", examples=["30d"]
+    )
+    rpm_limit: int | None = Field(default=None, ge=0, le=_BIGINT, description="Requests per minute.")
+    tpm_limit: int | None = Field(default=None, ge=0, le=_BIGINT, description="Tokens per minute.")
+    max_parallel_requests: int | None = Field(default=None, ge=0, le=_INT, description="Concurrent requests.")
+    model_max_budget: dict[Name, FreeJson] | None = Field(
+        default=None, description="Per-model budgets, e.g. {'gpt-4o': {'budget_limit': 0.5, 'time_period': '1d'}}."
+    )
+    model_rpm_limit: dict[Name, _Limit] | None = Field(default=None, description="Per-model requests per minute.")
+    model_tpm_limit: dict[Name, _Limit] | None = Field(default=None, description="Per-model tokens per minute.")
+    metadata: FreeJson | None = None
+    blocked: bool | None = None
+    key_type: KeyType | None = Field(
+        default=None,
+        description="llm_api: LLM routes only; management: admin API only; read_only: admin reads and the UI "
+        "without writes; default: LLM routes.",
+    )
+    allowed_routes: list[Name] | None = None
+    end_user_budget_id: Name | None = Field(
+        default=None, description="The budget of customers first seen through this key (must exist; '' clears)."
+    )
+    customer_id: Id | None = Field(
+        default=None, description="haimaker: every request with this key is this customer's; another id is a 403."
+    )
+    user_id: Name | None = None
+    team_id: Name | None = None
+
+
+class GenerateKeyRequest(_KeyFields):
+    """`POST /key/generate`."""
+
+    key: Name | None = Field(default=None, description="A caller-chosen key: starts with 'sk-', 16+ characters.")
+
+
+class UpdateKeyRequest(_KeyFields):
+    """`POST /key/update`: the key by value or hash (`key`), else by `key_alias`; only the fields sent change."""
+
+    key: Name | None = None
+
+    @model_validator(mode="after")
+    def _names_a_key(self) -> UpdateKeyRequest:
+        if self.key is None and self.key_alias is None:
+            raise ValueError("either key or key_alias must be provided")
+        return self
+
+
+class RegenerateKeyRequest(_KeyFields):
+    """`POST /key/regenerate` and `POST /key/{key}/regenerate`."""
+
+    key: Name | None = None
+    new_key: Name | None = Field(default=None, description="The new value (starts with 'sk-'); unset: random.")
+
+
+class KeyRequest(_Body):
+    """`POST /key/delete`."""
+
+    keys: list[Name] | None = Field(default=None, max_length=MAX_IDS, description="Keys or their hashes.")
+    key_aliases: list[Text] | None = Field(default=None, max_length=MAX_IDS)
+
+    @model_validator(mode="after")
+    def _names_keys(self) -> KeyRequest:
+        if not self.keys and not self.key_aliases:
+            raise ValueError("At least one of 'keys' or 'key_aliases' must be provided.")
+        return self
+
+
+class BlockKeyRequest(_Body):
+    """`POST /key/block` and `POST /key/unblock`."""
+
+    key: Name = Field(description="The key (sk-...) or its hash.")

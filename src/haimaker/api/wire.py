@@ -12,8 +12,9 @@ from typing import Any, Final
 
 from haimaker.money import nanos_to_usd, optional_nanos_to_usd
 from haimaker.services.customers import CustomerView
+from haimaker.services.keys import key_status
 from haimaker.services.spend import KEY_OWNER, ActivityReport, DailyActivity, DaySummary, SpendMetrics
-from haimaker.storage.records import Budget, SpendLog
+from haimaker.storage.records import Budget, SpendLog, VirtualKey
 
 BUDGET_RELATIONS: Final = (
     "organization",
@@ -229,4 +230,51 @@ def activity_report(report: ActivityReport) -> dict[str, Any]:
             "total_pages": report.total_pages,
             "has_more": report.has_more,
         },
+    }
+
+
+def key_row(key: VirtualKey, now: datetime) -> dict[str, Any]:
+    """A virtual key as LiteLLM's `LiteLLM_VerificationToken` row: the token (hash) and masked name, never the key.
+
+    haimaker's `customer_id` and `end_user_budget_id` are added; LiteLLM's fields haimaker has no use for (teams'
+    aliases, config, permissions, rotation) are present with their defaults. `status` is LiteLLM's derived one.
+    """
+    return {
+        "token": key.token,
+        "key_name": key.key_name,
+        "key_alias": key.key_alias,
+        "spend": nanos_to_usd(key.spend),
+        "max_budget": optional_nanos_to_usd(key.max_budget),
+        "soft_budget": optional_nanos_to_usd(key.soft_budget),
+        "expires": iso(key.expires),
+        "models": list(key.models),
+        "aliases": {},
+        "config": {},
+        "user_id": key.user_id,
+        "team_id": key.team_id,
+        "max_parallel_requests": key.max_parallel_requests,
+        "metadata": key.metadata,
+        "tpm_limit": key.tpm_limit,
+        "rpm_limit": key.rpm_limit,
+        "budget_duration": key.budget_duration,
+        "budget_reset_at": iso(key.budget_reset_at),
+        "allowed_cache_controls": [],
+        "allowed_routes": list(key.allowed_routes),
+        "key_type": key.key_type,
+        "permissions": {},
+        "model_spend": {},
+        "model_max_budget": key.model_max_budget or {},
+        "model_rpm_limit": key.model_rpm_limit,
+        "model_tpm_limit": key.model_tpm_limit,
+        "blocked": key.blocked,
+        "litellm_budget_table": None,
+        "budget_id": None,
+        "org_id": None,
+        "end_user_budget_id": key.end_user_budget_id,
+        "customer_id": key.customer_id,
+        "created_at": iso(key.created_at),
+        "created_by": key.created_by,
+        "updated_at": iso(key.updated_at),
+        "updated_by": key.updated_by,
+        "status": key_status(key, now),
     }

@@ -4,12 +4,13 @@ Built once per app in the lifespan (`app.py`), from exactly the collaborators th
     services.customers   CustomerService  (customers.py)
     services.budgets     BudgetService    (budgets.py)
     services.spend       SpendService     (spend.py)
+    services.keys        KeyService       (keys.py)
     ResetJob             the budget-period job (resets.py)
 
 Invariants:
-- Every admin write reaches the hot state (the in-memory catalog and the spend counters) through `budget_changed`,
-  `customer_changed` or `spend_changed`, before the write's method returns: admission never sees a customer or
-  budget older than the last admin response.
+- Every admin write reaches the hot state (the in-memory catalogs and the spend counters) through `budget_changed`,
+  `customer_changed`, `spend_changed`, `key_changed` or `key_spend_changed`, before the write's method returns:
+  admission never sees a customer, budget or key older than the last admin response.
 - Those methods are the one multi-instance hook: they update this instance, and with several instances announce
   the change (Redis pub/sub, `state/cluster.py`) for the others to read the row back from the store.
 """
@@ -24,7 +25,9 @@ from haimaker.errors import ServiceUnavailableError
 from haimaker.money import Nanos
 from haimaker.services.budgets import BudgetService
 from haimaker.services.customers import CustomerService
+from haimaker.services.keys import KeyService
 from haimaker.services.spend import SpendService
+from haimaker.state.keys import KeyCatalog, key_subject
 
 if TYPE_CHECKING:
     from haimaker.accounting.recorder import SpendRecorder
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
     from haimaker.state.counters import CounterStore
     from haimaker.storage.budgets_repo import BudgetRepository
     from haimaker.storage.customers_repo import CustomerRepository
-    from haimaker.storage.records import Budget, Customer
+    from haimaker.storage.keys_repo import KeyRepository
+    from haimaker.storage.records import Budget, Customer, VirtualKey
     from haimaker.storage.spend_repo import SpendRepository
     from haimaker.storage.store_health import StoreStatus
 
@@ -73,11 +77,16 @@ class Services:
         announcer: ChangeAnnouncer | None = None,
         shared_spend: SharedSpend | None = None,
         store_status: Callable[[], StoreStatus] | None = None,
+        keys_repo: KeyRepository | None = None,
+        key_catalog: KeyCatalog | None = None,
     ) -> None:
         self.customers_repo = customers_repo
         self.budgets_repo = budgets_repo
         self.spend_repo = spend_repo
+        # None: virtual keys are not wired (the key use-cases answer 503).
+        self.keys_repo = keys_repo
         self.catalog = catalog
+        self.key_catalog = key_catalog if key_catalog is not None else KeyCatalog()
         self.counters = counters
         self.clock = clock
         self.router = router
@@ -90,6 +99,7 @@ class Services:
         self.customers = CustomerService(self)
         self.budgets = BudgetService(self)
         self.spend = SpendService(self)
+        self.keys = KeyService(self)
 
     async def settle_pending(self) -> None:
         """Wait until every charge and reset queued so far is written (stored spend exact, traffic customers stored).
@@ -147,6 +157,30 @@ class Services:
         """An admin set a customer's spend: into this instance's counters. Other instances see it through the
         shared counters (Redis), so nothing is announced."""
         self.counters.seed(customer.user_id, customer.spend, customer.spend_reset_at)
+
+    async def live_key_spend(self, key: VirtualKey) -> Nanos:
+        """A key's spend in its period including charges not yet written (by every instance, with shared Redis)."""
+        subject = key_subject(key.token)
+        if self._shared_spend is not None:
+            shared = await self._shared_spend(subject)
+            if shared is not None:
+                return shared
+        spend = self.counters.spend(subject)
+        return key.spend if spend is None else spend
+
+    def key_changed(self, token: str, key: VirtualKey | None) -> None:
+        """A key row was written (`key`) or deleted (None): into the key catalog (a deleted key's counters go too),
+        and announced as kind "key" with its token."""
+        if key is None:
+            self.key_catalog.drop(token)
+            self.counters.forget(key_subject(token))
+        else:
+            self.key_catalog.put(key)
+        self._announce("key", token)
+
+    def key_spend_changed(self, key: VirtualKey) -> None:
+        """An admin set a key's spend (or a regenerated key took its old token's): into this instance's counters."""
+        self.counters.seed(key_subject(key.token), key.spend, key.budget_reset_at)
 
     def _announce(self, kind: str, key: str) -> None:
         if self._announcer is not None:
