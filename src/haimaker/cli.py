@@ -3,6 +3,7 @@
 haimaker --config config.yaml [--host 0.0.0.0] [--port 4000] [--num_workers 1] [--detailed_debug]
 haimaker config check --config config.yaml
 haimaker db upgrade --config config.yaml
+haimaker import-litellm --from postgresql://... --config config.yaml [--dry-run]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from haimaker.clock import SystemClock
 from haimaker.config.loader import ConfigError, Settings, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="haimaker: an OpenAI-compatible LLM gateway.")
@@ -84,6 +86,51 @@ def db_upgrade(config: ConfigOption = None) -> None:
     url = normalize_database_url(settings.database_url, config_dir=settings.config_dir)
     asyncio.run(upgrade(url))
     typer.echo("database is up to date")
+
+
+@app.command("import-litellm")
+def import_litellm(
+    from_url: Annotated[
+        str, typer.Option("--from", help="LiteLLM's DATABASE_URL: postgresql://user:password@host:5432/litellm")
+    ],
+    config: ConfigOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and compare, write nothing")] = False,
+) -> None:
+    """Import a LiteLLM proxy's budgets, end users and virtual keys, with their spend, into haimaker's store.
+
+    Imported keys keep working (LiteLLM stores keys as their SHA-256, as haimaker does). Run it while the haimaker
+    proxy is stopped, and start (or restart) the proxy afterwards: a running proxy loads budgets, customers and keys
+    at startup only. Safe to run again: rows already imported and unchanged are left alone, rows changed in LiteLLM
+    since are brought up to date (LiteLLM's values win, spend included), rows LiteLLM does not have are kept.
+    """
+    from haimaker.app import verify_configured_store
+    from haimaker.importer import LiteLLMSourceError
+    from haimaker.importer import import_litellm as run_import
+    from haimaker.importer.source import source_url
+    from haimaker.storage.engine import normalize_database_url, upgrade
+    from haimaker.storage.store_identity import STORE_ID_FILENAME, remember_store
+
+    settings = _load_or_exit(config)
+
+    async def run() -> list[str]:
+        source_url(from_url)  # a malformed --from fails before the store is touched
+        await verify_configured_store(settings)
+        store = normalize_database_url(settings.database_url, config_dir=settings.config_dir)
+        await upgrade(store)
+        await remember_store(store, settings.config_dir / STORE_ID_FILENAME)
+        report = await run_import(from_url, store, now=SystemClock().now(), dry_run=dry_run)
+        return report.lines()
+
+    try:
+        lines = asyncio.run(run())
+    except LiteLLMSourceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from None
+    for line in lines:
+        typer.echo(line)
 
 
 def main() -> None:
