@@ -25,23 +25,16 @@ from haimaker.accounting.pricing import Usage, UsageError, check_billable, cost_
 from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.tokens import DEFAULT_INLINE_LIMIT_CHARS, TokenCounter
 from haimaker.clock import Clock
-from haimaker.errors import (
-    AuthenticationError,
-    BadGatewayError,
-    BadRequestError,
-    PermissionDeniedError,
-    ProxyError,
-    UpstreamError,
-)
-from haimaker.identity import Authenticator, Caller, CustomerIdResolver
-from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price, key_allows_model, key_limits
+from haimaker.errors import AuthenticationError, BadGatewayError, BadRequestError, ProxyError, UpstreamError
+from haimaker.identity import Authenticator, CustomerIdResolver
+from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price
 from haimaker.metrics import Metrics
 from haimaker.money import nanos_to_usd
 from haimaker.providers.base import Deployment, Route, UpstreamResponse
 from haimaker.providers.redaction import Redactor
 from haimaker.providers.router import Router
 from haimaker.providers.sse import DEFAULT_MAX_EVENT_BYTES, SSETap, choice_texts, error_event
-from haimaker.storage.records import SpendLog, VirtualKey
+from haimaker.storage.records import SpendLog
 
 logger = logging.getLogger("haimaker.pipeline")
 
@@ -169,29 +162,22 @@ class Pipeline:
             self._group_prices[name] = group_price([d.price for d in group], [d.max_output_tokens for d in group])
 
     async def run(
-        self,
-        route: Route,
-        raw: bytes,
-        headers: Mapping[str, str],
-        *,
-        path_model: str | None = None,
-        path: str | None = None,
+        self, route: Route, raw: bytes, headers: Mapping[str, str], *, path_model: str | None = None
     ) -> JsonResult | StreamResult:
         """Serve one request; raise a `ProxyError` for anything the client must be told (and count it).
 
-        `path_model` is the model named by an Azure-style URL (`/openai/deployments/<model>/...`); `path` is the
-        request's path (a key's `allowed_routes` name paths).
+        `path_model` is the model named by an Azure-style URL (`/openai/deployments/<model>/...`).
         """
         started = time.perf_counter()
         try:
-            caller = await self._auth.check_llm(headers, path or f"/{route.value}")
+            key_hash = self._auth.check_llm(headers)
             body = parse_body(route, raw, path_model)
         except ProxyError as exc:
             self.observe_error(route, None, exc.status_code, started)
             raise
         model = body["model"]
         try:
-            return await self._serve(route, body, model, headers, started, caller)
+            return await self._serve(route, body, model, headers, started, key_hash)
         except ProxyError as exc:
             # Counted under the requested model (bounded: unknown names become "other"), so that the
             # error rate of each configured model can be read from the metrics.
@@ -199,31 +185,12 @@ class Pipeline:
             raise
 
     async def _serve(
-        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float, caller: Caller
+        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float, key_hash: str
     ) -> JsonResult | StreamResult:
         customer_id = self._customers.resolve(headers, body)
-        bound = caller.customer_id
-        if bound is not None:
-            # Trusted identity: the key names its customer; a request that names another is refused, never re-billed.
-            if customer_id is not None and customer_id != bound:
-                raise PermissionDeniedError(
-                    f"This key is bound to one customer and the request names another ({customer_id!r}); omit the "
-                    "customer id or send the key's own.",
-                    error_type="customer_mismatch",
-                    param="user",
-                )
-            customer_id = bound
         if customer_id is None and self._options.enforce_user_param:
             raise AuthenticationError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
         self._router.group(model)  # unknown model: 400 before anything else is spent
-        key = caller.key
-        if key is not None and not key_allows_model(key, model):
-            raise PermissionDeniedError(
-                f"The requested model '{model}' is not available for this API key, or the model name is invalid. "
-                "Check the models available to you and try again.",
-                error_type="key_model_access_denied",
-                param="model",
-            )
         call = _Call(
             route=route,
             body=body,
@@ -233,10 +200,10 @@ class Pipeline:
             started=started,
             started_at=self._now(),
             customer_id=customer_id,
-            key_hash=caller.token,
+            key_hash=key_hash,
         )
-        if customer_id is not None or (key is not None and key_limits(key, model)):
-            await self._admit(call, customer_id, key)
+        if customer_id is not None:
+            await self._admit(call, customer_id)
         upstream_body = self._upstream_body(call)
         call.upstream_started = time.perf_counter()
         # A customer's allowed_model_region keeps its call on deployments of that region (providers/router.py).
@@ -255,11 +222,9 @@ class Pipeline:
             return self._stream(call, deployment, response)
         return await self._whole(call, deployment, response)
 
-    async def _admit(self, call: _Call, customer_id: str | None, key: VirtualKey | None) -> None:
+    async def _admit(self, call: _Call, customer_id: str) -> None:
         group = self._group_prices[call.model]
-        if (customer_id is not None and self._engine.needs_prompt_count(customer_id)) or (
-            key is not None and self._engine.needs_key_prompt_count(key, call.model)
-        ):
+        if self._engine.needs_prompt_count(customer_id):
             call.prompt_tokens = await self._count_prompt(call)
         call.ticket = await self._engine.admit(
             customer_id,
@@ -268,7 +233,6 @@ class Pipeline:
             prompt_tokens=call.prompt_tokens or 0,
             max_output_tokens=_max_output_tokens(call.body),
             n=_int_or(call.body.get("n"), 1),
-            key=key,
         )
 
     async def _count_prompt(self, call: _Call) -> int:
@@ -358,8 +322,8 @@ class Pipeline:
 
     def _stream(self, call: _Call, deployment: Deployment, response: UpstreamResponse) -> StreamResult:
         headers = self._common_headers(call, deployment)
-        if call.ticket is not None:
-            headers.extend(call.ticket.rate_headers())
+        if call.ticket is not None and call.ticket.reservation is not None:
+            headers.extend(call.ticket.reservation.rate_headers)
         tap = self._tap(call, deployment)
         self._observe(call, 200)
         return StreamResult(
@@ -438,13 +402,11 @@ class Pipeline:
         """Charge the call and build its response headers (never awaits)."""
         headers = self._common_headers(call, deployment)
         cost = 0
-        if call.ticket is not None:
-            # With end-user cost tracking off, the key is still charged; the customer's reservation is given back.
-            settlement = self._engine.settle(
-                call.ticket, deployment.price, usage, charge_customer=self._options.track_customers
-            )
+        if call.ticket is not None and self._options.track_customers:
+            settlement = self._engine.settle(call.ticket, deployment.price, usage)
             cost = settlement.cost
-            headers.extend(call.ticket.rate_headers())
+            if call.ticket.reservation is not None:
+                headers.extend(call.ticket.reservation.rate_headers)
             if settlement.over_soft_budget:
                 headers.append(("x-litellm-soft-budget-exceeded", "true"))
         else:
