@@ -148,16 +148,10 @@ class KeyService:
         custom = fields.get("key")
         plaintext = _checked_new_key(custom, param="key") if custom is not None else _generated_key()
         key_type = fields.get("key_type") or "default"
-        if key_type not in KEY_TYPES:
-            raise BadRequestError(
-                f"Invalid key_type '{key_type}'. Use one of {', '.join(KEY_TYPES)}.", param="key_type"
-            )
-        changes = await self._changes(fields)
+        changes = _with_key_type(await self._changes(fields), key_type)
         now = self._services.clock.now()
         record = replace(
             VirtualKey(token=identity.hash_token(plaintext), key_name=identity.abbreviate_key(plaintext)),
-            key_type=key_type,
-            allowed_routes=KEY_TYPE_ROUTES.get(key_type, tuple(fields.get("allowed_routes") or ())),
             created_at=now,
             updated_at=now,
             **changes,
@@ -181,10 +175,7 @@ class KeyService:
         current = await self._resolve(fields.get("key"), fields.get("key_alias"))
         changes = await self._changes({k: v for k, v in fields.items() if k != "key"})
         if "key_type" in fields:
-            key_type = fields["key_type"] or "default"
-            changes["key_type"] = key_type
-            if key_type in KEY_TYPE_ROUTES:
-                changes["allowed_routes"] = KEY_TYPE_ROUTES[key_type]
+            changes = _with_key_type(changes, fields["key_type"] or "default")
         updated = await self._repo.update(current.token, changes)
         if updated is None:  # deleted meanwhile
             raise _key_not_found()
@@ -243,9 +234,7 @@ class KeyService:
         updatable = {k: v for k, v in fields.items() if k not in ("key", "new_key")}
         changes = await self._changes(updatable)
         if "key_type" in fields:
-            changes["key_type"] = fields["key_type"] or "default"
-            if changes["key_type"] in KEY_TYPE_ROUTES:
-                changes["allowed_routes"] = KEY_TYPE_ROUTES[changes["key_type"]]
+            changes = _with_key_type(changes, fields["key_type"] or "default")
         spend = await self._services.live_key_spend(current)
         fresh = replace(
             current,
@@ -345,6 +334,14 @@ class KeyService:
 
     async def _live(self, key: VirtualKey) -> VirtualKey:
         return replace(key, spend=await self._services.live_key_spend(key))
+
+
+def _with_key_type(changes: dict[str, Any], key_type: str) -> dict[str, Any]:
+    """LiteLLM's `handle_key_type`: a typed key's routes are its type's preset, whatever else was sent."""
+    if key_type not in KEY_TYPES:
+        raise BadRequestError(f"Invalid key_type '{key_type}'. Use one of {', '.join(KEY_TYPES)}.", param="key_type")
+    preset = KEY_TYPE_ROUTES.get(key_type)
+    return {**changes, "key_type": key_type, **({"allowed_routes": preset} if preset is not None else {})}
 
 
 def _generated_key() -> str:
