@@ -18,7 +18,7 @@ from haimaker.api.deps import ServicesDep
 from haimaker.errors import ProxyError
 from haimaker.services.container import Services
 from haimaker.storage.records import Budget
-from haimaker.ui.deps import AdminSession, CheckedForm, TemplatesDep, redirect
+from haimaker.ui.deps import AdminSession, CheckedForm, EditorSession, TemplatesDep, redirect
 from haimaker.ui.forms import (
     BUDGET_FORM_FIELDS,
     CUSTOM_RESET,
@@ -126,7 +126,7 @@ def _budget_errors(error: ProxyError, form: dict[str, str]) -> dict[str, str]:
 
 
 @router.get("/budgets/new", response_class=HTMLResponse)
-async def new_budget_page(request: Request, templates: TemplatesDep, session: AdminSession) -> Response:
+async def new_budget_page(request: Request, templates: TemplatesDep, session: EditorSession) -> Response:
     return _form_page(templates, request, session, is_edit=False, values={}, errors={})
 
 
@@ -144,7 +144,7 @@ async def create_budget(
 
 @router.get("/budgets/edit", response_class=HTMLResponse)
 async def edit_budget_page(
-    request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, id: str
+    request: Request, services: ServicesDep, templates: TemplatesDep, session: EditorSession, id: str
 ) -> Response:
     budget = await services.budgets.get(id)
     if budget is None:
@@ -184,7 +184,7 @@ def _delete_context(services: Services, budget: Budget) -> dict[str, Any]:
 
 @router.get("/budgets/delete", response_class=HTMLResponse)
 async def delete_budget_page(
-    request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, id: str
+    request: Request, services: ServicesDep, templates: TemplatesDep, session: EditorSession, id: str
 ) -> Response:
     budget = await services.budgets.get(id)
     if budget is None:

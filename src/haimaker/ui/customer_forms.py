@@ -20,7 +20,7 @@ from haimaker.errors import NotFoundError, ProxyError
 from haimaker.services.container import Services
 from haimaker.services.customers import CustomerView
 from haimaker.ui.customer_pages import customer_query, effective_budget, not_found_page
-from haimaker.ui.deps import AdminSession, CheckedForm, TemplatesDep, redirect
+from haimaker.ui.deps import AdminSession, CheckedForm, EditorSession, TemplatesDep, redirect
 from haimaker.ui.forms import CUSTOMER_LIMIT_FIELDS, errors_for, given
 from haimaker.ui.rendering import notice_query, render, usd_form_value
 from haimaker.ui.session import Session
@@ -116,7 +116,7 @@ def _values_of(services: Services, view: CustomerView) -> dict[str, str]:
 
 @router.get("/customers/new", response_class=HTMLResponse)
 async def new_customer_page(
-    request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession
+    request: Request, services: ServicesDep, templates: TemplatesDep, session: EditorSession
 ) -> Response:
     return await _form_page(services, templates, request, session, view=None, values={}, errors={})
 
@@ -138,7 +138,7 @@ async def create_customer(
 
 @router.get("/customers/edit", response_class=HTMLResponse)
 async def edit_customer_page(
-    request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, id: str
+    request: Request, services: ServicesDep, templates: TemplatesDep, session: EditorSession, id: str
 ) -> Response:
     try:
         view = await services.customers.info(id)

@@ -24,7 +24,7 @@ from haimaker.services.container import Services
 from haimaker.services.customers import CustomerView
 from haimaker.storage.records import Budget
 from haimaker.ui.charts import budget_bar, daily_spend_chart
-from haimaker.ui.deps import AdminSession, CheckedForm, TemplatesDep, redirect
+from haimaker.ui.deps import AdminSession, CheckedForm, EditorSession, TemplatesDep, redirect
 from haimaker.ui.rendering import notice_query, render
 from haimaker.ui.session import Session
 
@@ -156,7 +156,7 @@ async def unblock_customer(
 
 @router.get("/customers/delete", response_class=HTMLResponse)
 async def delete_customer_page(
-    request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, id: str
+    request: Request, services: ServicesDep, templates: TemplatesDep, session: EditorSession, id: str
 ) -> Response:
     try:
         view = await services.customers.info(id)

@@ -1,7 +1,8 @@
 """The Jinja2 environment of the admin UI: templates shipped as package data, autoescaped, with money filters.
 
 Pages are rendered through `render(...)`, which adds what every page needs: the session's CSRF token, the signed-in
-flag, the active navigation tab, and a notice after a successful write: a fixed message chosen by code. A message
+flag, whether the session may write (`can_write`: templates show no write control otherwise), the active navigation
+tab, and a notice after a successful write: a fixed message chosen by code. A message
 that names an id shows it only with the signature the redirect after the write added (`notice_query`): an HMAC keyed
 by the session's CSRF token, which no one else knows, so a link cannot put its own text in the banner.
 """
@@ -46,6 +47,9 @@ NOTICES: Final = {
     "customer-deleted": "Customer {id} deleted.",
     "customer-blocked": "Customer {id} blocked: its LLM calls are refused with 403.",
     "customer-unblocked": "Customer {id} unblocked.",
+    "key-blocked": "Key {id} blocked: its requests are refused with 401.",
+    "key-unblocked": "Key {id} unblocked.",
+    "key-deleted": "Key {id} deleted.",
     "signed-out": "You are signed out.",
 }
 
@@ -117,7 +121,9 @@ def render(
     """Render a page (or an htmx fragment) with the shared context."""
     full = {
         "csrf_token": session.csrf if session else "",
-        "is_signed_in": bool(session and session.is_admin),
+        "is_signed_in": bool(session and session.is_signed_in),
+        # Templates show a write control (a form that POSTs, a link to a form page) only when this is true.
+        "can_write": bool(session and session.is_signed_in and session.can_write),
         "notice": notice_text(request, session),
         "is_htmx": request.headers.get("hx-request") == "true",
         **context,

@@ -1,10 +1,13 @@
 """The admin UI at `/ui`: mounting, sign-in and sign-out, CSRF enforcement, and the Models page.
 
-Pages live in `budget_pages.py`, `customer_pages.py`, `customer_forms.py` and `spend_pages.py`; each calls the
-service layer (`Services`, from `api/deps.py`), the same code the management API calls, so a rule (validation
-message, shared-tier copy, catalog update) exists once. This module owns what every page shares: the redirect to the
-sign-in page and the 403 page for a POST without a valid CSRF token (the dependencies that raise them are in
-`deps.py`).
+Pages live in `budget_pages.py`, `customer_pages.py`, `customer_forms.py`, `key_pages.py` and `spend_pages.py`; each
+calls the service layer (`Services`, from `api/deps.py`), the same code the management API calls, so a rule
+(validation message, shared-tier copy, catalog update) exists once. This module owns what every page shares: the
+redirect to the sign-in page, the 403 page for a POST without a valid CSRF token, and the 403 page for a write
+asked for by a read-only session (the dependencies that raise them are in `deps.py`).
+
+Sign-in takes the master key, or a virtual key whose `key_type` reaches the admin API (`management`: reads and
+writes; `read_only`: reads only); an `llm_api` or `default` key is refused.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from haimaker.api.deps import AppStateDep
-from haimaker.state.ui_sessions import SessionStoreUnavailable
-from haimaker.ui import budget_pages, customer_forms, customer_pages, spend_pages
+from haimaker.errors import InvalidKeyError, ProxyError
+from haimaker.identity import Caller
+from haimaker.state.ui_sessions import MASTER_HOLDER, SessionStoreUnavailable, key_holder
+from haimaker.ui import budget_pages, customer_forms, customer_pages, key_pages, spend_pages
 from haimaker.ui.deps import (
     AdminSession,
-    CheckedForm,
+    SessionForm,
     TemplatesDep,
     get_codec,
     get_live_sessions,
@@ -32,7 +37,14 @@ from haimaker.ui.deps import (
     redirect,
 )
 from haimaker.ui.rendering import STATIC_DIR, build_templates, render
-from haimaker.ui.session import SESSION_MAX_AGE_S, CsrfRejected, Session, SignInRequired, safe_next_path
+from haimaker.ui.session import (
+    SESSION_MAX_AGE_S,
+    CsrfRejected,
+    ReadOnlyRefused,
+    Session,
+    SignInRequired,
+    safe_next_path,
+)
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 _MILLION = Decimal(1_000_000)
@@ -48,7 +60,7 @@ async def index() -> RedirectResponse:
 async def login_page(request: Request, templates: TemplatesDep, next: str | None = None) -> Response:
     codec = get_codec(request)
     session = await read_session(request)
-    if session is not None and session.is_admin:
+    if session is not None and session.is_signed_in:
         return redirect(safe_next_path(next))
     session = session or Session.anonymous()
     context = {"next_path": safe_next_path(next), "error": None, "is_enabled": codec.is_enabled, "nav": ""}
@@ -58,7 +70,7 @@ async def login_page(request: Request, templates: TemplatesDep, next: str | None
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, state: AppStateDep, templates: TemplatesDep, form: CheckedForm) -> Response:
+async def login(request: Request, state: AppStateDep, templates: TemplatesDep, form: SessionForm) -> Response:
     codec = get_codec(request)
     next_path = safe_next_path(form.get("next"))
     key = form.get("key", "")
@@ -79,10 +91,24 @@ async def login(request: Request, state: AppStateDep, templates: TemplatesDep, f
         response = page(f"Too many failed sign-ins from this address. Try again in {retry_after} seconds.", 429)
         response.headers["retry-after"] = retry_after
         return response
-    if codec.is_enabled and key and state.auth.is_admin_key(key):
-        signed_in = Session.signed_in()
+    # The master key, or a virtual key of type management (reads and writes) or read_only (reads only): the same
+    # check as an API call with that key (a blocked or expired key is refused with its message).
+    caller: Caller | None = None
+    if codec.is_enabled and key:
         try:
-            await get_live_sessions(request).add(signed_in.session_id, SESSION_MAX_AGE_S)
+            caller = await state.auth.identify({"authorization": f"Bearer {key}"})
+        except InvalidKeyError:
+            caller = None
+        except ProxyError as error:
+            return page(error.message, error.status_code)
+    if caller is not None and not caller.can_read_admin:
+        return page("This key may call LLM routes only: sign in with a management or read_only key.", 403)
+    if caller is not None:
+        signed_in = Session.signed_in()
+        # Who signed in is kept on the server, beside the session id: a key's role is read from there on every page.
+        holder = MASTER_HOLDER if caller.key is None else key_holder(caller.token)
+        try:
+            await get_live_sessions(request).add(signed_in.session_id, SESSION_MAX_AGE_S, holder)
         except SessionStoreUnavailable:
             return page("Sign-in is unavailable: the shared session store (Redis) cannot be reached.", 503)
         response = redirect(next_path)
@@ -90,11 +116,12 @@ async def login(request: Request, state: AppStateDep, templates: TemplatesDep, f
         return response
     if codec.is_enabled and key:
         throttle.record_failure(address)
-    return page("Invalid key: use the proxy's master key or an admin key." if key else "Enter the admin key.", 401)
+    message = "Invalid key: use the proxy's master key, or a management or read_only key."
+    return page(message if key else "Enter the master key or a management or read_only key.", 401)
 
 
 @router.post("/logout")
-async def logout(request: Request, form: CheckedForm) -> Response:
+async def logout(request: Request, form: SessionForm) -> Response:
     codec = get_codec(request)
     session = codec.read(request)
     if session is not None:
@@ -140,6 +167,7 @@ def include_ui_routes(api: FastAPI) -> None:
     api.include_router(budget_pages.router)
     api.include_router(customer_pages.router)
     api.include_router(customer_forms.router)
+    api.include_router(key_pages.router)
     api.include_router(spend_pages.router)
     api.mount("/ui/static", StaticFiles(directory=str(STATIC_DIR)), name="ui-static")
 
@@ -157,10 +185,23 @@ def include_ui_routes(api: FastAPI) -> None:
             "heading": "Form expired",
             "message": "This form was refused: its security token is missing or out of date, so nothing was changed. "
             "Go back, reload the page and submit it again.",
-            "back_href": "/ui/customers" if session and session.is_admin else "/ui/login",
+            "back_href": "/ui/customers" if session and session.is_signed_in else "/ui/login",
             "back_text": "Continue",
         }
         return render(get_templates(request), request, session, "error.html", context, status_code=403)
 
+    async def on_read_only_refused(request: Request, exc: Exception) -> Response:
+        context = {
+            "nav": "",
+            "heading": "Read-only access",
+            "message": "You signed in with a read_only key: it can see every page but change nothing, so nothing "
+            "was changed. Sign in with the master key or a management key to make changes.",
+            "back_href": "/ui/customers",
+            "back_text": "Continue",
+        }
+        session = await read_session(request)
+        return render(get_templates(request), request, session, "error.html", context, status_code=403)
+
     api.add_exception_handler(SignInRequired, on_sign_in_required)
     api.add_exception_handler(CsrfRejected, on_csrf_rejected)
+    api.add_exception_handler(ReadOnlyRefused, on_read_only_refused)

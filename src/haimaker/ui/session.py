@@ -1,4 +1,4 @@
-"""Admin UI sessions: a signed cookie, sign-in with an admin key, and CSRF tokens.
+"""Admin UI sessions: a signed cookie, sign-in with an admin or read-only key, and CSRF tokens.
 
 Invariants:
 - The cookie never holds the key, nor its hash: only `{"csrf": <random token>, "admin": bool, "iat": <unix s>,
@@ -6,6 +6,9 @@ Invariants:
   expires after `SESSION_MAX_AGE_S`.
 - A signed-in cookie counts only while its session id is live on the server (`state/ui_sessions.py`): signing out
   revokes it, so a copied cookie stops working at once, on every instance.
+- The cookie says only that someone signed in, never with which key nor what they may do: the server records who
+  signed in beside the live session id (the master key, or a virtual key by its token), and the role of each request
+  is read from there (`ui/deps.py::read_session`), so a `read_only` key never writes, whatever its cookie says.
 - The signing secret is derived from the master key's SHA-256 (HMAC with a fixed label), so every worker of one proxy
   accepts the same cookies and changing the master key signs every session out. Without a master key there is no UI.
 - Every POST carries the session's CSRF token in a hidden field (`csrf_token`) or the `X-CSRF-Token` header (htmx);
@@ -47,14 +50,20 @@ class CsrfRejected(Exception):
     """A POST without the session's CSRF token; the UI answers 403 and changes nothing."""
 
 
+class ReadOnlyRefused(Exception):
+    """A write (or a page that is only a write form) asked for by a read-only session; the UI answers 403."""
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
-    """What the cookie says about the browser: its CSRF token, and whether an admin signed in."""
+    """What the cookie says about the browser (its CSRF token, whether someone signed in) and, once the server read
+    who signed in, whether this session may write (`can_write`: never from the cookie)."""
 
     csrf: str
-    is_admin: bool = False
+    is_signed_in: bool = False
     issued_at: int = 0
     session_id: str = ""
+    can_write: bool = False
 
     @classmethod
     def anonymous(cls) -> Session:
@@ -64,7 +73,7 @@ class Session:
     def signed_in(cls) -> Session:
         return cls(
             csrf=secrets.token_urlsafe(32),
-            is_admin=True,
+            is_signed_in=True,
             issued_at=int(time.time()),
             session_id=secrets.token_urlsafe(32),
         )
@@ -92,14 +101,14 @@ class SessionCodec:
         session_id = data.get("sid")
         return Session(
             csrf=data["csrf"],
-            is_admin=data.get("admin") is True,
+            is_signed_in=data.get("admin") is True,
             issued_at=int(data.get("iat", 0)),
             session_id=session_id if isinstance(session_id, str) else "",
         )
 
     def write(self, response: Response, session: Session, *, secure: bool) -> None:
         value = self._serializer.dumps(
-            {"csrf": session.csrf, "admin": session.is_admin, "iat": session.issued_at, "sid": session.session_id}
+            {"csrf": session.csrf, "admin": session.is_signed_in, "iat": session.issued_at, "sid": session.session_id}
         )
         response.set_cookie(
             COOKIE_NAME,

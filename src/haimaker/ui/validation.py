@@ -14,7 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from haimaker.api.errors import validation_error
-from haimaker.api.schemas import BudgetNewRequest, NewCustomerRequest, UpdateCustomerRequest, set_fields
+from haimaker.api.schemas import (
+    BudgetNewRequest,
+    GenerateKeyRequest,
+    NewCustomerRequest,
+    UpdateCustomerRequest,
+    set_fields,
+)
 
 
 def request_fields(model: type[BaseModel], fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,3 +49,8 @@ def new_customer_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 def customer_update_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """An edit-customer form, as `POST /customer/update` reads its body."""
     return request_fields(UpdateCustomerRequest, fields)
+
+
+def new_key_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A create-key form, as `POST /key/generate` reads its body."""
+    return request_fields(GenerateKeyRequest, fields)
