@@ -274,3 +274,80 @@ def test_budget_and_customer_lifecycle(page: Page, proxy: RunningProxy) -> None:
     expect(page.locator("#customers-table tbody tr")).to_have_count(1)
     with api(proxy) as client:
         assert client.get("/customer/info", params={"end_user_id": CUSTOMER}).status_code == 404
+
+
+# ---- issue 12: the Keys page and the read_only role ------------------------------------------------------------------
+
+READ_ONLY_BUTTONS = {"Sign out", "Search", "Filter", "Apply"}  # sign-out and the GET forms (search, filter, range)
+
+
+def test_keys_page_and_a_read_only_session(page: Page, proxy: RunningProxy) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=proxy.url)
+    page.goto(proxy.url + "/ui/login")
+    sign_in(page, proxy, proxy.master_key)
+    page.click("nav >> text=Keys")
+    expect(page.locator(".empty h2")).to_have_text("No keys yet")
+    page.click("text=+ Create Key")
+    page.fill("#f-key_alias", "browser-app")
+    page.select_option("#f-key_type", "llm_api")
+    page.fill("#f-models", "gpt-3.5-turbo")
+    page.fill("#f-max_budget", "2")
+    page.fill("#f-rpm_limit", "30")
+    page.click("button:has-text('Create Key')")
+
+    # Shown once, in a readonly input, with a Copy button that fills the clipboard.
+    field = page.locator("#new-key")
+    expect(field).to_have_attribute("readonly", "")
+    plaintext = field.input_value()
+    assert plaintext.startswith("sk-")
+    page.click("#copy-key")
+    expect(page.locator("#copy-key")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == plaintext
+    shot(page, "14-key-created")
+    with openai.OpenAI(base_url=proxy.url + "/v1", api_key=plaintext, max_retries=0) as client:
+        client.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "hi"}])
+
+    # The list shows the masked name only; Block refuses the key's next call with 401.
+    page.click("text=Done: back to Keys")
+    row = page.locator("#keys-table tbody tr", has_text="browser-app")
+    expect(row.locator(".key-name")).to_have_text(f"sk-...{plaintext[-4:]}")
+    expect(row).to_contain_text("$2.00")
+    assert plaintext not in page.content()
+    shot(page, "15-keys")
+    row.locator("button:has-text('Block')").click()
+    expect(page.locator(".notice")).to_contain_text("Key browser-app blocked")
+    expect(row.locator(".key-status")).to_have_text("Blocked")
+    with (
+        openai.OpenAI(base_url=proxy.url + "/v1", api_key=plaintext, max_retries=0) as client,
+        pytest.raises(openai.AuthenticationError),
+    ):
+        client.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "hi"}])
+    page.click("button:has-text('Sign out')")
+
+    # A read_only key: every page, and not one write control on any of them.
+    with api(proxy) as client:
+        reader_key = client.post("/key/generate", json={"key_type": "read_only"}).json()["key"]
+        client.post("/customer/new", json={"user_id": "ro-visible"}).raise_for_status()
+    page.goto(proxy.url + "/ui/login")
+    sign_in(page, proxy, reader_key)
+    expect(page.locator("#read-only-badge")).to_be_visible()
+    for path in ("/ui/customers", "/ui/customers/view?id=ro-visible", "/ui/budgets", "/ui/keys", "/ui/spend"):
+        page.goto(proxy.url + path)
+        expect(page.locator("h1").first).to_be_visible()
+        assert page.locator("form[method=post]").count() == 1, path  # sign-out
+        assert page.locator("a[href*='/new'], a[href*='/edit'], a[href*='/delete']").count() == 0, path
+        buttons = set(page.locator("button").all_inner_texts())
+        assert buttons <= READ_ONLY_BUTTONS, (path, buttons)
+    page.goto(proxy.url + "/ui/keys")
+    expect(page.locator("#keys-table tbody tr", has_text="browser-app")).to_have_count(1)
+    shot(page, "16-keys-read-only")
+    # A write page asked for by hand answers 403, and so does a crafted POST with the session's own token.
+    response = page.goto(proxy.url + "/ui/keys/new")
+    assert response is not None and response.status == 403
+    expect(page.locator("h1")).to_have_text("Read-only access")
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    assert token
+    crafted = page.request.post(proxy.url + "/ui/keys/new", form={"csrf_token": token, "key_alias": "by-reader"})
+    assert crafted.status == 403
+    with api(proxy) as client:
+        assert client.get("/key/list", params={"key_alias": "by-reader"}).json()["keys"] == []
