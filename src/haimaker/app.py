@@ -37,6 +37,7 @@ from haimaker.config.loader import ConfigError, Settings
 from haimaker.errors import InvalidKeyError, ProxyError, ServiceUnavailableError
 from haimaker.identity import Authenticator, CustomerIdResolver
 from haimaker.limits.auth_throttle import AuthThrottle
+from haimaker.limits.default_budget import ensure_default_budget
 from haimaker.limits.engine import BudgetEngine
 from haimaker.metrics import Metrics
 from haimaker.periods import next_reset_function
@@ -181,8 +182,7 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
     and last uninstalls the log redaction (what is logged while closing is still scrubbed).
 
     Raises:
-        ConfigError: the store is not the one this proxy used before, the journal directory is unusable, or the
-            default budget does not exist.
+        ConfigError: the store is not the one this proxy used before, or the journal directory is unusable.
     """
     config = settings.config
     general, litellm = config.general_settings, config.litellm_settings
@@ -249,13 +249,11 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
 
     catalog = Catalog(default_budget_id=litellm.max_end_user_budget_id)
     catalog.load(await sink.customers.list_all(), await sink.budgets.list_all())
-    if catalog.default_budget_id is not None and catalog.default_budget_id not in catalog.budgets:
-        raise ConfigError(
-            [
-                f"litellm_settings.max_end_user_budget_id: budget {catalog.default_budget_id!r} does not exist "
-                "(create it with POST /budget/new first)"
-            ]
-        )
+    # A missing default budget is created from the config's declaration, else the proxy starts and refuses (503) the
+    # customers that would ride it until POST /budget/new creates it (limits/default_budget.py).
+    await ensure_default_budget(
+        litellm, sink.budgets, catalog, clock.now(), next_reset_function(litellm.timezone, litellm.budget_reset_time)
+    )
 
     journal = None
     if journal_dir is not None:

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 
 from haimaker.accounting.pricing import ModelPrice, Usage, cost_nanos, estimate_max_cost_nanos
 from haimaker.clock import Clock
-from haimaker.errors import CustomerBlockedError, ModelAccessDeniedError, PermissionDeniedError
+from haimaker.errors import (
+    CustomerBlockedError,
+    ModelAccessDeniedError,
+    PermissionDeniedError,
+    ServiceUnavailableError,
+)
+from haimaker.limits.default_budget import missing_default_budget_message
 from haimaker.money import Nanos
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import CounterStore, Demand, Limits, Reservation
@@ -79,8 +85,18 @@ class BudgetEngine:
         limits = self.catalog.limits_for(customer_id)
         return limits.tpm_limit is not None or (limits.max_budget is not None and self._reservation_enabled)
 
-    def check_access(self, customer_id: str, model: str, group: GroupPrice) -> tuple[Customer | None, Limits]:
-        """The checks that need no counters: blocked, allow-list, pricing. Returns (customer, limits)."""
+    def check_access(
+        self, customer_id: str, model: str, group: GroupPrice, *, new_customer_budget_id: str | None = None
+    ) -> tuple[Customer | None, Limits]:
+        """The checks that need no counters: blocked, allow-list, pricing, default budget. Returns (customer, limits).
+
+        `new_customer_budget_id` is the budget a customer seen for the first time gets instead of the default one (its
+        key's `end_user_budget_id`).
+
+        Raises:
+            ServiceUnavailableError: the customer would ride the configured default budget, which does not exist
+                (limits/default_budget.py): never served unlimited.
+        """
         customer = self.catalog.customers.get(customer_id)
         if customer is not None:
             if customer.blocked:
@@ -97,6 +113,11 @@ class BudgetEngine:
                 "(litellm_settings.block_requests_for_models_without_pricing).",
                 error_type="model_cost_map_missing",
             )
+        default_id = self.catalog.default_budget_id
+        if default_id is not None and default_id not in self.catalog.budgets:
+            own = customer.budget_id if customer is not None else new_customer_budget_id
+            if own is None or own not in self.catalog.budgets:
+                raise ServiceUnavailableError(missing_default_budget_message(default_id))
         return customer, self.catalog.limits_for(customer_id)
 
     async def admit(
