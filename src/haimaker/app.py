@@ -55,6 +55,7 @@ from haimaker.services.container import Services
 from haimaker.services.resets import ResetJob
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import CounterStore
+from haimaker.state.keys import KeyCatalog, key_subject
 from haimaker.state.memory import MemoryCounterStore
 from haimaker.state.ui_sessions import LiveSessions
 from haimaker.storage.dead_letters_repo import DeadLetterRepository
@@ -119,7 +120,7 @@ class HaimakerApp:
                 refusal = throttle.refusal(address)
                 if refusal is not None:
                     raise refusal
-                state.auth.check_admin(headers_of(scope))
+                await state.auth.check_admin(headers_of(scope), scope["method"], scope["path"])
             except ProxyError as exc:
                 if isinstance(exc, InvalidKeyError):
                     throttle.record_failure(address)
@@ -128,7 +129,7 @@ class HaimakerApp:
         await self.api(scope, receive, send)
 
 
-_ADMIN_PREFIXES = ("/customer/", "/end_user/", "/budget/", "/spend/", "/global/")
+_ADMIN_PREFIXES = ("/customer/", "/end_user/", "/budget/", "/spend/", "/global/", "/key/")
 _STORE_LOST = ServiceUnavailableError(
     "The spend store is unavailable (see /health/readiness); requests are refused while "
     "general_settings.fail_closed_budget_enforcement is on.",
@@ -249,6 +250,8 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
 
     catalog = Catalog(default_budget_id=litellm.max_end_user_budget_id)
     catalog.load(await sink.customers.list_all(), await sink.budgets.list_all())
+    key_catalog = KeyCatalog()
+    key_catalog.load(await sink.keys.list_all())
     # A missing default budget is created from the config's declaration, else the proxy starts and refuses (503) the
     # customers that would ride it until POST /budget/new creates it (limits/default_budget.py).
     await ensure_default_budget(
@@ -286,6 +289,7 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
             flush=recorder.flush,
             source=sink,
             catalog=catalog,
+            key_catalog=key_catalog,
             db=db,
             budget_status_code=litellm.budget_exceeded_status_code,
             fail_closed=general.fail_closed_budget_enforcement,
@@ -294,10 +298,14 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         store = cluster.store
         for customer in catalog.customers.values():
             cluster.store.seed_local(customer.user_id, customer.spend, customer.spend_reset_at)
+        for key in key_catalog.keys.values():
+            cluster.store.seed_local(key_subject(key.token), key.spend, key.budget_reset_at)
     else:
         store = MemoryCounterStore(clock, next_reset, recorder, budget_status_code=litellm.budget_exceeded_status_code)
         for customer in catalog.customers.values():
             store.seed(customer.user_id, customer.spend, customer.spend_reset_at)
+        for key in key_catalog.keys.values():
+            store.seed(key_subject(key.token), key.spend, key.budget_reset_at)
 
     from haimaker.alerts import Alerter
 
@@ -321,7 +329,13 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         max_block_s=general.auth_max_block_s,
         trusted_proxies=general.auth_trusted_proxies,
     )
-    auth = Authenticator(settings.master_key, allow_unauthenticated=general.allow_unauthenticated)
+    auth = Authenticator(
+        settings.master_key,
+        keys=key_catalog,
+        clock=clock,
+        lookup=sink.keys.get,
+        allow_unauthenticated=general.allow_unauthenticated,
+    )
     mapped = [m.header_name for m in general.user_header_mappings if m.litellm_user_role == "customer"]
     pipeline = Pipeline(
         auth=auth,

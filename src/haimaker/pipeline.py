@@ -22,19 +22,26 @@ from typing import Any, NoReturn
 import orjson
 
 from haimaker.accounting.pricing import Usage, UsageError, check_billable, cost_nanos, usage_from_openai
-from haimaker.accounting.recorder import SpendRecorder
+from haimaker.accounting.recorder import NEW_CUSTOMER_BUDGET_FIELD, SpendRecorder
 from haimaker.accounting.tokens import DEFAULT_INLINE_LIMIT_CHARS, TokenCounter
 from haimaker.clock import Clock
-from haimaker.errors import AuthenticationError, BadGatewayError, BadRequestError, ProxyError, UpstreamError
-from haimaker.identity import Authenticator, CustomerIdResolver
-from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price
+from haimaker.errors import (
+    AuthenticationError,
+    BadGatewayError,
+    BadRequestError,
+    PermissionDeniedError,
+    ProxyError,
+    UpstreamError,
+)
+from haimaker.identity import Authenticator, Caller, CustomerIdResolver
+from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price, key_allows_model, key_limits
 from haimaker.metrics import Metrics
 from haimaker.money import nanos_to_usd
 from haimaker.providers.base import Deployment, Route, UpstreamResponse
 from haimaker.providers.redaction import Redactor
 from haimaker.providers.router import Router
 from haimaker.providers.sse import DEFAULT_MAX_EVENT_BYTES, SSETap, choice_texts, error_event
-from haimaker.storage.records import SpendLog
+from haimaker.storage.records import SpendLog, VirtualKey
 
 logger = logging.getLogger("haimaker.pipeline")
 
@@ -128,6 +135,8 @@ class _Call:
     upstream_started: float = 0.0
     upstream_s: float = 0.0
     extra_headers: Headers = field(default_factory=list)
+    # Kept past a release: a failed first call still creates the customer on its key's `end_user_budget_id`.
+    new_customer_budget_id: str | None = None
 
 
 class Pipeline:
@@ -162,22 +171,29 @@ class Pipeline:
             self._group_prices[name] = group_price([d.price for d in group], [d.max_output_tokens for d in group])
 
     async def run(
-        self, route: Route, raw: bytes, headers: Mapping[str, str], *, path_model: str | None = None
+        self,
+        route: Route,
+        raw: bytes,
+        headers: Mapping[str, str],
+        *,
+        path_model: str | None = None,
+        path: str | None = None,
     ) -> JsonResult | StreamResult:
         """Serve one request; raise a `ProxyError` for anything the client must be told (and count it).
 
-        `path_model` is the model named by an Azure-style URL (`/openai/deployments/<model>/...`).
+        `path_model` is the model named by an Azure-style URL (`/openai/deployments/<model>/...`); `path` is the
+        request's path (a key's `allowed_routes` name paths).
         """
         started = time.perf_counter()
         try:
-            key_hash = self._auth.check_llm(headers)
+            caller = await self._auth.check_llm(headers, path or f"/{route.value}")
             body = parse_body(route, raw, path_model)
         except ProxyError as exc:
             self.observe_error(route, None, exc.status_code, started)
             raise
         model = body["model"]
         try:
-            return await self._serve(route, body, model, headers, started, key_hash)
+            return await self._serve(route, body, model, headers, started, caller)
         except ProxyError as exc:
             # Counted under the requested model (bounded: unknown names become "other"), so that the
             # error rate of each configured model can be read from the metrics.
@@ -185,12 +201,31 @@ class Pipeline:
             raise
 
     async def _serve(
-        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float, key_hash: str
+        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float, caller: Caller
     ) -> JsonResult | StreamResult:
         customer_id = self._customers.resolve(headers, body)
+        bound = caller.customer_id
+        if bound is not None:
+            # Trusted identity: the key names its customer; a request that names another is refused, never re-billed.
+            if customer_id is not None and customer_id != bound:
+                raise PermissionDeniedError(
+                    f"This key is bound to one customer and the request names another ({customer_id!r}); omit the "
+                    "customer id or send the key's own.",
+                    error_type="customer_mismatch",
+                    param="user",
+                )
+            customer_id = bound
         if customer_id is None and self._options.enforce_user_param:
             raise AuthenticationError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
         self._router.group(model)  # unknown model: 400 before anything else is spent
+        key = caller.key
+        if key is not None and not key_allows_model(key, model):
+            raise PermissionDeniedError(
+                f"The requested model '{model}' is not available for this API key, or the model name is invalid. "
+                "Check the models available to you and try again.",
+                error_type="key_model_access_denied",
+                param="model",
+            )
         call = _Call(
             route=route,
             body=body,
@@ -200,10 +235,10 @@ class Pipeline:
             started=started,
             started_at=self._now(),
             customer_id=customer_id,
-            key_hash=key_hash,
+            key_hash=caller.token,
         )
-        if customer_id is not None:
-            await self._admit(call, customer_id)
+        if customer_id is not None or (key is not None and key_limits(key, model)):
+            await self._admit(call, customer_id, key)
         upstream_body = self._upstream_body(call)
         call.upstream_started = time.perf_counter()
         # A customer's allowed_model_region keeps its call on deployments of that region (providers/router.py).
@@ -222,9 +257,12 @@ class Pipeline:
             return self._stream(call, deployment, response)
         return await self._whole(call, deployment, response)
 
-    async def _admit(self, call: _Call, customer_id: str) -> None:
+    async def _admit(self, call: _Call, customer_id: str | None, key: VirtualKey | None) -> None:
         group = self._group_prices[call.model]
-        if self._engine.needs_prompt_count(customer_id):
+        new_budget = key.end_user_budget_id if key is not None else None
+        if (customer_id is not None and self._engine.needs_prompt_count(customer_id, new_budget)) or (
+            key is not None and self._engine.needs_key_prompt_count(key, call.model)
+        ):
             call.prompt_tokens = await self._count_prompt(call)
         call.ticket = await self._engine.admit(
             customer_id,
@@ -233,7 +271,9 @@ class Pipeline:
             prompt_tokens=call.prompt_tokens or 0,
             max_output_tokens=_max_output_tokens(call.body),
             n=_int_or(call.body.get("n"), 1),
+            key=key,
         )
+        call.new_customer_budget_id = call.ticket.new_customer_budget_id
 
     async def _count_prompt(self, call: _Call) -> int:
         body, model = call.body, call.model
@@ -322,8 +362,8 @@ class Pipeline:
 
     def _stream(self, call: _Call, deployment: Deployment, response: UpstreamResponse) -> StreamResult:
         headers = self._common_headers(call, deployment)
-        if call.ticket is not None and call.ticket.reservation is not None:
-            headers.extend(call.ticket.reservation.rate_headers)
+        if call.ticket is not None:
+            headers.extend(call.ticket.rate_headers())
         tap = self._tap(call, deployment)
         self._observe(call, 200)
         return StreamResult(
@@ -402,11 +442,13 @@ class Pipeline:
         """Charge the call and build its response headers (never awaits)."""
         headers = self._common_headers(call, deployment)
         cost = 0
-        if call.ticket is not None and self._options.track_customers:
-            settlement = self._engine.settle(call.ticket, deployment.price, usage)
+        if call.ticket is not None:
+            # With end-user cost tracking off, the key is still charged; the customer's reservation is given back.
+            settlement = self._engine.settle(
+                call.ticket, deployment.price, usage, charge_customer=self._options.track_customers
+            )
             cost = settlement.cost
-            if call.ticket.reservation is not None:
-                headers.extend(call.ticket.reservation.rate_headers)
+            headers.extend(call.ticket.rate_headers())
             if settlement.over_soft_budget:
                 headers.append(("x-litellm-soft-budget-exceeded", "true"))
         else:
@@ -431,6 +473,7 @@ class Pipeline:
                 cache_read_input_tokens=usage.cache_read_tokens,
                 cache_creation_input_tokens=usage.cache_creation_tokens,
                 api_key=call.key_hash,
+                metadata=_log_metadata(call),
             )
         )
         model_label = self._metrics.model_label(call.model)
@@ -488,7 +531,7 @@ class Pipeline:
                 end_time=self._now(),
                 status="failure",
                 api_key=call.key_hash,
-                metadata={"error": error.message[:200], "status_code": error.status_code},
+                metadata={**_log_metadata(call), "error": error.message[:200], "status_code": error.status_code},
             )
         )
 
@@ -537,6 +580,13 @@ def parse_body(route: Route, raw: bytes, path_model: str | None = None) -> dict[
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise BadRequestError(f"'{name}' must be a non-negative integer.", param=name)
     return body
+
+
+def _log_metadata(call: _Call) -> dict[str, Any]:
+    """What the spend log's metadata carries: the budget of a customer first seen through a key (the recorder creates
+    the customer on it)."""
+    budget_id = call.new_customer_budget_id
+    return {} if budget_id is None else {NEW_CUSTOMER_BUDGET_FIELD: budget_id}
 
 
 def _answer_of(data: bytes) -> dict[str, Any]:

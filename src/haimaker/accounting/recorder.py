@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from haimaker.accounting.dead_letters import DeadLetterBox
 from haimaker.state.counters import SpendReset
@@ -299,8 +299,14 @@ class SpendRecorder:
         """Write `logs`; on a data error split them until the bad rows are alone and file those as dead letters.
         Store trouble propagates (to `_retry`), whatever has been written by then stays written."""
         # Charges create their customer if absent ("first call works"; traffic re-creates a deleted one).
+        # A customer first seen through a key with `end_user_budget_id` is created on that budget (spend log metadata,
+        # so that a journaled charge replayed after a crash creates it the same way).
         new_customers = {
-            log.end_user: Customer(user_id=log.end_user, created_at=log.start_time) for log in logs if log.end_user
+            log.end_user: Customer(
+                user_id=log.end_user, created_at=log.start_time, budget_id=_new_customer_budget(log.metadata)
+            )
+            for log in logs
+            if log.end_user
         }
         try:
             await self._sink.write_charges(list(new_customers.values()), logs)
@@ -379,3 +385,11 @@ class SpendRecorder:
             except asyncio.CancelledError:
                 pass
         await self._close_journal()
+
+
+NEW_CUSTOMER_BUDGET_FIELD = "end_user_budget_id"
+
+
+def _new_customer_budget(metadata: dict[str, Any]) -> str | None:
+    value = metadata.get(NEW_CUSTOMER_BUDGET_FIELD)
+    return value if isinstance(value, str) else None

@@ -5,14 +5,15 @@ The one place routes get the running app from (the management API, health and th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 
 from haimaker.api.llm import headers_of
 from haimaker.app_state import AppState
 from haimaker.errors import InvalidKeyError, ServiceUnavailableError
+from haimaker.identity import Caller
 from haimaker.services.container import Services
 
 
@@ -39,7 +40,9 @@ def _headers(request: Request) -> dict[str, str]:
     return headers_of(request.scope)
 
 
-def _check_key(request: Request, state: AppState, check: Callable[[Mapping[str, str]], Any]) -> None:
+async def _check_key(
+    request: Request, state: AppState, check: Callable[[Mapping[str, str]], Awaitable[Caller]]
+) -> Caller:
     """Run a key check behind the failed-key throttle: a throttled address gets 429 (right key or not), and a
     wrong key counts against its address."""
     throttle = state.auth_throttle
@@ -48,21 +51,24 @@ def _check_key(request: Request, state: AppState, check: Callable[[Mapping[str, 
     if refusal is not None:
         raise refusal
     try:
-        check(_headers(request))
+        return await check(_headers(request))
     except InvalidKeyError:
         throttle.record_failure(address)
         raise
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> Caller:
+    """The caller of a management route: the master key or a `management` key; a `read_only` key on reads."""
     state = get_state(request)
-    _check_key(request, state, state.auth.check_admin)
+    return await _check_key(
+        request, state, lambda headers: state.auth.check_admin(headers, request.method, request.url.path)
+    )
 
 
-def require_llm_key(request: Request, state: AppState) -> None:
-    _check_key(request, state, state.auth.check_llm)
+async def require_llm_key(request: Request, state: AppState) -> Caller:
+    return await _check_key(request, state, lambda headers: state.auth.check_llm(headers, request.url.path))
 
 
 AppStateDep = Annotated[AppState, Depends(get_state)]
 ServicesDep = Annotated[Services, Depends(get_services)]
-AdminDep = Annotated[None, Depends(require_admin)]
+AdminDep = Annotated[Caller, Depends(require_admin)]

@@ -11,6 +11,7 @@ from haimaker import __version__
 from haimaker.api.deps import AppStateDep, require_llm_key
 from haimaker.api.responses import json_response
 from haimaker.errors import NotFoundError
+from haimaker.limits.engine import key_allows_model
 
 if TYPE_CHECKING:
     from haimaker.app_state import AppState
@@ -79,19 +80,21 @@ def readiness_of(state: AppState, store: StoreStatus) -> tuple[str, list[str]]:
 @router.get("/models")
 @router.get("/v1/models")
 async def list_models(request: Request, state: AppStateDep) -> Response:
-    require_llm_key(request, state)
+    caller = await require_llm_key(request, state)
     created = int(state.started_at)
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": "haimaker"} for name in state.router.model_names
-    ]
+    # A virtual key sees the models it may call (LiteLLM's /models for a key with `models`).
+    names = [n for n in state.router.model_names if caller.key is None or key_allows_model(caller.key, n)]
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "haimaker"} for name in names]
     return json_response({"object": "list", "data": data})
 
 
 @router.get("/models/{model_id:path}")
 @router.get("/v1/models/{model_id:path}")
 async def retrieve_model(model_id: str, request: Request, state: AppStateDep) -> Response:
-    require_llm_key(request, state)
-    if model_id not in state.router.model_names:
+    caller = await require_llm_key(request, state)
+    if model_id not in state.router.model_names or (
+        caller.key is not None and not key_allows_model(caller.key, model_id)
+    ):
         raise NotFoundError(f"The model '{model_id}' does not exist", param="model")
     return json_response({"id": model_id, "object": "model", "created": int(state.started_at), "owned_by": "haimaker"})
 

@@ -94,7 +94,7 @@ class LLMEndpoint:
         path_model: str | None,
     ) -> None:
         try:
-            result = await self._pipeline.run(route, raw, headers, path_model=path_model)
+            result = await self._pipeline.run(route, raw, headers, path_model=path_model, path=scope.get("path"))
         except ProxyError as exc:  # already counted by the pipeline
             if isinstance(exc, InvalidKeyError):
                 self._throttle.record_failure(self._throttle.address_of(scope))

@@ -21,9 +21,10 @@ from haimaker.errors import (
 )
 from haimaker.limits.default_budget import missing_default_budget_message
 from haimaker.money import Nanos
-from haimaker.state.catalog import Catalog
+from haimaker.state.catalog import Catalog, limits_of
 from haimaker.state.counters import CounterStore, Demand, Limits, Reservation
-from haimaker.storage.records import Customer
+from haimaker.state.keys import key_model_subject, key_subject
+from haimaker.storage.records import Customer, VirtualKey
 
 if TYPE_CHECKING:
     from haimaker.alerts import Alerter
@@ -44,11 +45,21 @@ class GroupPrice:
 
 @dataclass(slots=True)
 class Ticket:
-    """An admitted request: who pays, what was reserved."""
+    """An admitted request: who pays, what was reserved (the customer's, and its virtual key's)."""
 
-    customer_id: str
-    limits: Limits
+    customer_id: str | None
+    limits: Limits | None
     reservation: Reservation | None
+    key_reservations: tuple[Reservation, ...] = ()
+    # The budget a customer first seen through this request's key is created on (the key's `end_user_budget_id`).
+    new_customer_budget_id: str | None = None
+
+    def rate_headers(self) -> list[tuple[str, str]]:
+        """The `x-ratelimit-*` headers of every subject admitted (the key's, then the customer's)."""
+        headers = [h for reservation in self.key_reservations for h in reservation.rate_headers]
+        if self.reservation is not None:
+            headers.extend(self.reservation.rate_headers)
+        return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +91,11 @@ class BudgetEngine:
         self._default_max_output = default_max_output_tokens
         self.alerter = alerter
 
-    def needs_prompt_count(self, customer_id: str) -> bool:
+    def needs_prompt_count(self, customer_id: str, new_customer_budget_id: str | None = None) -> bool:
         """Whether admission will use a token estimate (skip tokenizing for unlimited customers)."""
         limits = self.catalog.limits_for(customer_id)
+        if new_customer_budget_id is not None and customer_id not in self.catalog.customers:
+            limits = limits_of(customer_id, self.catalog.budgets.get(new_customer_budget_id))
         return limits.tpm_limit is not None or (limits.max_budget is not None and self._reservation_enabled)
 
     def check_access(
@@ -122,23 +135,45 @@ class BudgetEngine:
 
     async def admit(
         self,
-        customer_id: str,
+        customer_id: str | None,
         model: str,
         group: GroupPrice,
         *,
         prompt_tokens: int,
         max_output_tokens: int | None,
         n: int,
+        key: VirtualKey | None = None,
     ) -> Ticket:
-        customer, limits = self.check_access(customer_id, model, group)
-        reservation = None
-        if limits.has_any:
-            demand = self._demand(limits, group, prompt_tokens, max_output_tokens, n)
-            reservation = await self.store.admit(limits, demand, fail_closed=self._fail_closed)
-        if customer is None:
+        """Check and reserve the request's customer and virtual key together: one `admit_all`, all or nothing."""
+        parts: list[tuple[Limits, Demand]] = []
+        key_parts = key_limits(key, model) if key is not None else ()
+        for own in key_parts:
+            parts.append((own, self._demand(own, group, prompt_tokens, max_output_tokens, n)))
+        customer: Customer | None = None
+        limits: Limits | None = None
+        if customer_id is not None:
+            new_budget = key.end_user_budget_id if key is not None else None
+            customer, limits = self.check_access(customer_id, model, group, new_customer_budget_id=new_budget)
+            if customer is None and new_budget is not None:
+                # First seen through this key: the key's budget for new customers applies (and is stored with it).
+                limits = limits_of(customer_id, self.catalog.budgets.get(new_budget))
+            if limits.has_any:
+                parts.append((limits, self._demand(limits, group, prompt_tokens, max_output_tokens, n)))
+        reservations = await self.store.admit_all(parts, fail_closed=self._fail_closed) if parts else []
+        reservation = reservations[len(key_parts)] if len(reservations) > len(key_parts) else None
+        budget_id = None
+        if customer_id is not None and customer is None:
             # First sight: the customer exists from now on; the store row is written with its first charge.
-            self.catalog.put_customer(Customer(user_id=customer_id, created_at=self._clock.now()))
-        return Ticket(customer_id, limits, reservation)
+            budget_id = key.end_user_budget_id if key is not None else None
+            self.catalog.put_customer(Customer(user_id=customer_id, created_at=self._clock.now(), budget_id=budget_id))
+        return Ticket(customer_id, limits, reservation, tuple(reservations[: len(key_parts)]), budget_id)
+
+    def needs_key_prompt_count(self, key: VirtualKey, model: str) -> bool:
+        """Whether the key's limits need a token estimate at admission."""
+        return any(
+            limits.tpm_limit is not None or (limits.max_budget is not None and self._reservation_enabled)
+            for limits in key_limits(key, model)
+        )
 
     def _demand(
         self, limits: Limits, group: GroupPrice, prompt_tokens: int, max_output_tokens: int | None, n: int
@@ -151,9 +186,19 @@ class BudgetEngine:
             cost = estimate_max_cost_nanos(group.price, prompt, output, max(1, n))
         return Demand(cost=cost, tokens=tokens)
 
-    def settle(self, ticket: Ticket, price: ModelPrice | None, usage: Usage) -> Settlement:
-        """Charge the actual usage (never awaits)."""
+    def settle(
+        self, ticket: Ticket, price: ModelPrice | None, usage: Usage, *, charge_customer: bool = True
+    ) -> Settlement:
+        """Charge the actual usage to the key and, unless `charge_customer` is off, the customer (never awaits)."""
         cost = cost_nanos(price, usage) if price is not None else 0
+        for reservation in ticket.key_reservations:
+            self.store.settle(reservation, cost, usage.total_tokens)
+        if not charge_customer:
+            if ticket.reservation is not None:
+                self.store.release(ticket.reservation)
+            return Settlement(cost, 0, False)
+        if ticket.customer_id is None or ticket.limits is None:
+            return Settlement(cost, 0, False)
         if ticket.reservation is not None:
             spend = self.store.settle(ticket.reservation, cost, usage.total_tokens)
         else:
@@ -165,6 +210,8 @@ class BudgetEngine:
         return Settlement(cost, spend, over_soft)
 
     def release(self, ticket: Ticket) -> None:
+        for reservation in ticket.key_reservations:
+            self.store.release(reservation)
         if ticket.reservation is not None:
             self.store.release(ticket.reservation)
 
@@ -186,3 +233,65 @@ def group_price(prices: list[ModelPrice | None], max_outputs: list[int | None]) 
             output_cost_per_token=max(worst.output_cost_per_token, price.output_cost_per_token),
         )
     return GroupPrice(worst, max((m for m in max_outputs if m), default=None))
+
+
+ALL_PROXY_MODELS = "all-proxy-models"
+
+
+def key_allows_model(key: VirtualKey, model: str) -> bool:
+    """A key's `models`: empty or `all-proxy-models` = every model; else exact names, or a prefix ending in `*`."""
+    if not key.models:
+        return True
+    for allowed in key.models:
+        if allowed == model or allowed == ALL_PROXY_MODELS or allowed == "*":
+            return True
+        if allowed.endswith("*") and model.startswith(allowed[:-1]):
+            return True
+    return False
+
+
+def key_limits(key: VirtualKey, model: str) -> tuple[Limits, ...]:
+    """The counter subjects a request with this key must pass: the key's own limits, and its limits on `model`."""
+    label = f"{key.key_alias or 'key'} ({key.key_name})"
+    parts: list[Limits] = []
+    own = Limits(
+        customer_id=key_subject(key.token),
+        budget_id=None,
+        max_budget=key.max_budget,
+        soft_budget=key.soft_budget,
+        rpm_limit=key.rpm_limit,
+        tpm_limit=key.tpm_limit,
+        max_parallel_requests=key.max_parallel_requests,
+        budget_duration=key.budget_duration,
+        budget_reset_at=key.budget_reset_at,
+        kind="api_key",
+        label=label,
+    )
+    if own.has_any:
+        parts.append(own)
+    model_rpm = _model_limit(key.model_rpm_limit, model)
+    model_tpm = _model_limit(key.model_tpm_limit, model)
+    if model_rpm is not None or model_tpm is not None:
+        parts.append(
+            Limits(
+                customer_id=key_model_subject(key.token, model),
+                budget_id=None,
+                max_budget=None,
+                soft_budget=None,
+                rpm_limit=model_rpm,
+                tpm_limit=model_tpm,
+                max_parallel_requests=None,
+                budget_duration=None,
+                budget_reset_at=None,
+                kind="model_per_key",
+                label=f"{label}:{model}",
+            )
+        )
+    return tuple(parts)
+
+
+def _model_limit(limits: dict[str, int] | None, model: str) -> int | None:
+    if not limits:
+        return None
+    value = limits.get(model)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +30,7 @@ from haimaker.state.batching import BatchedLookup
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import SpendResetSink
 from haimaker.state.invalidation import RESYNC_INTERVAL_S, CatalogRefresher, CatalogSource, InvalidationBus
+from haimaker.state.keys import KeyCatalog, token_of_subject
 from haimaker.state.locks import JobLock, PostgresJobLock, RedisJobLock
 from haimaker.state.redis import RedisCounters, connect
 from haimaker.state.resilient import ResilientCounterStore
@@ -69,6 +70,7 @@ async def open_cluster(
     flush: Callable[[], Awaitable[None]],
     source: CatalogSource,
     catalog: Catalog,
+    key_catalog: KeyCatalog,
     db: AsyncEngine,
     budget_status_code: int,
     fail_closed: bool,
@@ -82,11 +84,24 @@ async def open_cluster(
         # a customer the store does not know is new. Either way spend 0, without a database read (and within the
         # admission script) on every new customer's first request. Not right after Redis lost its data: then the
         # store is read for everyone, as the keys of recently created customers are gone too.
+        if token_of_subject(customer_id) is not None:
+            return False  # a virtual key: its spend is in the store (an imported key's too)
         return customer_id not in catalog.customers and _no_recent_data_loss()
+
+    async def spend_of_subjects(subjects: Sequence[str]) -> dict[str, tuple[Nanos, datetime | None]]:
+        """Durable spend of counter subjects: virtual keys from their rows, customers from theirs (a key's per-model
+        subject holds rate windows only, and starts at zero)."""
+        tokens = {subject: token_of_subject(subject) for subject in subjects}
+        found = await source.customers.spend_of_many([s for s, t in tokens.items() if t is None])
+        key_tokens = [t for t in tokens.values() if t is not None]
+        if key_tokens:
+            by_token = await source.keys.spend_of_many(key_tokens)
+            found.update({s: by_token[t] for s, t in tokens.items() if t is not None and t in by_token})
+        return found
 
     # Read only for customers `is_new` did not vouch for (their first admission seeds them itself).
     durable_spend: BatchedLookup[str, tuple[Nanos, datetime | None]] = BatchedLookup(
-        source.customers.spend_of_many, missing=(0, None)
+        spend_of_subjects, missing=(0, None)
     )
 
     def _no_recent_data_loss() -> bool:
@@ -106,7 +121,7 @@ async def open_cluster(
         flush=flush,
     )
     await store.start()
-    bus = InvalidationBus(client, prefix, CatalogRefresher(catalog, source, store.forget_local))
+    bus = InvalidationBus(client, prefix, CatalogRefresher(catalog, source, store.forget_local, key_catalog))
     bus.start()
     lock: JobLock = PostgresJobLock(db) if db.dialect.name == "postgresql" else RedisJobLock(client, prefix)
     logger.info(

@@ -9,6 +9,7 @@ actual spend and tokens, `release` gives it back. `settle`/`release` never await
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -20,8 +21,10 @@ WINDOW_S = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Everything admission needs to know about one customer's effective budget."""
+    """Everything admission needs to know about one subject's limits: a customer's effective budget, or a virtual
+    key's own limits (`kind` "api_key", `customer_id` then the key's subject id, `state/keys.py::key_subject`)."""
 
+    # The counter-store id: a customer id, or a key subject.
     customer_id: str
     budget_id: str | None
     max_budget: Nanos | None
@@ -32,6 +35,10 @@ class Limits:
     budget_duration: str | None
     # The tier's next reset instant as stored (may be in the past when the reset job is behind).
     budget_reset_at: datetime | None
+    # What the limit belongs to, as LiteLLM names it in messages and headers: "end_user", "api_key", "model_per_key".
+    kind: str = "end_user"
+    # How messages name the subject (a key's alias and masked key); "" = `customer_id`.
+    label: str = ""
 
     @property
     def has_any(self) -> bool:
@@ -86,6 +93,11 @@ class CounterStore(Protocol):
 
     async def admit(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Reservation:
         """Check every limit and reserve, atomically; raise BudgetExceededError / RateLimitError."""
+        ...
+
+    async def admit_all(self, parts: Sequence[tuple[Limits, Demand]], *, fail_closed: bool) -> list[Reservation]:
+        """`admit` for several subjects of one request (its key and its customer), all or nothing: every limit of
+        every subject is checked before anything is reserved, and a refusal leaves every subject as it was."""
         ...
 
     def settle(self, reservation: Reservation, cost: Nanos, tokens: int) -> Nanos:

@@ -8,7 +8,8 @@ takes milliseconds, so a block, a new budget, a tier edit or a delete is enforce
 The safety net: a full reload of the catalog when the subscription (re)connects, since messages may have been
 missed while it was down, and every `resync_interval_s` (30 s) whatever happens.
 
-Kinds: `customer` (key: user id), `budget` (key: budget id); any other kind, or an empty key, reloads everything.
+Kinds: `customer` (key: user id), `budget` (key: budget id), `key` (key: a virtual key's token); any other kind, or
+an empty key, reloads everything.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from haimaker.state.catalog import Catalog
-from haimaker.storage.records import Budget, Customer
+from haimaker.state.keys import KeyCatalog, key_subject
+from haimaker.storage.records import Budget, Customer, VirtualKey
 
 logger = logging.getLogger("haimaker.state")
 
@@ -47,11 +49,22 @@ class _BudgetRows(Protocol):
     async def list_all(self) -> list[Budget]: ...
 
 
+class _KeyRows(Protocol):
+    async def get(self, token: str) -> VirtualKey | None: ...
+
+    async def spend_of_many(self, tokens: Sequence[str]) -> dict[str, tuple[int, datetime | None]]: ...
+
+    async def list_all(self) -> list[VirtualKey]: ...
+
+
 class CatalogSource(Protocol):
     """Where the catalog is read back from (the storage layer's `StoreSink`)."""
 
     @property
     def customers(self) -> _CustomerRows: ...
+
+    @property
+    def keys(self) -> _KeyRows: ...
 
     @property
     def budgets(self) -> _BudgetRows: ...
@@ -60,10 +73,17 @@ class CatalogSource(Protocol):
 class CatalogRefresher:
     """Applies invalidations to this instance's catalog, reading the rows back from the durable store."""
 
-    def __init__(self, catalog: Catalog, source: CatalogSource, forget_customer: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        source: CatalogSource,
+        forget_customer: Callable[[str], None],
+        key_catalog: KeyCatalog | None = None,
+    ) -> None:
         self._catalog = catalog
         self._source = source
         self._forget_customer = forget_customer
+        self._keys = key_catalog
 
     async def changed(self, kind: str, key: str) -> None:
         kind = kind.lower().rstrip("s")
@@ -80,6 +100,14 @@ class CatalogRefresher:
                 self._catalog.drop_budget(key)
             else:
                 self._catalog.put_budget(budget)
+        elif kind == "key" and key:
+            if self._keys is not None:
+                record = await self._source.keys.get(key)
+                if record is None:
+                    self._keys.drop(key)
+                    self._forget_customer(key_subject(key))
+                else:
+                    self._keys.put(record)
         else:
             await self.reload()
 
@@ -91,6 +119,12 @@ class CatalogRefresher:
         self._catalog.load(customers, budgets)
         for user_id in known - set(self._catalog.customers):
             self._forget_customer(user_id)
+        if self._keys is not None:
+            keys = await self._source.keys.list_all()
+            gone = set(self._keys.keys) - {k.token for k in keys}
+            self._keys.load(keys)
+            for token in gone:
+                self._forget_customer(key_subject(token))
 
 
 class InvalidationBus:

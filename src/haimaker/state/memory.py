@@ -7,6 +7,8 @@ reservations of those before it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from haimaker.clock import Clock
@@ -44,6 +46,17 @@ class CustomerCounters:
         self.partial_in_flight = 0
 
 
+@dataclass(slots=True)
+class _Plan:
+    """What one subject's admission will take, once every subject of the request has passed its checks."""
+
+    limits: Limits
+    counters: CustomerCounters
+    cost: Nanos
+    tokens: int
+    partial: bool
+
+
 class MemoryCounterStore:
     """Counters for every customer seen by this process."""
 
@@ -63,24 +76,33 @@ class MemoryCounterStore:
     async def admit(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Reservation:
         return self.admit_now(limits, demand, fail_closed=fail_closed)
 
+    async def admit_all(self, parts: Sequence[tuple[Limits, Demand]], *, fail_closed: bool) -> list[Reservation]:
+        return self.admit_all_now(parts, fail_closed=fail_closed)
+
     def admit_now(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Reservation:
         """The whole admission, synchronous: nothing else runs on the loop until it returns."""
-        c = self._get(limits.customer_id)
+        return self.admit_all_now(((limits, demand),), fail_closed=fail_closed)[0]
+
+    def admit_all_now(self, parts: Sequence[tuple[Limits, Demand]], *, fail_closed: bool) -> list[Reservation]:
+        """Every subject checked, then every subject reserved: a refusal of one takes nothing from the others."""
         now = self._clock.time()
+        plans = [self._check(limits, demand, fail_closed, now) for limits, demand in parts]
+        return [self._take(plan) for plan in plans]
+
+    def _check(self, limits: Limits, demand: Demand, fail_closed: bool, now: float) -> _Plan:
+        """Apply a due period reset and roll the rate window, then check every limit; raise on a refusal."""
+        c = self._get(limits.customer_id)
         if limits.budget_duration is not None:
             self._apply_due_reset(c, limits)
         if now - c.window_start >= WINDOW_S:
             c.window_start, c.window_requests, c.window_tokens = now, 0, 0
 
-        # Check every limit before touching anything: all or nothing.
         if limits.max_parallel_requests is not None and c.in_flight >= limits.max_parallel_requests:
-            raise rate_limited(
-                limits.customer_id, "parallel_requests", limits.max_parallel_requests, c.window_start, now
-            )
+            raise rate_limited(limits, "parallel_requests", limits.max_parallel_requests, c.window_start, now)
         if limits.rpm_limit is not None and c.window_requests >= limits.rpm_limit:
-            raise rate_limited(limits.customer_id, "requests", limits.rpm_limit, c.window_start, now)
+            raise rate_limited(limits, "requests", limits.rpm_limit, c.window_start, now)
         if limits.tpm_limit is not None and c.window_tokens >= limits.tpm_limit:
-            raise rate_limited(limits.customer_id, "tokens", limits.tpm_limit, c.window_start, now)
+            raise rate_limited(limits, "tokens", limits.tpm_limit, c.window_start, now)
         cost = 0
         partial = False
         if limits.max_budget is not None:
@@ -98,20 +120,23 @@ class MemoryCounterStore:
         tokens = demand.tokens
         if limits.tpm_limit is not None:
             tokens = min(tokens, limits.tpm_limit - c.window_tokens)
+        return _Plan(limits, c, cost, tokens, partial)
 
-        c.reserved += cost
+    def _take(self, plan: _Plan) -> Reservation:
+        c, limits = plan.counters, plan.limits
+        c.reserved += plan.cost
         c.window_requests += 1
-        c.window_tokens += tokens
+        c.window_tokens += plan.tokens
         holds_slot = limits.max_parallel_requests is not None
         c.in_flight += 1 if holds_slot else 0
-        c.partial_in_flight += 1 if partial else 0
+        c.partial_in_flight += 1 if plan.partial else 0
         return Reservation(
             customer_id=limits.customer_id,
-            cost=cost,
-            tokens=tokens,
+            cost=plan.cost,
+            tokens=plan.tokens,
             window_start=c.window_start,
             holds_parallel_slot=holds_slot,
-            partial=partial,
+            partial=plan.partial,
             rate_headers=rate_limit_headers(limits, c.window_requests, c.window_tokens),
         )
 

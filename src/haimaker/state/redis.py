@@ -95,6 +95,15 @@ class Admission:
 
 
 @dataclass(frozen=True, slots=True)
+class Seen:
+    """What an admission script saw of one subject: its spend and period end (admitted or refused)."""
+
+    subject: str
+    spend: Nanos
+    spend_reset_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """A refused request and what the script saw: a refusal can follow a period reset that the script applied."""
 
@@ -201,76 +210,102 @@ class RedisCounters:
 
     async def decide(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Admission | Refusal:
         """`admit`, with a refusal returned, not raised, together with the spend and period end the script saw."""
-        seed_if_absent = self._is_new is not None and self._is_new(limits.customer_id)
-        for attempt in range(3):
-            reservation_id, result = await self._admit_once(limits, demand, fail_closed, seed_if_absent)
-            if result[0] != _NOT_SEEDED:
+        verdict, _ = await self.decide_all(((limits, demand),), fail_closed=fail_closed)
+        return verdict if isinstance(verdict, Refusal) else verdict[0]
+
+    async def decide_all(
+        self, parts: Sequence[tuple[Limits, Demand]], *, fail_closed: bool
+    ) -> tuple[list[Admission] | Refusal, list[Seen]]:
+        """Several subjects of one request in one script, all or nothing. Returns the admissions (one per subject, in
+        order) or the first refusal, and what the script saw of every subject (a refusal can follow period resets
+        that the script applied)."""
+        new = [self._is_new is not None and self._is_new(limits.customer_id) for limits, _ in parts]
+        for attempt in range(2 * len(parts) + 1):
+            reservation_id, result = await self._admit_once(parts, fail_closed, new)
+            if int(result[0]) != _NOT_SEEDED:
                 break
-            await self._seed_from_store(limits.customer_id, again=attempt > 0)
-        else:  # pragma: no cover - the key vanished twice in a row (eviction, a concurrent delete)
-            raise RuntimeError(f"customer {limits.customer_id!r} could not be seeded in Redis")
-        status, cost, tokens, ws, wr, wt, spend, rst, did_reset, now_ms, estimate_flag, partial = (
-            int(v) for v in result
-        )
-        reset_at = _from_ms(rst)
-        if did_reset and reset_at is not None:
-            self._resets.reset_customer(SpendReset(limits.customer_id, reset_at))
-        window_start, now = ws / 1000, now_ms / 1000
-        if status in _REFUSALS:
-            limit = {2: limits.max_parallel_requests, 3: limits.rpm_limit, 4: limits.tpm_limit}[status]
-            refused = rate_limited(limits.customer_id, _REFUSALS[status], limit or 0, window_start, now)
-            return Refusal(refused, spend, reset_at)
-        if status != 0:
-            estimate = demand.cost if estimate_flag else None
-            return Refusal(budget_exceeded(self._budget_status_code, limits, spend, estimate), spend, reset_at)
-        slot = limits.max_parallel_requests is not None
-        reservation = SharedReservation(
-            customer_id=limits.customer_id,
-            cost=cost,
-            tokens=tokens,
-            window_start=window_start,
-            holds_parallel_slot=slot,
-            partial=bool(partial),
-            rate_headers=rate_limit_headers(limits, wr, wt),
-            # The same member the script stored: it names the reservation in every later call.
-            member=f"{reservation_id}|{cost}|{tokens}|{int(slot)}|{partial}|{ws}",
-        )
-        return Admission(reservation, spend, reset_at)
+            await self._seed_from_store(parts[int(result[1]) - 1][0].customer_id, again=attempt > 0)
+        else:  # pragma: no cover - a key vanished twice in a row (eviction, a concurrent delete)
+            raise RuntimeError(f"subjects {[limits.customer_id for limits, _ in parts]!r} could not be seeded in Redis")
+        status, refused_index, now_ms = int(result[0]), int(result[1]), int(result[2])
+        now = now_ms / 1000
+        admissions: list[Admission] = []
+        seen: list[Seen] = []
+        refusal: Refusal | None = None
+        for index, (limits, demand) in enumerate(parts):
+            base = 3 + 10 * index
+            cost, tokens, ws, wr, wt, spend, rst, did_reset, estimate_flag, partial = (
+                int(v) for v in result[base : base + 10]
+            )
+            reset_at = _from_ms(rst)
+            if did_reset and reset_at is not None:
+                self._resets.reset_customer(SpendReset(limits.customer_id, reset_at))
+            seen.append(Seen(limits.customer_id, spend, reset_at))
+            window_start = ws / 1000
+            if index + 1 == refused_index:
+                if status in _REFUSALS:
+                    limit = {2: limits.max_parallel_requests, 3: limits.rpm_limit, 4: limits.tpm_limit}[status]
+                    error: BudgetExceededError | RateLimitError = rate_limited(
+                        limits, _REFUSALS[status], limit or 0, window_start, now
+                    )
+                else:
+                    estimate = demand.cost if estimate_flag else None
+                    error = budget_exceeded(self._budget_status_code, limits, spend, estimate)
+                refusal = Refusal(error, spend, reset_at)
+            elif status == 0:
+                slot = limits.max_parallel_requests is not None
+                reservation = SharedReservation(
+                    customer_id=limits.customer_id,
+                    cost=cost,
+                    tokens=tokens,
+                    window_start=window_start,
+                    holds_parallel_slot=slot,
+                    partial=bool(partial),
+                    rate_headers=rate_limit_headers(limits, wr, wt),
+                    # The same member the script stored: it names the reservation in every later call.
+                    member=f"{reservation_id}|{cost}|{tokens}|{int(slot)}|{partial}|{ws}",
+                )
+                admissions.append(Admission(reservation, spend, reset_at))
+        return (refusal if refusal is not None else admissions), seen
 
     async def _admit_once(
-        self, limits: Limits, demand: Demand, fail_closed: bool, seed_if_absent: bool
+        self, parts: Sequence[tuple[Limits, Demand]], fail_closed: bool, new: Sequence[bool]
     ) -> tuple[str, list[Any]]:
-        period, tier_reset, next_reset, clock_ms = "", "", "", 0
-        if limits.budget_duration is not None:
-            now = self._clock.now()
-            period = f"{limits.budget_id or ''}\x1f{limits.budget_duration}"
-            tier_reset = _ms(limits.budget_reset_at)
-            next_reset = _ms(self._next_reset(limits.budget_duration, now))
-            clock_ms = int(now.timestamp() * 1000)
         reservation_id = uuid.uuid4().hex[:16]
-        result: list[Any] = await self._run(
-            "admit",
-            self.keys(limits.customer_id),
-            (
-                reservation_id,
-                self._now_ms(),
-                int(self.lease_s * 1000),
-                demand.cost,
-                demand.tokens,
-                _opt(limits.max_budget),
-                "1" if fail_closed else "0",
-                _opt(limits.rpm_limit),
-                _opt(limits.tpm_limit),
-                _opt(limits.max_parallel_requests),
-                period,
-                tier_reset,
-                next_reset,
-                clock_ms,
-                int(WINDOW_S * 1000),
-                IDLE_TTL_MS,
-                "1" if seed_if_absent else "0",
-            ),
-        )
+        keys: list[str] = []
+        args: list[str | int] = [
+            reservation_id,
+            self._now_ms(),
+            int(self.lease_s * 1000),
+            "1" if fail_closed else "0",
+            int(WINDOW_S * 1000),
+            IDLE_TTL_MS,
+        ]
+        for (limits, demand), seed_if_absent in zip(parts, new, strict=True):
+            period, tier_reset, next_reset, clock_ms = "", "", "", 0
+            if limits.budget_duration is not None:
+                now = self._clock.now()
+                period = f"{limits.budget_id or ''}\x1f{limits.budget_duration}"
+                tier_reset = _ms(limits.budget_reset_at)
+                next_reset = _ms(self._next_reset(limits.budget_duration, now))
+                clock_ms = int(now.timestamp() * 1000)
+            keys.extend(self.keys(limits.customer_id))
+            args.extend(
+                (
+                    demand.cost,
+                    demand.tokens,
+                    _opt(limits.max_budget),
+                    _opt(limits.rpm_limit),
+                    _opt(limits.tpm_limit),
+                    _opt(limits.max_parallel_requests),
+                    period,
+                    tier_reset,
+                    next_reset,
+                    clock_ms,
+                    "1" if seed_if_absent else "0",
+                )
+            )
+        result: list[Any] = await self._run("admit", keys, args)
         return reservation_id, result
 
     async def _seed_from_store(self, customer_id: str, *, again: bool = False) -> None:

@@ -30,7 +30,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -193,26 +193,33 @@ class ResilientCounterStore:
     # -- CounterStore
 
     async def admit(self, limits: Limits, demand: Demand, *, fail_closed: bool) -> Reservation:
+        return (await self.admit_all(((limits, demand),), fail_closed=fail_closed))[0]
+
+    async def admit_all(self, parts: Sequence[tuple[Limits, Demand]], *, fail_closed: bool) -> list[Reservation]:
         if self.health is Health.UP:
             try:
-                verdict = await self.redis.decide(limits, demand, fail_closed=fail_closed)
+                verdict, seen = await self.redis.decide_all(parts, fail_closed=fail_closed)
             except RedisError as exc:
                 self._mark_down(exc)
             except SeedUnavailableError as exc:
                 logger.error("%s", exc)
-                return self._admit_locally(limits, demand, fail_closed, "the durable store is unreachable")
+                return self._admit_locally(parts, fail_closed, "the durable store is unreachable")
             else:
-                # Refused too: the script may have reset the period before it refused.
-                self._note(limits.customer_id, verdict.spend, verdict.spend_reset_at)
+                # Refused too: the script may have reset a period before it refused.
+                for subject in seen:
+                    self._note(subject.subject, subject.spend, subject.spend_reset_at)
                 if isinstance(verdict, Refusal):
                     raise verdict.error
-                reservation = verdict.reservation
-                reservation.epoch = self._epoch or ""
-                self._live[reservation.member] = reservation
-                return reservation
-        return self._admit_locally(limits, demand, fail_closed, "Redis is unreachable")
+                reservations: list[Reservation] = []
+                for admission in verdict:
+                    reservation = admission.reservation
+                    reservation.epoch = self._epoch or ""
+                    self._live[reservation.member] = reservation
+                    reservations.append(reservation)
+                return reservations
+        return self._admit_locally(parts, fail_closed, "Redis is unreachable")
 
-    def _admit_locally(self, limits: Limits, demand: Demand, fail_closed: bool, why: str) -> Reservation:
+    def _admit_locally(self, parts: Sequence[tuple[Limits, Demand]], fail_closed: bool, why: str) -> list[Reservation]:
         if self._fail_closed:
             self.refused += 1
             raise ServiceUnavailableError(
@@ -221,7 +228,7 @@ class ResilientCounterStore:
                 headers={"retry-after": "1"},
             )
         self.served_locally += 1
-        return self.local.admit_now(limits, demand, fail_closed=fail_closed)
+        return self.local.admit_all_now(parts, fail_closed=fail_closed)
 
     def settle(self, reservation: Reservation, cost: Nanos, tokens: int) -> Nanos:
         customer_id = reservation.customer_id

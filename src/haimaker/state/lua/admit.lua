@@ -1,129 +1,168 @@
--- Admission of one request: every limit of the customer checked, and what the request needs reserved,
--- atomically (all or nothing). Mirrors MemoryCounterStore.admit_now exactly; see state/redis.py.
+-- Admission of one request: every limit of each of its subjects (its customer; its virtual key, and the key's
+-- per-model limits) checked, and what the request needs reserved in each, atomically: all or nothing across the
+-- subjects. Per subject it mirrors MemoryCounterStore._check/_take exactly; see state/redis.py.
 --
--- KEYS[1] customer hash   s spend, rsv reserved, inf in flight, pin shrunk reservations in flight,
---                         ws/wr/wt rate window, rst reset ms, per period
--- KEYS[2] live leases     zset: member `id|cost|tokens|slot|partial|window` -> lease deadline (ms)
--- KEYS[3] expired leases  zset: member -> expiry time (ms), so that a late settle still charges once
--- ARGV  1 reservation id    2 now ms (0: the server's TIME)   3 lease ms       4 demand cost   5 demand tokens
---       6 max budget ('')   7 fail closed (1/0)               8 rpm ('')       9 tpm ('')      10 parallel ('')
---      11 period key ('': no budget_duration)   12 tier reset ms ('')   13 next reset ms   14 clock ms
---      15 window ms        16 idle ttl ms     17 '1': seed an absent customer at zero (known to be new)
--- Returns {1} when the customer is not seeded yet; else
---   {status, cost, tokens, ws, wr, wt, spend, rst (-1: none), did_reset, now, estimate_flag, partial}
---   status 0 admitted, 2 parallel, 3 requests, 4 tokens, 5 budget.
+-- KEYS, three per subject, in order:
+--   hash            s spend, rsv reserved, inf in flight, pin shrunk reservations in flight,
+--                   ws/wr/wt rate window, rst reset ms, per period
+--   live leases     zset: member `id|cost|tokens|slot|partial|window` -> lease deadline (ms)
+--   expired leases  zset: member -> expiry time (ms), so that a late settle still charges once
+-- ARGV  1 reservation id   2 now ms (0: the server's TIME)   3 lease ms   4 fail closed (1/0)   5 window ms
+--       6 idle ttl ms
+--   then eleven per subject, from ARGV[7]:
+--       +0 demand cost   +1 demand tokens   +2 max budget ('')   +3 rpm ('')   +4 tpm ('')   +5 parallel ('')
+--       +6 period key ('': no budget_duration)   +7 tier reset ms ('')   +8 next reset ms   +9 clock ms
+--       +10 '1': seed an absent subject at zero (known to be new)
+-- Returns {1, i} when subject i is not seeded yet (nothing was changed); else
+--   {status, refused subject (0: none), now, then per subject: cost, tokens, ws, wr, wt, spend, rst (-1: none),
+--    did_reset, estimate_flag, partial}
+--   status 0 admitted, 2 parallel, 3 requests, 4 tokens, 5 budget (of the refused subject).
 local function int(n) return string.format('%d', n) end
 
-local c, r, e = KEYS[1], KEYS[2], KEYS[3]
 local now = tonumber(ARGV[2])
 if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local f = redis.call('HMGET', c, 's', 'rsv', 'inf', 'ws', 'wr', 'wt', 'rst', 'per', 'pin')
-if not f[1] then
-  -- Not seeded. ARGV[17] '1': the caller knows the durable store holds nothing for this customer (a new one), so
-  -- it starts here at zero, exactly as a seed of (0, no reset) followed by this admission would.
-  if ARGV[17] ~= '1' then return {1} end
-  f[1] = '0'
-end
-local spend = tonumber(f[1])
-local reserved = tonumber(f[2] or '0')
-local inflight = tonumber(f[3] or '0')
-local ws = tonumber(f[4] or '0')
-local wr = tonumber(f[5] or '0')
-local wt = tonumber(f[6] or '0')
-local pin = tonumber(f[9] or '0')
-local rst = nil
-if f[7] then rst = tonumber(f[7]) end
+local fail_closed = ARGV[4] == '1'
+local window = tonumber(ARGV[5])
+local n = #KEYS / 3
 
--- Reservations whose lease ran out (their instance died or lost Redis): give back what they hold.
-local gone = redis.call('ZRANGEBYSCORE', r, '-inf', now, 'LIMIT', 0, 256)
-for _, m in ipairs(gone) do
-  local _, _, rcost, rtok, rslot, rpart, rws = string.find(m, '^[^|]*|(%d+)|(%d+)|(%d)|(%d)|(%d+)$')
-  if rcost then
-    reserved = reserved - tonumber(rcost)
-    inflight = inflight - tonumber(rslot)
-    pin = pin - tonumber(rpart)
-    if tonumber(rws) == ws then wt = wt - tonumber(rtok) end
-    redis.call('ZADD', e, now, m)
+-- Read every subject first: an unseeded one stops the script before anything is written.
+local subjects = {}
+for i = 1, n do
+  local c = KEYS[3 * i - 2]
+  local a = 6 + 11 * (i - 1)
+  local f = redis.call('HMGET', c, 's', 'rsv', 'inf', 'ws', 'wr', 'wt', 'rst', 'per', 'pin')
+  if not f[1] then
+    -- Not seeded. '1': the caller knows the durable store holds nothing for this subject (a new one), so it starts
+    -- here at zero, exactly as a seed of (0, no reset) followed by this admission would.
+    if ARGV[a + 11] ~= '1' then return {1, i} end
+    f[1] = '0'
   end
-  redis.call('ZREM', r, m)
+  local rst = nil
+  if f[7] then rst = tonumber(f[7]) end
+  subjects[i] = {
+    c = c, r = KEYS[3 * i - 1], e = KEYS[3 * i], a = a, per = f[8],
+    spend = tonumber(f[1]), reserved = tonumber(f[2] or '0'), inflight = tonumber(f[3] or '0'),
+    ws = tonumber(f[4] or '0'), wr = tonumber(f[5] or '0'), wt = tonumber(f[6] or '0'),
+    pin = tonumber(f[9] or '0'), rst = rst,
+    cost = 0, tokens = 0, did_reset = 0, estimate_flag = 0, partial = 0,
+  }
 end
-if #gone > 0 then redis.call('ZREMRANGEBYSCORE', e, '-inf', now - 86400000) end
 
--- Period boundary: a due reset is applied here, at request time, once for the whole cluster.
-local did_reset = 0
-local period = ARGV[11]
-if period ~= '' then
-  local tier = nil
-  if ARGV[12] ~= '' then tier = tonumber(ARGV[12]) end
-  if f[8] ~= period then
-    -- New customer, new tier or new duration: follow the tier's stored boundary.
-    redis.call('HSET', c, 'per', period)
-    if rst == nil or (tier ~= nil and rst > tier) then rst = tier end
+-- Bring each subject up to date: expired leases given back, a due period reset applied, the rate window rolled.
+for i = 1, n do
+  local s = subjects[i]
+  local a = s.a
+  -- Reservations whose lease ran out (their instance died or lost Redis): give back what they hold.
+  local gone = redis.call('ZRANGEBYSCORE', s.r, '-inf', now, 'LIMIT', 0, 256)
+  for _, m in ipairs(gone) do
+    local _, _, rcost, rtok, rslot, rpart, rws = string.find(m, '^[^|]*|(%d+)|(%d+)|(%d)|(%d)|(%d+)$')
+    if rcost then
+      s.reserved = s.reserved - tonumber(rcost)
+      s.inflight = s.inflight - tonumber(rslot)
+      s.pin = s.pin - tonumber(rpart)
+      if tonumber(rws) == s.ws then s.wt = s.wt - tonumber(rtok) end
+      redis.call('ZADD', s.e, now, m)
+    end
+    redis.call('ZREM', s.r, m)
   end
-  if rst == nil then
-    rst = tonumber(ARGV[13])
-  elseif tonumber(ARGV[14]) >= rst then
-    spend = 0
-    rst = tonumber(ARGV[13])
-    did_reset = 1
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', s.e, '-inf', now - 86400000) end
+
+  -- Period boundary: a due reset is applied here, at request time, once for the whole cluster.
+  local period = ARGV[a + 7]
+  if period ~= '' then
+    local tier = nil
+    if ARGV[a + 8] ~= '' then tier = tonumber(ARGV[a + 8]) end
+    if s.per ~= period then
+      -- New subject, new tier or new duration: follow the tier's stored boundary.
+      redis.call('HSET', s.c, 'per', period)
+      if s.rst == nil or (tier ~= nil and s.rst > tier) then s.rst = tier end
+    end
+    if s.rst == nil then
+      s.rst = tonumber(ARGV[a + 9])
+    elseif tonumber(ARGV[a + 10]) >= s.rst then
+      s.spend = 0
+      s.rst = tonumber(ARGV[a + 9])
+      s.did_reset = 1
+    end
+  end
+
+  if now - s.ws >= window then
+    s.ws, s.wr, s.wt = now, 0, 0
   end
 end
 
-local window = tonumber(ARGV[15])
-if now - ws >= window then
-  ws, wr, wt = now, 0, 0
-end
-
--- Every limit is checked before anything is taken.
-local status = 0
-local par, rpm, tpm = ARGV[10], ARGV[8], ARGV[9]
-if par ~= '' and inflight >= tonumber(par) then
-  status = 2
-elseif rpm ~= '' and wr >= tonumber(rpm) then
-  status = 3
-elseif tpm ~= '' and wt >= tonumber(tpm) then
-  status = 4
-end
-local cost, tokens, estimate_flag, partial = 0, 0, 0, 0
-if status == 0 and ARGV[6] ~= '' then
-  local remaining = tonumber(ARGV[6]) - (spend + reserved)
-  local want = tonumber(ARGV[4])
-  local does_not_fit = want > remaining
-  -- A request that does not fit may run on what remains only while no other such request is in flight:
-  -- each can overshoot by its excess, so one at a time bounds the overshoot to one request.
-  if remaining <= 0 or (does_not_fit and (ARGV[7] == '1' or pin > 0)) then
-    status = 5
-    if ARGV[7] == '1' and remaining > 0 then estimate_flag = 1 end
-  else
-    cost = math.min(want, remaining)
-    if does_not_fit then partial = 1 end
+-- Every limit of every subject is checked before anything is taken.
+local status, refused = 0, 0
+for i = 1, n do
+  local s = subjects[i]
+  local a = s.a
+  local par, rpm, tpm = ARGV[a + 6], ARGV[a + 4], ARGV[a + 5]
+  if par ~= '' and s.inflight >= tonumber(par) then
+    status = 2
+  elseif rpm ~= '' and s.wr >= tonumber(rpm) then
+    status = 3
+  elseif tpm ~= '' and s.wt >= tonumber(tpm) then
+    status = 4
+  end
+  if status == 0 and ARGV[a + 3] ~= '' then
+    local remaining = tonumber(ARGV[a + 3]) - (s.spend + s.reserved)
+    local want = tonumber(ARGV[a + 1])
+    local does_not_fit = want > remaining
+    -- A request that does not fit may run on what remains only while no other such request is in flight:
+    -- each can overshoot by its excess, so one at a time bounds the overshoot to one request.
+    if remaining <= 0 or (does_not_fit and (fail_closed or s.pin > 0)) then
+      status = 5
+      if fail_closed and remaining > 0 then s.estimate_flag = 1 end
+    else
+      s.cost = math.min(want, remaining)
+      if does_not_fit then s.partial = 1 end
+    end
+  end
+  if status ~= 0 then
+    refused = i
+    break
   end
 end
 
 if status == 0 then
-  tokens = tonumber(ARGV[5])
-  if tpm ~= '' then tokens = math.min(tokens, tonumber(tpm) - wt) end
-  local slot = 0
-  if par ~= '' then slot = 1 end
-  reserved = reserved + cost
-  wr = wr + 1
-  wt = wt + tokens
-  inflight = inflight + slot
-  pin = pin + partial
-  local member = ARGV[1] .. '|' .. int(cost) .. '|' .. int(tokens) .. '|' .. slot .. '|' .. partial .. '|' .. int(ws)
-  redis.call('ZADD', r, now + tonumber(ARGV[3]), member)
+  for i = 1, n do
+    local s = subjects[i]
+    local a = s.a
+    local tpm = ARGV[a + 5]
+    s.tokens = tonumber(ARGV[a + 2])
+    if tpm ~= '' then s.tokens = math.min(s.tokens, tonumber(tpm) - s.wt) end
+    local slot = 0
+    if ARGV[a + 6] ~= '' then slot = 1 end
+    s.reserved = s.reserved + s.cost
+    s.wr = s.wr + 1
+    s.wt = s.wt + s.tokens
+    s.inflight = s.inflight + slot
+    s.pin = s.pin + s.partial
+    local member = ARGV[1] .. '|' .. int(s.cost) .. '|' .. int(s.tokens) .. '|' .. slot .. '|' .. s.partial .. '|'
+      .. int(s.ws)
+    redis.call('ZADD', s.r, now + tonumber(ARGV[3]), member)
+  end
 end
 
-redis.call('HSET', c, 's', int(spend), 'rsv', int(reserved), 'inf', int(inflight), 'pin', int(pin),
-  'ws', int(ws), 'wr', int(wr), 'wt', int(wt))
-if rst ~= nil then redis.call('HSET', c, 'rst', int(rst)) end
-local ttl = tonumber(ARGV[16])
-redis.call('PEXPIRE', c, ttl)
-redis.call('PEXPIRE', r, ttl)
-redis.call('PEXPIRE', e, ttl)
-local rst_out = -1
-if rst ~= nil then rst_out = rst end
-return {status, cost, tokens, ws, wr, wt, spend, rst_out, did_reset, now, estimate_flag, partial}
+local out = {status, refused, now}
+local ttl = tonumber(ARGV[6])
+for i = 1, n do
+  local s = subjects[i]
+  if status ~= 0 then s.cost, s.tokens, s.partial = 0, 0, 0 end
+  redis.call('HSET', s.c, 's', int(s.spend), 'rsv', int(s.reserved), 'inf', int(s.inflight), 'pin', int(s.pin),
+    'ws', int(s.ws), 'wr', int(s.wr), 'wt', int(s.wt))
+  if s.rst ~= nil then redis.call('HSET', s.c, 'rst', int(s.rst)) end
+  redis.call('PEXPIRE', s.c, ttl)
+  redis.call('PEXPIRE', s.r, ttl)
+  redis.call('PEXPIRE', s.e, ttl)
+  local rst_out = -1
+  if s.rst ~= nil then rst_out = s.rst end
+  for _, v in ipairs({s.cost, s.tokens, s.ws, s.wr, s.wt, s.spend, rst_out, s.did_reset, s.estimate_flag,
+      s.partial}) do
+    out[#out + 1] = v
+  end
+end
+return out
