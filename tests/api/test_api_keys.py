@@ -10,7 +10,12 @@ from typing import Any
 
 import httpx
 
+from haimaker.money import usd_to_nanos
+from haimaker.state.keys import key_subject
+from haimaker.storage import ChargeBatch
 from tests.api.mgmt_support import assert_error, new_id
+from tests.support.factories import make_log
+from tests.support.proxy import RunningProxy
 
 
 def sha256(key: str) -> str:
@@ -283,3 +288,32 @@ def test_key_routes_need_the_admin_key(api: httpx.Client) -> None:
     url = str(api.base_url).rstrip("/") + "/key/generate"
     assert httpx.post(url, json={}, headers={"Authorization": "Bearer sk-wrong-key"}).status_code == 401
     assert httpx.post(url, json={}).status_code == 401
+
+
+def test_every_key_write_reaches_the_hot_state_before_it_answers(api: httpx.Client, shared_proxy: RunningProxy) -> None:
+    services = shared_proxy.state.services
+    created = generate(api, key_alias=new_id("hot"), rpm_limit=3, spend=0.25)
+    cached = services.key_catalog.get(created["token"])
+    assert cached is not None and cached.rpm_limit == 3
+    assert services.counters.spend(key_subject(created["token"])) == usd_to_nanos("0.25")
+    api.post("/key/block", json={"key": created["token"]})
+    blocked = services.key_catalog.get(created["token"])
+    assert blocked is not None and blocked.blocked
+    regenerated = api.post("/key/regenerate", json={"key": created["token"]}).json()
+    assert services.key_catalog.get(created["token"]) is None
+    assert services.key_catalog.get(regenerated["token"]) is not None
+    assert services.counters.spend(key_subject(regenerated["token"])) == usd_to_nanos("0.25")
+    api.post("/key/delete", json={"keys": [regenerated["token"]]})
+    assert services.key_catalog.get(regenerated["token"]) is None
+    assert services.counters.spend(key_subject(regenerated["token"])) is None
+
+
+def test_spend_logs_filter_by_key_value_or_hash(api: httpx.Client, shared_proxy: RunningProxy) -> None:
+    created = generate(api)
+    logs = [make_log(api_key=created["token"], end_user=new_id()), make_log(api_key=sha256("sk-another-key-0001"))]
+    shared_proxy.call(shared_proxy.state.sink.spend.write_batch(ChargeBatch(logs=logs)))
+    for key in (created["key"], created["token"]):
+        response = api.get("/spend/logs", params={"api_key": key})
+        assert response.status_code == 200, response.text
+        assert [row["request_id"] for row in response.json()] == [logs[0].request_id]
+        assert response.json()[0]["api_key"] == created["token"]
