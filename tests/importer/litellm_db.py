@@ -41,6 +41,7 @@ MODEL_LIMITS_KEY: Final = 4
 UI_SESSION_KEY: Final = 5
 MANAGEMENT_KEY: Final = 6
 BLOCKED_KEY: Final = 7
+SAME_ALIAS_KEY: Final = 9  # holds key 8's alias: LiteLLM's table does not enforce unique aliases
 PLAIN_KEY: Final = 42  # an ordinary key, used end to end
 ORPHAN_END_USER: Final = END_USERS - 1  # its budget row is gone
 EU_END_USER: Final = 7
@@ -199,7 +200,7 @@ def key_row(i: int) -> dict[str, Any]:
     row: dict[str, Any] = {
         "token": token_of(i),
         "key_name": f"sk-...{plaintext_key(i)[-4:]}",
-        "key_alias": f"app-{i:03d}",
+        "key_alias": f"app-{i - 1 if i == SAME_ALIAS_KEY else i:03d}",
         "spend": 0.01 * i + 0.000000001,
         "total_spend": 0.02 * i,
         "expires": PAST if i == EXPIRED_KEY else None,

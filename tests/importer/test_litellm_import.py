@@ -195,6 +195,7 @@ async def test_the_report_names_what_it_could_not_map(litellm: str, store: Store
         "1 key: owned by a user: users are not modelled, the user's limits do not apply: 'app-002'",
         "1 customer: its budget_id names no budget in LiteLLM: imported without a budget: user-199",
         "1 customer: allowed_model_region 'mars' is not one of eu, us: left out: user-008",
+        "1 key: this key_alias names 2 keys: 'app-008'",
         "1 budget: temporary budget increase (temp_budget_increase) is not applied: tier-05",
     ]
     for line in expected:

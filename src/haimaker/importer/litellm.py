@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -196,6 +196,11 @@ def map_snapshot(snapshot: LiteLLMSnapshot, *, now: datetime) -> MappedImport:
             continue
         tokens.add(key.token)
         mapped.keys.append(key)
+    holders = Counter(key.key_alias for key in mapped.keys if key.key_alias is not None)
+    for alias in sorted(alias for alias, count in holders.items() if count > 1):
+        # LiteLLM's API refuses a shared alias but its table does not; ours keeps them too (`/key/info` by alias
+        # then finds several), and `/key/update` refuses to give an alias to a second key.
+        mapped.notes.append(Note("key", repr(alias[:60]), f"this key_alias names {holders[alias]} keys"))
     return mapped
 
 
