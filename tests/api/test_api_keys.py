@@ -296,6 +296,8 @@ def test_every_key_write_reaches_the_hot_state_before_it_answers(api: httpx.Clie
     cached = services.key_catalog.get(created["token"])
     assert cached is not None and cached.rpm_limit == 3
     assert services.counters.spend(key_subject(created["token"])) == usd_to_nanos("0.25")
+    api.post("/key/update", json={"key": created["token"], "budget_duration": "1d"})  # a new period keeps the spend
+    assert services.counters.spend(key_subject(created["token"])) == usd_to_nanos("0.25")
     api.post("/key/block", json={"key": created["token"]})
     blocked = services.key_catalog.get(created["token"])
     assert blocked is not None and blocked.blocked

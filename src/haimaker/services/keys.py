@@ -182,6 +182,10 @@ class KeyService:
         self._services.key_changed(updated.token, updated)
         if "spend" in changes:
             self._services.key_spend_changed(updated)
+        elif "budget_reset_at" in changes:
+            # A new budget period: the counters keep the spend counted so far and reset on the new instant.
+            spend = await self._services.live_key_spend(current)
+            self._services.key_spend_changed(replace(updated, spend=spend))
         return await self._live(updated)
 
     async def delete(
