@@ -52,12 +52,20 @@ def _other_tasks() -> set[asyncio.Task[Any]]:
     return asyncio.all_tasks() - {asyncio.current_task()}
 
 
-async def test_a_missing_default_budget_fails_start_up_and_leaves_nothing_open(tmp_path: Path) -> None:
+async def test_a_start_up_failing_after_the_tokenizer_load_leaves_nothing_open(tmp_path: Path) -> None:
     factory = logging.getLogRecordFactory()
-    before = _other_tasks()
     async with temporary_database("postgres", tmp_path) as url:
-        app = _app(tmp_path, url, litellm_settings={"max_end_user_budget_id": "no-such-tier"})
-        with pytest.raises(ConfigError, match="max_end_user_budget_id"):
+        async with _app(tmp_path, url).api.router.lifespan_context(_app(tmp_path, url).api):
+            pass  # migrated and remembered
+        # A damaged schema at the head revision: migrations are skipped, and loading the virtual keys (after the
+        # tokenizer load has started) fails.
+        engine = create_async_engine(url, poolclass=NullPool)
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP TABLE virtual_keys"))
+        await engine.dispose()
+        before = _other_tasks()
+        app = _app(tmp_path, url)
+        with pytest.raises(Exception, match="virtual_keys"):
             async with app.api.router.lifespan_context(app.api):
                 pytest.fail("the lifespan must not start")
         assert _other_tasks() <= before  # the tokenizer load, and nothing else, was started: it is gone too

@@ -358,6 +358,8 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         customers_repo=sink.customers,
         budgets_repo=sink.budgets,
         spend_repo=sink.spend,
+        keys_repo=sink.keys,
+        key_catalog=key_catalog,
         catalog=catalog,
         counters=store,
         recorder=recorder,

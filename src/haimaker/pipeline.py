@@ -218,6 +218,12 @@ class Pipeline:
         if customer_id is None and self._options.enforce_user_param:
             raise AuthenticationError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
         self._router.group(model)  # unknown model: 400 before anything else is spent
+        # A customer's allowed_model_region keeps its call on deployments of that region (providers/router.py); a
+        # model with none there is a 400 before admission, so the refused request costs no rate-limit slot.
+        customer = self._engine.catalog.customers.get(customer_id) if customer_id is not None else None
+        region = customer.allowed_model_region if customer is not None else None
+        if customer is not None and region is not None and not customer.blocked:  # blocked: admission's 403 first
+            self._router.regional_group(model, region)
         key = caller.key
         if key is not None and not key_allows_model(key, model):
             raise PermissionDeniedError(
@@ -241,9 +247,6 @@ class Pipeline:
             await self._admit(call, customer_id, key)
         upstream_body = self._upstream_body(call)
         call.upstream_started = time.perf_counter()
-        # A customer's allowed_model_region keeps its call on deployments of that region (providers/router.py).
-        customer = self._engine.catalog.customers.get(customer_id) if customer_id is not None else None
-        region = customer.allowed_model_region if customer is not None else None
         try:
             deployment, response = await self._router.open(
                 model, route, upstream_body, call.stream, region=region, on_failed_attempt=self._count_failure

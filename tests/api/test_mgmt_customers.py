@@ -181,6 +181,10 @@ def test_update_applies_only_the_fields_sent(api: httpx.Client) -> None:
 
     body = api.post("/customer/update", json={"user_id": user_id, "blocked": False, "alias": None}).json()
     assert body["blocked"] is False and body["alias"] is None and body["allowed_model_region"] == "us"
+    # Unblocked, and pinned to a region where the model has no deployment: refused for that, before any upstream.
+    assert_error(chat(api, user_id), 400, "invalid_request_error", param="model")
+    body = api.post("/customer/update", json={"user_id": user_id, "allowed_model_region": None}).json()
+    assert body["allowed_model_region"] is None and body["alias"] is None
     assert chat(api, user_id).status_code == 200
 
     body = api.post("/customer/update", json={"user_id": user_id, "models": ["mistral"]}).json()

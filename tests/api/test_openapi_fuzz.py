@@ -37,7 +37,7 @@ from tests.support.proxy import RunningProxy
 
 EXAMPLES_PER_OPERATION = {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 15}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-MANAGEMENT_PREFIXES = ("/customer/", "/budget/", "/spend/", "/global/", "/end_user/")
+MANAGEMENT_PREFIXES = ("/customer/", "/budget/", "/spend/", "/global/", "/end_user/", "/key/")
 
 
 @dataclass

@@ -18,6 +18,7 @@ from tests.state.state_setup import DurableSpend, MakeCounters, RecordedResets, 
 
 KEY = key_subject("0" * 64)
 
+
 def _key_limits(**fields: object) -> Limits:
     return limits(KEY, kind="api_key", label="app (sk-...abcd)", **fields)
 

@@ -50,7 +50,9 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
     # One proxy for the module: the sign-in test creates nothing, so the lifecycle test still starts empty.
-    with running_proxy(tmp_path_factory.mktemp("ui-browser"), base_config()) as running:
+    # The one deployment is in the EU: the customer the lifecycle test pins to `eu` is served there.
+    model = {"model_name": "gpt-3.5-turbo", "litellm_params": {"model": "mock/gpt-3.5-turbo", "region_name": "eu"}}
+    with running_proxy(tmp_path_factory.mktemp("ui-browser"), base_config(model_list=[model])) as running:
         yield running
 
 

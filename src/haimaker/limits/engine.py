@@ -94,8 +94,8 @@ class BudgetEngine:
     def needs_prompt_count(self, customer_id: str, new_customer_budget_id: str | None = None) -> bool:
         """Whether admission will use a token estimate (skip tokenizing for unlimited customers)."""
         limits = self.catalog.limits_for(customer_id)
-        if new_customer_budget_id is not None and customer_id not in self.catalog.customers:
-            limits = limits_of(customer_id, self.catalog.budgets.get(new_customer_budget_id))
+        if new_customer_budget_id in self.catalog.budgets and customer_id not in self.catalog.customers:
+            limits = limits_of(customer_id, self.catalog.budgets[new_customer_budget_id])
         return limits.tpm_limit is not None or (limits.max_budget is not None and self._reservation_enabled)
 
     def check_access(
@@ -154,9 +154,10 @@ class BudgetEngine:
         if customer_id is not None:
             new_budget = key.end_user_budget_id if key is not None else None
             customer, limits = self.check_access(customer_id, model, group, new_customer_budget_id=new_budget)
-            if customer is None and new_budget is not None:
-                # First seen through this key: the key's budget for new customers applies (and is stored with it).
-                limits = limits_of(customer_id, self.catalog.budgets.get(new_budget))
+            if customer is None and new_budget is not None and new_budget in self.catalog.budgets:
+                # First seen through this key: the key's budget for new customers applies (and is stored with it). A
+                # key whose budget was deleted since falls back to the default, never to no limits.
+                limits = limits_of(customer_id, self.catalog.budgets[new_budget])
             if limits.has_any:
                 parts.append((limits, self._demand(limits, group, prompt_tokens, max_output_tokens, n)))
         reservations = await self.store.admit_all(parts, fail_closed=self._fail_closed) if parts else []
@@ -165,6 +166,7 @@ class BudgetEngine:
         if customer_id is not None and customer is None:
             # First sight: the customer exists from now on; the store row is written with its first charge.
             budget_id = key.end_user_budget_id if key is not None else None
+            budget_id = budget_id if budget_id in self.catalog.budgets else None
             self.catalog.put_customer(Customer(user_id=customer_id, created_at=self._clock.now(), budget_id=budget_id))
         return Ticket(customer_id, limits, reservation, tuple(reservations[: len(key_parts)]), budget_id)
 

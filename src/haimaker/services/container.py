@@ -68,6 +68,8 @@ class Services:
         customers_repo: CustomerRepository,
         budgets_repo: BudgetRepository,
         spend_repo: SpendRepository,
+        keys_repo: KeyRepository,
+        key_catalog: KeyCatalog,
         catalog: Catalog,
         counters: CounterStore,
         recorder: SpendRecorder,
@@ -77,16 +79,13 @@ class Services:
         announcer: ChangeAnnouncer | None = None,
         shared_spend: SharedSpend | None = None,
         store_status: Callable[[], StoreStatus] | None = None,
-        keys_repo: KeyRepository | None = None,
-        key_catalog: KeyCatalog | None = None,
     ) -> None:
         self.customers_repo = customers_repo
         self.budgets_repo = budgets_repo
         self.spend_repo = spend_repo
-        # None: virtual keys are not wired (the key use-cases answer 503).
         self.keys_repo = keys_repo
         self.catalog = catalog
-        self.key_catalog = key_catalog if key_catalog is not None else KeyCatalog()
+        self.key_catalog = key_catalog
         self.counters = counters
         self.clock = clock
         self.router = router

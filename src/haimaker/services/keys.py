@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from haimaker import identity
-from haimaker.errors import BadRequestError, NotFoundError, ProxyError, ServiceUnavailableError
+from haimaker.errors import BadRequestError, NotFoundError, ProxyError
 from haimaker.ids import MAX_TEXT_CHARS, checked_text
 from haimaker.periods import parse_duration
 from haimaker.services.budgets import usd_amount
@@ -97,10 +97,7 @@ class KeyService:
 
     @property
     def _repo(self) -> KeyRepository:
-        repo = self._services.keys_repo
-        if repo is None:
-            raise ServiceUnavailableError("Virtual keys are not available on this proxy.")
-        return repo
+        return self._services.keys_repo
 
     # -- reads ---------------------------------------------------------------------------------------------------
 
