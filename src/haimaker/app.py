@@ -374,8 +374,10 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
     if not general.disable_reset_budget:
         reset_job = ResetJob(
             catalog=catalog,
+            key_catalog=key_catalog,
             counters=store,
             budgets=sink.budgets,
+            keys=sink.keys,
             recorder=recorder,
             clock=clock,
             next_reset=next_reset,

@@ -117,3 +117,38 @@ async def test_reset_survives_a_restart_across_the_boundary(tmp_path: Path, data
     with running_proxy(tmp_path, _config(database_url), clock=clock) as proxy:
         async with async_client(proxy.url, proxy.master_key) as client:
             assert (await _chat(client, "sleeper")).status_code == 200
+
+
+async def test_a_key_budget_resets_at_request_time_and_an_idle_key_by_the_job(
+    tmp_path: Path, database_url: str
+) -> None:
+    clock = FakeClock(START)
+    with running_proxy(tmp_path, _config(database_url), clock=clock) as proxy:
+        async with async_client(proxy.url, proxy.master_key) as admin:
+            keys = {}
+            for alias in ("active", "idle"):
+                made = await admin.post(
+                    "/key/generate", json={"key_alias": alias, "max_budget": 0.0001, "budget_duration": "1d"}
+                )
+                assert made.status_code == 200, made.text
+                keys[alias] = made.json()["key"]
+            for alias, key in keys.items():
+                async with async_client(proxy.url, key) as client:
+                    await _exhaust(client, f"customer-of-{alias}")
+                info = (await admin.get("/key/info", params={"key": key})).json()["info"]
+                assert info["spend"] > 0
+            clock.set(EXPECTED_RESET["1d"] + timedelta(seconds=1))
+
+            # An active key: its next request starts a new period.
+            async with async_client(proxy.url, keys["active"]) as client:
+                again = await _chat(client, "customer-of-active")
+                assert again.status_code == 200, again.text
+            # An idle key: the job resets it without a request, in the counters, the store and /key/info.
+            job = proxy.state.reset_job
+            assert job is not None
+            assert proxy.call(job.tick()) >= 1
+            info = (await admin.get("/key/info", params={"key": keys["idle"]})).json()["info"]
+            assert info["spend"] == 0
+            assert datetime.fromisoformat(info["budget_reset_at"].replace("Z", "+00:00")) > EXPECTED_RESET["1d"]
+            async with async_client(proxy.url, keys["idle"]) as client:
+                assert (await _chat(client, "customer-of-idle")).status_code == 200

@@ -1,4 +1,5 @@
-"""Budget periods: the job that resets idle customers when their tier's period ends.
+"""Budget periods: the job that resets idle customers when their tier's period ends, and idle virtual keys when
+theirs does.
 
 Active customers are reset at request time by the counter store (a reset is never late); this job
 covers the customers nobody has heard from, advances each tier's `budget_reset_at`, and announces the
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from haimaker.accounting.recorder import BudgetReset
+from haimaker.state.counters import SpendReset
+from haimaker.state.keys import key_subject
 
 if TYPE_CHECKING:
     from haimaker.accounting.recorder import SpendRecorder
@@ -29,8 +33,10 @@ if TYPE_CHECKING:
     from haimaker.services.container import ChangeAnnouncer
     from haimaker.state.catalog import Catalog
     from haimaker.state.counters import CounterStore
+    from haimaker.state.keys import KeyCatalog
     from haimaker.state.locks import JobLock
     from haimaker.storage.budgets_repo import BudgetRepository
+    from haimaker.storage.keys_repo import KeyRepository
 
 logger = logging.getLogger("haimaker.resets")
 
@@ -40,8 +46,10 @@ class ResetJob:
         self,
         *,
         catalog: Catalog,
+        key_catalog: KeyCatalog,
         counters: CounterStore,
         budgets: BudgetRepository,
+        keys: KeyRepository,
         recorder: SpendRecorder,
         clock: Clock,
         next_reset: NextReset,
@@ -51,8 +59,10 @@ class ResetJob:
         lock: JobLock | None = None,
     ) -> None:
         self._catalog = catalog
+        self._key_catalog = key_catalog
         self._counters = counters
         self._budgets = budgets
+        self._keys = keys
         self._recorder = recorder
         self._clock = clock
         self._next_reset = next_reset
@@ -79,7 +89,31 @@ class ResetJob:
             return await self.tick() if held else None
 
     async def tick(self) -> int:
-        """Reset every tier whose period has ended; return how many customers were reset."""
+        """Reset every tier, and every key, whose period has ended; return how many customers and keys were reset."""
+        return await self._reset_tiers() + await self._reset_keys()
+
+    async def _reset_keys(self) -> int:
+        """Keys with a `budget_duration` whose period ended: spend to zero in the counters and (through the recorder,
+        after the charges before it) in the store, the key's next `budget_reset_at` into the catalog, announced."""
+        now = self._clock.now()
+        total = 0
+        for key in list(self._key_catalog.keys.values()):
+            if key.budget_duration is None or (key.budget_reset_at is not None and key.budget_reset_at > now):
+                continue
+            if self._lock is not None:
+                fresh = await self._keys.get(key.token)
+                if fresh is None or (fresh.budget_reset_at is not None and fresh.budget_reset_at > now):
+                    continue  # deleted, or reset by another instance since this catalog last heard
+            next_at = self._next_reset(key.budget_duration, now)
+            subject = key_subject(key.token)
+            total += len(self._counters.reset_due(now, [subject], next_at))
+            self._recorder.reset_customer(SpendReset(subject, next_at))
+            self._key_catalog.put(replace(key, spend=0, budget_reset_at=next_at))
+            if self._announcer is not None:
+                self._announcer.changed("key", key.token)
+        return total
+
+    async def _reset_tiers(self) -> int:
         catalog = self._catalog
         now = self._clock.now()
         total = 0
