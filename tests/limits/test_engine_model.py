@@ -474,6 +474,7 @@ class EngineMachine(RuleBasedStateMachine):
 
         assert settlement.cost == charge
         assert settlement.spend == customer.spend
+        assert flight.ticket.limits is not None
         soft = flight.ticket.limits.soft_budget
         assert settlement.over_soft_budget == (soft is not None and customer.spend >= soft)
         if data.draw(st.booleans(), label="released again"):

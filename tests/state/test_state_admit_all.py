@@ -24,7 +24,9 @@ def _key_limits(**fields: object) -> Limits:
 
 
 def _memory() -> MemoryCounterStore:
-    return MemoryCounterStore(FakeClock(), next_reset_function(None, None), RecordedResets(), budget_status_code=400)
+    return MemoryCounterStore(
+        FakeClock(), next_reset_function("UTC", "00:00"), RecordedResets(), budget_status_code=400
+    )
 
 
 async def test_memory_a_refusal_by_the_customer_takes_nothing_from_the_key() -> None:
