@@ -34,7 +34,7 @@ from haimaker.errors import (
     UpstreamError,
 )
 from haimaker.identity import Authenticator, Caller, CustomerIdResolver
-from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price, key_allows_model, key_limits
+from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price, key_allows_model
 from haimaker.metrics import Metrics
 from haimaker.money import nanos_to_usd
 from haimaker.providers.base import Deployment, Route, UpstreamResponse
@@ -243,7 +243,7 @@ class Pipeline:
             customer_id=customer_id,
             key_hash=caller.token,
         )
-        if customer_id is not None or (key is not None and key_limits(key, model)):
+        if customer_id is not None or key is not None:
             await self._admit(call, customer_id, key)
         upstream_body = self._upstream_body(call)
         call.upstream_started = time.perf_counter()

@@ -301,13 +301,18 @@ class SpendRecorder:
         # Charges create their customer if absent ("first call works"; traffic re-creates a deleted one).
         # A customer first seen through a key with `end_user_budget_id` is created on that budget (spend log metadata,
         # so that a journaled charge replayed after a crash creates it the same way).
-        new_customers = {
-            log.end_user: Customer(
-                user_id=log.end_user, created_at=log.start_time, budget_id=_new_customer_budget(log.metadata)
-            )
-            for log in logs
-            if log.end_user
-        }
+        new_customers: dict[str, Customer] = {}
+        for log in logs:
+            if not log.end_user:
+                continue
+            known = new_customers.get(log.end_user)
+            # Only the customer's first call carries the budget: a later call in the same group never drops it.
+            if known is None or known.budget_id is None:
+                budget_id = _new_customer_budget(log.metadata)
+                if known is None or budget_id is not None:
+                    new_customers[log.end_user] = Customer(
+                        user_id=log.end_user, created_at=log.start_time, budget_id=budget_id
+                    )
         try:
             await self._sink.write_charges(list(new_customers.values()), logs)
         except Exception as exc:

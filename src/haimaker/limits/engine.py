@@ -51,6 +51,8 @@ class Ticket:
     limits: Limits | None
     reservation: Reservation | None
     key_reservations: tuple[Reservation, ...] = ()
+    # The virtual key's counter subject (its spend is counted even when the key has no limits of its own).
+    key_subject: str | None = None
     # The budget a customer first seen through this request's key is created on (the key's `end_user_budget_id`).
     new_customer_budget_id: str | None = None
 
@@ -168,7 +170,14 @@ class BudgetEngine:
             budget_id = key.end_user_budget_id if key is not None else None
             budget_id = budget_id if budget_id in self.catalog.budgets else None
             self.catalog.put_customer(Customer(user_id=customer_id, created_at=self._clock.now(), budget_id=budget_id))
-        return Ticket(customer_id, limits, reservation, tuple(reservations[: len(key_parts)]), budget_id)
+        return Ticket(
+            customer_id,
+            limits,
+            reservation,
+            tuple(reservations[: len(key_parts)]),
+            key_subject(key.token) if key is not None else None,
+            budget_id,
+        )
 
     def needs_key_prompt_count(self, key: VirtualKey, model: str) -> bool:
         """Whether the key's limits need a token estimate at admission."""
@@ -195,6 +204,10 @@ class BudgetEngine:
         cost = cost_nanos(price, usage) if price is not None else 0
         for reservation in ticket.key_reservations:
             self.store.settle(reservation, cost, usage.total_tokens)
+        if ticket.key_subject is not None and not any(
+            r.customer_id == ticket.key_subject for r in ticket.key_reservations
+        ):
+            self.store.add_spend(ticket.key_subject, cost)  # a key without limits of its own: spend counted still
         if not charge_customer:
             if ticket.reservation is not None:
                 self.store.release(ticket.reservation)
