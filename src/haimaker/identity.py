@@ -128,6 +128,8 @@ class Authenticator:
         allow_unauthenticated: bool = False,
     ) -> None:
         self._master_hash = hash_key(master_key) if master_key else None
+        # One object for every master-key request (the hot path allocates nothing for it).
+        self._master_caller = Caller(Role.MASTER, self._master_hash.hex()) if self._master_hash is not None else None
         self._keys = keys
         self._clock = clock
         self._lookup = lookup
@@ -146,7 +148,7 @@ class Authenticator:
         """The caller a key stands for, from memory only (None: unknown). Expiry and blocking are not checked."""
         digest = hash_key(key)
         if self._is_master(digest):
-            return Caller(Role.MASTER, digest.hex())
+            return self._master_caller
         return self._caller_of(self._keys.get(digest.hex()))
 
     @staticmethod
@@ -186,8 +188,8 @@ class Authenticator:
                 raise AuthenticationError(
                     "Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin."
                 )
-            now = self._clock.now()
-            if record.expires is not None and record.expires < now:
+            now = self._clock.now() if record.expires is not None else None
+            if record.expires is not None and now is not None and record.expires < now:
                 raise AuthenticationError(
                     f"Authentication Error - Expired Key. Key Expiry time {record.expires} and current time {now}",
                     error_type="expired_key",
