@@ -6,7 +6,6 @@ the failed deployment while another is healthy, and deployment ids or timeouts t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -14,43 +13,10 @@ import pytest
 
 from haimaker.accounting.pricing import PriceTable
 from haimaker.config.schema import Config
-from haimaker.errors import BadGatewayError, GatewayTimeoutError, UnknownModelError, UpstreamError, UpstreamStatusError
+from haimaker.errors import BadGatewayError, GatewayTimeoutError, UnknownModelError, UpstreamStatusError
 from haimaker.providers.base import Deployment, Route
 from haimaker.providers.router import DEFAULT_TIMEOUT_S, Router, build_deployments
-
-
-class _Answer:
-    status = 200
-
-    async def read(self) -> bytes:
-        return b"{}"
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        yield b""
-
-    def at_end(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-class _ScriptedProvider:
-    """A provider whose deployments fail with the error scripted for their model id (or answer)."""
-
-    def __init__(self, failures: dict[str, UpstreamError] | None = None) -> None:
-        self.failures = failures or {}
-        self.calls: list[str] = []
-
-    async def open(self, deployment: Deployment, route: Route, body: dict[str, Any], stream: bool) -> _Answer:
-        self.calls.append(deployment.model_id)
-        failure = self.failures.get(deployment.model_id)
-        if failure is not None:
-            raise failure
-        return _Answer()
-
-    async def aclose(self) -> None:
-        pass
+from tests.providers.router_fakes import ScriptedProvider
 
 
 def _deployments(*entries: tuple[str, str]) -> list[Deployment]:
@@ -66,7 +32,7 @@ def _deployments(*entries: tuple[str, str]) -> list[Deployment]:
     return build_deployments(config, PriceTable.bundled())
 
 
-def _router(provider: _ScriptedProvider, *entries: tuple[str, str], num_retries: int = 2) -> Router:
+def _router(provider: ScriptedProvider, *entries: tuple[str, str], num_retries: int = 2) -> Router:
     return Router(_deployments(*entries), {"mock": provider}, num_retries=num_retries)
 
 
@@ -76,7 +42,7 @@ async def _open(router: Router, model: str) -> str:
 
 
 async def test_requests_rotate_over_the_group() -> None:
-    provider = _ScriptedProvider()
+    provider = ScriptedProvider()
     router = _router(provider, ("m", "a"), ("m", "b"), ("m", "c"), ("other", "x"))
 
     served = [await _open(router, "m") for _ in range(6)]
@@ -86,7 +52,7 @@ async def test_requests_rotate_over_the_group() -> None:
 
 
 async def test_retryable_failure_moves_to_the_next_deployment() -> None:
-    provider = _ScriptedProvider({"a": BadGatewayError("down")})
+    provider = ScriptedProvider({"a": BadGatewayError("down")})
     router = _router(provider, ("m", "a"), ("m", "b"))
     failed: list[tuple[str, int]] = []
 
@@ -101,7 +67,7 @@ async def test_retryable_failure_moves_to_the_next_deployment() -> None:
 
 @pytest.mark.parametrize("num_retries", [0, 1, 4])
 async def test_attempts_are_bounded_by_num_retries(num_retries: int) -> None:
-    provider = _ScriptedProvider({"a": GatewayTimeoutError("slow"), "b": GatewayTimeoutError("slow")})
+    provider = ScriptedProvider({"a": GatewayTimeoutError("slow"), "b": GatewayTimeoutError("slow")})
     router = _router(provider, ("m", "a"), ("m", "b"), num_retries=num_retries)
 
     with pytest.raises(GatewayTimeoutError):
@@ -111,7 +77,7 @@ async def test_attempts_are_bounded_by_num_retries(num_retries: int) -> None:
 
 
 async def test_single_deployment_group_retries_the_same_deployment() -> None:
-    provider = _ScriptedProvider({"a": BadGatewayError("down")})
+    provider = ScriptedProvider({"a": BadGatewayError("down")})
     router = _router(provider, ("m", "a"), num_retries=2)
 
     with pytest.raises(BadGatewayError):
@@ -121,7 +87,7 @@ async def test_single_deployment_group_retries_the_same_deployment() -> None:
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
 async def test_client_errors_are_not_retried(status: int) -> None:
-    provider = _ScriptedProvider({"a": UpstreamStatusError("no", status_code=status)})
+    provider = ScriptedProvider({"a": UpstreamStatusError("no", status_code=status)})
     router = _router(provider, ("m", "a"), ("m", "b"))
 
     with pytest.raises(UpstreamStatusError):
@@ -132,14 +98,14 @@ async def test_client_errors_are_not_retried(status: int) -> None:
 async def test_retryable_4xx_are_retried() -> None:
     limited = UpstreamStatusError("slow down", status_code=429)
     limited.is_retryable = True
-    provider = _ScriptedProvider({"a": limited})
+    provider = ScriptedProvider({"a": limited})
     router = _router(provider, ("m", "a"), ("m", "b"))
 
     assert await _open(router, "m") == "b"
 
 
 async def test_unknown_model_names_it_and_the_available_ones() -> None:
-    router = _router(_ScriptedProvider(), ("zeta", "z"), ("alpha", "a"))
+    router = _router(ScriptedProvider(), ("zeta", "z"), ("alpha", "a"))
 
     with pytest.raises(UnknownModelError) as raised:
         await _open(router, "gpt-5")

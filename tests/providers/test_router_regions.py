@@ -7,53 +7,17 @@ region traffic that stops rotating or disturbs the rotation of unrestricted call
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import pytest
 
 from haimaker.accounting.pricing import PriceTable
 from haimaker.config.schema import Config
-from haimaker.errors import BadGatewayError, BadRequestError, UnknownModelError, UpstreamError, UpstreamStatusError
-from haimaker.providers.base import Deployment, Route
+from haimaker.errors import BadGatewayError, BadRequestError, UnknownModelError, UpstreamStatusError
+from haimaker.providers.base import Route
 from haimaker.providers.router import Router, build_deployments
+from tests.providers.router_fakes import ScriptedProvider
 
 
-class _Answer:
-    status = 200
-
-    async def read(self) -> bytes:
-        return b"{}"
-
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        yield b""
-
-    def at_end(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-class _Provider:
-    """Answers, or fails with the error scripted for a deployment id; records the ids it was asked to call."""
-
-    def __init__(self, failures: dict[str, UpstreamError] | None = None) -> None:
-        self.failures = failures or {}
-        self.calls: list[str] = []
-
-    async def open(self, deployment: Deployment, route: Route, body: dict[str, Any], stream: bool) -> _Answer:
-        self.calls.append(deployment.model_id)
-        failure = self.failures.get(deployment.model_id)
-        if failure is not None:
-            raise failure
-        return _Answer()
-
-    async def aclose(self) -> None:
-        pass
-
-
-def _router(provider: _Provider, *entries: tuple[str, str, str | None], num_retries: int = 2) -> Router:
+def _router(provider: ScriptedProvider, *entries: tuple[str, str, str | None], num_retries: int = 2) -> Router:
     """A router over (model_name, model_id, region_name) deployments, built through the real config path."""
     config = Config.model_validate(
         {
@@ -79,7 +43,7 @@ MIXED = (("m", "us-1", "us"), ("m", "eu-1", "eu"), ("m", "none", None), ("m", "e
 
 
 async def test_a_region_only_reaches_its_deployments_and_rotates_over_them() -> None:
-    provider = _Provider()
+    provider = ScriptedProvider()
     router = _router(provider, *MIXED)
 
     served = [await _open(router, "m", "eu") for _ in range(6)]
@@ -88,7 +52,7 @@ async def test_a_region_only_reaches_its_deployments_and_rotates_over_them() -> 
 
 
 async def test_no_region_rotates_over_the_whole_group_untouched_by_regional_calls() -> None:
-    provider = _Provider()
+    provider = ScriptedProvider()
     router = _router(provider, *MIXED)
 
     first = await _open(router, "m", None)
@@ -100,7 +64,7 @@ async def test_no_region_rotates_over_the_whole_group_untouched_by_regional_call
 
 
 async def test_failover_stays_in_the_region() -> None:
-    provider = _Provider({"eu-1": BadGatewayError("down"), "eu-2": BadGatewayError("down")})
+    provider = ScriptedProvider({"eu-1": BadGatewayError("down"), "eu-2": BadGatewayError("down")})
     router = _router(provider, *MIXED, num_retries=4)
 
     with pytest.raises(BadGatewayError):
@@ -111,7 +75,7 @@ async def test_failover_stays_in_the_region() -> None:
 
 
 async def test_a_retry_moves_to_the_other_deployment_of_the_region() -> None:
-    provider = _Provider({"us-1": BadGatewayError("down")})
+    provider = ScriptedProvider({"us-1": BadGatewayError("down")})
     router = _router(provider, *MIXED)
 
     assert await _open(router, "m", "us") == "us-2"
@@ -119,7 +83,7 @@ async def test_a_retry_moves_to_the_other_deployment_of_the_region() -> None:
 
 
 async def test_a_client_error_is_not_retried_in_the_region() -> None:
-    provider = _Provider({"us-1": UpstreamStatusError("bad", status_code=400)})
+    provider = ScriptedProvider({"us-1": UpstreamStatusError("bad", status_code=400)})
     router = _router(provider, *MIXED)
 
     with pytest.raises(UpstreamStatusError):
@@ -129,7 +93,7 @@ async def test_a_client_error_is_not_retried_in_the_region() -> None:
 
 
 async def test_a_region_without_deployments_is_a_400_naming_region_and_model_group() -> None:
-    provider = _Provider()
+    provider = ScriptedProvider()
     router = _router(provider, ("m", "us-1", "us"), ("m", "none", None), ("other", "eu-1", "eu"))
 
     with pytest.raises(BadRequestError) as raised:
@@ -144,7 +108,7 @@ async def test_a_region_without_deployments_is_a_400_naming_region_and_model_gro
 
 
 async def test_a_deployment_without_region_name_is_in_no_region() -> None:
-    provider = _Provider()
+    provider = ScriptedProvider()
     router = _router(provider, ("m", "none", None))
 
     with pytest.raises(BadRequestError, match="none set"):
@@ -156,7 +120,7 @@ async def test_a_deployment_without_region_name_is_in_no_region() -> None:
 async def test_regions_match_exactly_as_litellm_compares_them(region_name: str) -> None:
     # LiteLLM's `is_region_allowed` is `litellm_params.region_name == allowed_model_region`: no case folding and no
     # inference from provider regions.
-    provider = _Provider()
+    provider = ScriptedProvider()
     router = _router(provider, ("m", "d", region_name))
 
     with pytest.raises(BadRequestError):
@@ -164,14 +128,14 @@ async def test_regions_match_exactly_as_litellm_compares_them(region_name: str) 
 
 
 async def test_an_unknown_model_is_still_the_unknown_model_error_with_a_region() -> None:
-    router = _router(_Provider(), *MIXED)
+    router = _router(ScriptedProvider(), *MIXED)
 
     with pytest.raises(UnknownModelError):
         await _open(router, "nope", "eu")
 
 
 async def test_a_region_without_deployments_is_refused_on_every_call() -> None:
-    provider = _Provider()
+    provider = ScriptedProvider()
     router = _router(provider, ("m", "us-1", "us"))
 
     for _ in range(3):
