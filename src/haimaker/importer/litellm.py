@@ -19,7 +19,6 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections import Counter, defaultdict
@@ -30,6 +29,7 @@ from typing import Any, Final
 import orjson
 
 from haimaker.errors import BadRequestError
+from haimaker.identity import hash_token
 from haimaker.ids import MAX_TEXT_CHARS, text_problem
 from haimaker.importer.source import LiteLLMSnapshot, Row, describe, read_snapshot, source_url
 from haimaker.money import Nanos, usd_to_nanos
@@ -324,9 +324,9 @@ def _token(token: str, name: str, notes: list[Note]) -> str | None:
     if _HEX_TOKEN.fullmatch(token):
         return token
     if token.startswith("sk-"):
-        # A key stored before LiteLLM hashed keys: hash it as LiteLLM's `hash_token` (and `identity.hash_token`) do.
+        # A key stored before LiteLLM hashed keys: hashed as every key is (LiteLLM's `hash_token`).
         notes.append(Note("key", name, "stored in plaintext in LiteLLM: imported as its SHA-256 hash"))
-        return hashlib.sha256(token.encode()).hexdigest()
+        return hash_token(token)
     notes.append(Note("key", name, "its token is neither a SHA-256 hex digest nor an sk- key", skipped=True))
     return None
 
