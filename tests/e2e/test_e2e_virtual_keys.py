@@ -255,7 +255,10 @@ def test_a_bound_key_bills_its_customer_without_user(proxy: RunningProxy, admin:
     [
         pytest.param(lambda other: {"user": other}, id="body-user"),
         pytest.param(lambda other: {"extra_headers": {"x-litellm-customer-id": other}}, id="header"),
+        pytest.param(lambda other: {"extra_headers": {"x-litellm-end-user-id": other}}, id="end-user-header"),
         pytest.param(lambda other: {"metadata": {"user_id": other}}, id="metadata-user_id"),
+        pytest.param(lambda other: {"extra_body": {"litellm_metadata": {"user": other}}}, id="litellm_metadata-user"),
+        pytest.param(lambda other: {"user": other, "stream": True}, id="streaming-body-user"),
     ],
 )
 def test_a_bound_key_naming_another_customer_is_refused_and_charges_nothing(
