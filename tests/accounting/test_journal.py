@@ -4,6 +4,7 @@ written segments go away, and a replay into a real store is idempotent."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -320,3 +321,19 @@ async def test_a_charge_json_cannot_carry_is_kept_in_memory_and_never_refuses_th
     await asyncio.wait_for(recorder.flush(), timeout=5)
     assert sink.written == ["huge", "normal"]
     await recorder.aclose()
+
+
+def test_a_starting_owners_hidden_lock_file_is_not_taken_for_dead(tmp_path: Path) -> None:
+    """Two processes starting together: one has created its hidden lock file and not yet locked it when the other's
+    replay looks. The young file is left alone (deleting it failed the first one's start); an old one goes."""
+    young = tmp_path / ".0123456789abcdef.tmp"
+    young.write_bytes(b"")
+    old = tmp_path / ".fedcba9876543210.tmp"
+    old.write_bytes(b"")
+    an_hour_ago = datetime.now(UTC).timestamp() - 3600
+    os.utime(old, (an_hour_ago, an_hour_ago))
+
+    assert claim_dead(tmp_path, "store") == []
+
+    assert young.exists()
+    assert not old.exists()

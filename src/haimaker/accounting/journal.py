@@ -34,6 +34,7 @@ import hashlib
 import logging
 import operator
 import os
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -452,6 +453,10 @@ def claim_dead(directory: Path, store: str) -> list[DeadOwner]:
     return dead
 
 
+# Far longer than the create-lock-rename of `SpendJournal.open` can take, however loaded the machine.
+_UNBORN_GRACE_S = 60.0
+
+
 def _lock_if_dead(path: Path) -> int | None:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
@@ -468,7 +473,16 @@ def _lock_if_dead(path: Path) -> int | None:
 
 
 def _remove_unborn(path: Path) -> None:
-    """A hidden lock file whose process died before renaming it: it never had a segment."""
+    """A hidden lock file whose process died before renaming it: it never had a segment.
+
+    A young one is left alone: its process may be between creating it and locking it (a second, starting together,
+    would otherwise lock it first, take it for dead and delete it under its owner)."""
+    try:
+        age_s = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age_s < _UNBORN_GRACE_S:
+        return
     fd = _lock_if_dead(path)
     if fd is not None:
         with contextlib.suppress(FileNotFoundError):
