@@ -163,6 +163,17 @@ def test_a_virtual_key_calls_chat_json_and_streaming_and_its_spend_is_its_logs(
     assert len(key_logs(admin, token)) == 2
 
 
+def test_a_key_without_limits_shows_the_spend_of_its_logs(proxy: RunningProxy, admin: httpx.Client) -> None:
+    """Regression: a key without limits of its own showed spend 0 in /key/info while its spend logs held its calls."""
+    created = generate(admin)
+    chat(proxy, created["key"])
+    chat(proxy, created["key"], user=new_id("tenant"))
+    flush(proxy)
+    logs = key_logs(admin, created["token"])
+    assert len(logs) == 2
+    assert usd_to_nanos(key_info(admin, created["token"])["spend"]) == sum(usd_to_nanos(log["spend"]) for log in logs)
+
+
 def test_key_rpm_limit_answers_429_with_litellms_headers(proxy: RunningProxy, admin: httpx.Client) -> None:
     created = generate(admin, rpm_limit=2, key_alias=new_id("rpm"))
     first = chat(proxy, created["key"])
@@ -298,8 +309,8 @@ def test_a_customer_first_seen_through_a_key_gets_its_end_user_budget(proxy: Run
     created = generate(admin, end_user_budget_id=budget_id)
     newcomer = new_id("newcomer")
     assert chat(proxy, created["key"], user=newcomer).headers["x-ratelimit-end_user-limit-requests"] == "2"
-    # Written before the next call: the same-batch case is a known bug (test_e2e_virtual_keys_open_bugs.py).
-    flush(proxy)
+    # No flush between the calls: the first call's charge (which carries the budget) and the second's are written in
+    # one group, and the customer keeps the key's budget (regression: the second call's log won).
     assert chat(proxy, created["key"], user=newcomer).status_code == 200
     error = refused(proxy, created["key"], openai.RateLimitError, user=newcomer)
     assert "Limit type: requests" in error["message"]
