@@ -209,6 +209,29 @@ def test_key_over_its_budget_answers_400_budget_exceeded(proxy: RunningProxy, ad
     assert len(key_logs(admin, created["token"])) == 1
 
 
+def test_a_keys_budget_resets_on_its_budget_duration(
+    proxy: RunningProxy, admin: httpx.Client, clock: FakeClock
+) -> None:
+    created = generate(admin, max_budget=0.0000001, budget_duration="1h")
+    assert chat(proxy, created["key"]).status_code == 200
+    assert refused(proxy, created["key"], openai.BadRequestError)["type"] == "budget_exceeded"
+    clock.advance(2 * 3600)
+    again = chat(proxy, created["key"])  # a new period: the spend starts from zero
+    assert again.status_code == 200
+    flush(proxy)
+    info = key_info(admin, created["token"])
+    assert usd_to_nanos(info["spend"]) == usd_to_nanos(float(again.headers["x-litellm-response-cost"]))
+    assert len(key_logs(admin, created["token"])) == 2
+
+
+def test_a_keys_model_rpm_limit_holds_on_that_model_only(proxy: RunningProxy, admin: httpx.Client) -> None:
+    created = generate(admin, model_rpm_limit={MODEL: 1})
+    assert chat(proxy, created["key"]).status_code == 200
+    error = refused(proxy, created["key"], openai.RateLimitError)
+    assert "Limit type: requests. Current limit: 1" in error["message"]
+    assert chat(proxy, created["key"], model=OTHER_MODEL).status_code == 200
+
+
 def test_an_expired_key_is_refused_with_401_when_the_clock_passes_its_expiry(
     proxy: RunningProxy, admin: httpx.Client, clock: FakeClock
 ) -> None:
