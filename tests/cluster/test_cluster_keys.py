@@ -119,6 +119,55 @@ async def test_a_keys_rpm_over_three_instances_is_exact(cluster: ProxyCluster, w
     assert int(rows[0][0]) == sum(costs)
 
 
+async def stored_key_spend(cluster: ProxyCluster, token: str, expected: int, timeout_s: float = 10.0) -> int:
+    """The key's stored spend once it reaches `expected` (the recorders write every 100 ms), or what it is then."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await cluster.query("SELECT spend FROM virtual_keys WHERE token = :token", token=token)
+        spend = int(rows[0][0])
+        if spend == expected or time.monotonic() > deadline:
+            return spend
+        await asyncio.sleep(0.1)
+
+
+async def test_300_simultaneous_requests_on_a_key_over_three_instances_overspend_by_at_most_one_request(
+    cluster: ProxyCluster, with_key: _KeyStack
+) -> None:
+    probe = await cluster.chat(0, "key-probe")
+    assert probe.status == 200 and probe.cost is not None, probe.body
+    cost = usd_to_nanos(probe.cost)
+    budget = round(probe.cost * 20.5, 9)
+    created = await generate(cluster, 0, max_budget=budget)
+    clients = await with_key.open(created["key"])
+
+    responses = await clients.burst(300)
+
+    admitted = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code != 200]
+    assert all(r.status_code == 400 and r.json()["error"]["type"] == "budget_exceeded" for r in refused)
+    charged = sum(usd_to_nanos(float(r.headers["x-litellm-response-cost"])) for r in admitted)
+    print(f"\n[key budget] admitted {len(admitted)}/300, charged {charged} n$, budget {usd_to_nanos(budget)} n$")
+    assert usd_to_nanos(budget) - cost <= charged <= usd_to_nanos(budget) + cost
+    assert await stored_key_spend(cluster, created["token"], charged) == charged
+
+
+async def test_key_and_customer_rpm_over_three_instances_admit_all_or_nothing(
+    cluster: ProxyCluster, with_key: _KeyStack
+) -> None:
+    await cluster.admin(0, "/budget/new", {"budget_id": "key-rpm20", "rpm_limit": 20})
+    await cluster.admin(0, "/customer/new", {"user_id": "key-tenant", "budget_id": "key-rpm20"})
+    await asyncio.sleep(1.0)  # every instance hears of the new customer
+    created = await generate(cluster, 1, rpm_limit=30)
+    clients = await with_key.open(created["key"])
+
+    responses = await clients.burst(100, user="key-tenant")
+
+    assert sum(r.status_code == 200 for r in responses) == 20
+    # The 80 the customer's limit refused took no slot of the key: 10 of its 30 are left, cluster-wide.
+    rest = await clients.burst(30)
+    assert sum(r.status_code == 200 for r in rest) == 10
+
+
 async def test_a_key_created_on_one_instance_works_at_once_on_another(
     cluster: ProxyCluster, with_key: _KeyStack
 ) -> None:
