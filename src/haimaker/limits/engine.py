@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # so that fail-closed mode stays below the budget.
 _PROMPT_MARGIN_RATIO = 0.05
 _PROMPT_MARGIN_TOKENS = 8
+_KEY_LIMITS_CACHE_MAX = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class BudgetEngine:
         self._block_unpriced = block_unpriced
         self._default_max_output = default_max_output_tokens
         self.alerter = alerter
+        self._key_limits_cache: dict[tuple[str, str], tuple[VirtualKey, tuple[Limits, ...]]] = {}
 
     def needs_prompt_count(self, customer_id: str, new_customer_budget_id: str | None = None) -> bool:
         """Whether admission will use a token estimate (skip tokenizing for unlimited customers)."""
@@ -148,7 +150,7 @@ class BudgetEngine:
     ) -> Ticket:
         """Check and reserve the request's customer and virtual key together: one `admit_all`, all or nothing."""
         parts: list[tuple[Limits, Demand]] = []
-        key_parts = key_limits(key, model) if key is not None else ()
+        key_parts = self._key_limits(key, model) if key is not None else ()
         for own in key_parts:
             parts.append((own, self._demand(own, group, prompt_tokens, max_output_tokens, n)))
         customer: Customer | None = None
@@ -179,11 +181,23 @@ class BudgetEngine:
             budget_id,
         )
 
+    def _key_limits(self, key: VirtualKey, model: str) -> tuple[Limits, ...]:
+        """`key_limits`, built once per key version and model (the catalog replaces a key's record on every write, so
+        a cached entry for an older record is never used)."""
+        cached = self._key_limits_cache.get((key.token, model))
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        parts = key_limits(key, model)
+        if len(self._key_limits_cache) >= _KEY_LIMITS_CACHE_MAX:
+            self._key_limits_cache.clear()  # bounded: a flood of model names cannot grow it
+        self._key_limits_cache[(key.token, model)] = (key, parts)
+        return parts
+
     def needs_key_prompt_count(self, key: VirtualKey, model: str) -> bool:
         """Whether the key's limits need a token estimate at admission."""
         return any(
             limits.tpm_limit is not None or (limits.max_budget is not None and self._reservation_enabled)
-            for limits in key_limits(key, model)
+            for limits in self._key_limits(key, model)
         )
 
     def _demand(
