@@ -43,12 +43,9 @@ from haimaker.metrics import Metrics
 from haimaker.periods import next_reset_function
 from haimaker.pipeline import Pipeline, PipelineOptions
 from haimaker.process_tuning import freeze_startup_heap, limit_malloc_arenas, start_heap_trims
-from haimaker.providers.azure import AzureProvider
-from haimaker.providers.base import Provider
 from haimaker.providers.http import HttpTransport
-from haimaker.providers.mock import MockProvider
-from haimaker.providers.openai_compat import OpenAIProvider
 from haimaker.providers.redaction import RedactingLogRecords, Redactor
+from haimaker.providers.registry import build_providers
 from haimaker.providers.router import DEFAULT_NUM_RETRIES, Router, build_deployments
 from haimaker.providers.tls import TrustStore
 from haimaker.services.container import Services
@@ -241,8 +238,7 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         tls=TrustStore(setting=litellm.ssl_verify),
     )
     stack.push_async_callback(_logged, transport.aclose)
-    openai = OpenAIProvider(transport)
-    providers: dict[str, Provider] = {"openai": openai, "azure": AzureProvider(transport), "mock": MockProvider(tokens)}
+    providers = build_providers(transport, tokens)
     num_retries = config.router_settings.num_retries
     if num_retries is None:
         num_retries = litellm.num_retries if litellm.num_retries is not None else DEFAULT_NUM_RETRIES

@@ -8,8 +8,8 @@ relays them without caring who answered.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -50,6 +50,9 @@ class Deployment:
     mock_response: str | None = None
     mock_latency_ms: float = 0.0
     ssl_verify: bool | str | None = None  # `litellm_params.ssl_verify`, parsed (see tls.py); None: the environment's
+    # Every `litellm_params` key as configured (LiteLLM's names, extras included): provider-specific settings such as
+    # `vertex_project`, `vertex_credentials`, `aws_region_name`, `aws_access_key_id`, read by their provider only.
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 class UpstreamResponse(Protocol):

@@ -87,7 +87,11 @@ class Redactor:
         named: list[tuple[str, str | None]] = [("master_key", settings.master_key)]
         config = settings.config
         for i, entry in enumerate(config.model_list):
-            named.append((f"model_list[{i}].litellm_params.api_key", entry.litellm_params.api_key))
+            params = entry.litellm_params
+            named.append((f"model_list[{i}].litellm_params.api_key", params.api_key))
+            for name in SECRET_PARAMS:
+                for secret in _secret_values(getattr(params, name, None) or (params.model_extra or {}).get(name)):
+                    named.append((f"model_list[{i}].litellm_params.{name}", secret))
         named.append(("router_settings.redis_password", config.router_settings.redis_password))
         if "webhook" in config.general_settings.alerting:
             # A webhook URL is a bearer credential (Slack's and most others carry their secret in the path).
@@ -255,3 +259,24 @@ def _redacted_arg(arg: object, redactor: Redactor) -> object:
     if clean_text == text and clean_repr == representation:
         return arg
     return _RedactedText(clean_text, clean_repr)
+
+
+# Provider credentials in `litellm_params` besides `api_key` (LiteLLM's names).
+SECRET_PARAMS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id", "vertex_credentials")
+
+
+def _secret_values(value: object) -> list[str]:
+    """The secret strings of a credential parameter: the value itself, and for a service-account JSON (inline or a
+    mapping) its private key and private key id too, so a fragment of either is scrubbed."""
+    if not isinstance(value, str | dict):
+        return []
+    found = [value] if isinstance(value, str) else []
+    account: object = value
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            account = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            account = None
+    if isinstance(account, dict):
+        found += [v for k, v in account.items() if k in ("private_key", "private_key_id") and isinstance(v, str)]
+    return found

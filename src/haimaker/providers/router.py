@@ -75,6 +75,7 @@ def build_deployments(config: Config, prices: PriceTable) -> list[Deployment]:
                 mock_response=params.mock_response,
                 mock_latency_ms=params.mock_latency_ms or 0.0,
                 ssl_verify=parse_verify(params.ssl_verify),
+                params=params.model_dump(exclude_none=True),
             )
         )
     return deployments
