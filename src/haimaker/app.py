@@ -29,6 +29,7 @@ from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.accounting.tokens import TokenCounter, encoding_name_for
 from haimaker.api.deps import state_of
+from haimaker.api.dialects import DIALECT_PATHS, Dialect, build_dialects
 from haimaker.api.errors import install_error_handlers
 from haimaker.api.llm import LLM_ROUTES, LLMEndpoint, Receive, Scope, Send, azure_route, headers_of, send_error
 from haimaker.app_state import AppState
@@ -43,6 +44,7 @@ from haimaker.metrics import Metrics
 from haimaker.periods import next_reset_function
 from haimaker.pipeline import Pipeline, PipelineOptions
 from haimaker.process_tuning import freeze_startup_heap, limit_malloc_arenas, start_heap_trims
+from haimaker.providers.base import Route
 from haimaker.providers.http import HttpTransport
 from haimaker.providers.redaction import RedactingLogRecords, Redactor
 from haimaker.providers.registry import build_providers
@@ -69,6 +71,7 @@ class HaimakerApp:
     def __init__(self, api: FastAPI) -> None:
         self.api = api
         self._llm: LLMEndpoint | None = None
+        self._dialects: dict[str, Dialect] = {}  # built with the LLM endpoint, from the running app's router
         self._store_gate: StoreMonitor | None = None  # set in fail-closed mode: a lost store refuses LLM calls
 
     @property
@@ -85,6 +88,9 @@ class HaimakerApp:
                 found = azure_route(path)
                 if found is not None:
                     route, path_model = found
+            is_dialect = route is None and path in DIALECT_PATHS
+            if is_dialect:
+                route = Route.CHAT  # the metrics label until the dialect has translated the request
             if route is not None:
                 llm = self._llm
                 if llm is None:
@@ -93,14 +99,16 @@ class HaimakerApp:
                     except ProxyError as exc:
                         await send_error(send, exc)
                         return
+                    self._dialects = build_dialects(state.router)
                     llm = self._llm = LLMEndpoint(state.pipeline, state.auth_throttle)
                     if state.settings.config.general_settings.fail_closed_budget_enforcement:
                         self._store_gate = state.store_monitor
+                dialect = self._dialects[path] if is_dialect else None
                 if self._store_gate is not None and self._store_gate.is_lost:
                     # Fail-closed: no charge could be recorded durably, so nothing is served (an attribute read).
-                    await send_error(send, _STORE_LOST)
+                    await send_error(send, _STORE_LOST, dialect)
                     return
-                await llm(scope, receive, send, route, path_model)
+                await llm(scope, receive, send, route, path_model, dialect)
                 return
         if scope["type"] == "http" and scope["path"].startswith(_ADMIN_PREFIXES):
             # Authenticate management calls before FastAPI parses their body: a caller without the key gets

@@ -130,6 +130,7 @@ class _Call:
     started_at: datetime
     customer_id: str | None
     key_hash: str = ""
+    call_type: str = ""
     ticket: Ticket | None = None
     prompt_tokens: int | None = None
     upstream_started: float = 0.0
@@ -178,11 +179,13 @@ class Pipeline:
         *,
         path_model: str | None = None,
         path: str | None = None,
+        call_type: str | None = None,
     ) -> JsonResult | StreamResult:
         """Serve one request; raise a `ProxyError` for anything the client must be told (and count it).
 
         `path_model` is the model named by an Azure-style URL (`/openai/deployments/<model>/...`); `path` is the
-        request's path (a key's `allowed_routes` name paths).
+        request's path (a key's `allowed_routes` name paths); `call_type` is the spend log's for a request that came
+        through another API (`api/dialects.py`), the route's otherwise.
         """
         started = time.perf_counter()
         try:
@@ -193,7 +196,7 @@ class Pipeline:
             raise
         model = body["model"]
         try:
-            return await self._serve(route, body, model, headers, started, caller)
+            return await self._serve(route, body, model, headers, started, caller, call_type)
         except ProxyError as exc:
             # Counted under the requested model (bounded: unknown names become "other"), so that the
             # error rate of each configured model can be read from the metrics.
@@ -201,7 +204,14 @@ class Pipeline:
             raise
 
     async def _serve(
-        self, route: Route, body: dict[str, Any], model: str, headers: Mapping[str, str], started: float, caller: Caller
+        self,
+        route: Route,
+        body: dict[str, Any],
+        model: str,
+        headers: Mapping[str, str],
+        started: float,
+        caller: Caller,
+        call_type: str | None = None,
     ) -> JsonResult | StreamResult:
         customer_id = self._customers.resolve(headers, body)
         bound = caller.customer_id
@@ -242,6 +252,7 @@ class Pipeline:
             started_at=self._now(),
             customer_id=customer_id,
             key_hash=caller.token,
+            call_type=call_type or route.call_type,
         )
         if customer_id is not None or key is not None:
             await self._admit(call, customer_id, key)
@@ -466,7 +477,7 @@ class Pipeline:
                 model_id=deployment.model_id,
                 model_group=call.model,
                 custom_llm_provider=deployment.provider,
-                call_type=call.route.call_type,
+                call_type=call.call_type,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 total_tokens=usage.total_tokens,
@@ -525,7 +536,7 @@ class Pipeline:
                 model_id=deployment.model_id,
                 model_group=call.model,
                 custom_llm_provider=deployment.provider,
-                call_type=call.route.call_type,
+                call_type=call.call_type,
                 prompt_tokens=0,
                 completion_tokens=0,
                 total_tokens=0,

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote
 
+from haimaker.api.dialects import Dialect
 from haimaker.api.errors import error_body, error_headers, internal_error
 from haimaker.errors import BadRequestError, InvalidKeyError, PayloadTooLargeError, ProxyError
 from haimaker.limits.auth_throttle import AuthThrottle
@@ -61,27 +62,37 @@ class LLMEndpoint:
         self._throttle = throttle
 
     async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, route: Route, path_model: str | None = None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: Route,
+        path_model: str | None = None,
+        dialect: Dialect | None = None,
     ) -> None:
+        """Serve one LLM call; with a `dialect` (`api/dialects.py`), the request and answer are that API's, and
+        `route` is only the metrics label of a request refused before translation."""
         started = time.perf_counter()
         # An address throttled for wrong keys is refused before its body is read, the right key included.
         refusal = self._throttle.refusal_of(scope)
         if refusal is not None:
             self._pipeline.observe_error(route, None, refusal.status_code, started)
-            await send_error(send, refusal)
+            await send_error(send, refusal, dialect)
             return
         try:
             raw = await _read_body(receive)
             headers = headers_of(scope)
+            if dialect is not None:
+                route, raw = dialect.translate_request(raw, headers)
         except ProxyError as exc:
             self._pipeline.observe_error(route, None, exc.status_code, started)
-            await send_error(send, exc)
+            await send_error(send, exc, dialect)
             return
         # From here on a client hang-up cancels the request wherever it is: waiting for the upstream's
         # first byte (a non-streaming call, or a slow time-to-first-token) as much as mid-relay. The
         # pipeline then releases the upstream call and the reservation (a cancelled call is not charged).
         async with _cancel_on_hangup(receive):
-            await self._serve(route, raw, headers, send, scope, started, path_model)
+            await self._serve(route, raw, headers, send, scope, started, path_model, dialect)
 
     async def _serve(
         self,
@@ -92,18 +103,32 @@ class LLMEndpoint:
         scope: Scope,
         started: float,
         path_model: str | None,
+        dialect: Dialect | None,
     ) -> None:
         try:
-            result = await self._pipeline.run(route, raw, headers, path_model=path_model, path=scope.get("path"))
+            result = await self._pipeline.run(
+                route,
+                raw,
+                headers,
+                path_model=path_model,
+                path=scope.get("path"),
+                call_type=dialect.call_type if dialect is not None else None,
+            )
+            if dialect is not None:
+                result = (
+                    dialect.translate_json(result)
+                    if isinstance(result, JsonResult)
+                    else dialect.translate_stream(result)
+                )
         except ProxyError as exc:  # already counted by the pipeline
             if isinstance(exc, InvalidKeyError):
                 self._throttle.record_failure(self._throttle.address_of(scope))
-            await send_error(send, exc)
+            await send_error(send, exc, dialect)
             return
         except Exception:
             logger.exception("unhandled error on %s", scope.get("path"))
             self._pipeline.observe_error(route, None, 500, started)
-            await send_error(send, internal_error())
+            await send_error(send, internal_error(), dialect)
             return
         if isinstance(result, JsonResult):
             await _send_json(send, result)
@@ -147,8 +172,8 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
-async def send_error(send: Send, error: ProxyError) -> None:
-    body = error_body(error)
+async def send_error(send: Send, error: ProxyError, dialect: Dialect | None = None) -> None:
+    body = error_body(error) if dialect is None else dialect.error_body(error)
     headers = error_headers(error)
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": error.status_code, "headers": headers})

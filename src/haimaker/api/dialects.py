@@ -1,0 +1,54 @@
+"""Other LLM APIs served over the one pipeline: the Anthropic Messages API (`/v1/messages`) and the OpenAI Responses
+API (`/v1/responses`). A `Dialect` translates its request into one the pipeline serves (a chat request, or the same
+body on a native route), and the pipeline's answer back into its own wire format, JSON and streaming, errors
+included. Authentication, the customer, budgets, reservations, rate limits and spend logs are the pipeline's, so they
+hold the same on every route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from haimaker.errors import ProxyError
+    from haimaker.pipeline import JsonResult, StreamResult
+    from haimaker.providers.base import Route
+    from haimaker.providers.router import Router
+
+
+class Dialect(Protocol):
+    """One API's translation to and from the pipeline."""
+
+    # The spend log's `call_type` for its requests (LiteLLM's names, e.g. "anthropic_messages", "aresponses").
+    call_type: str
+
+    def translate_request(self, raw: bytes, headers: Mapping[str, str]) -> tuple[Route, bytes]:
+        """The route and body the pipeline serves for this request.
+
+        Raises:
+            ProxyError: the request is not valid for this API (a 400/422 the client reads in this API's error shape).
+        """
+        ...
+
+    def translate_json(self, result: JsonResult) -> JsonResult:
+        """The pipeline's whole answer (OpenAI's format, or the native route's) as this API's answer."""
+        ...
+
+    def translate_stream(self, result: StreamResult) -> StreamResult:
+        """The pipeline's stream as this API's stream; the pipeline's relay (settling) must still run to its end."""
+        ...
+
+    def error_body(self, error: ProxyError) -> bytes:
+        """An error in this API's error shape (status and headers stay the pipeline's)."""
+        ...
+
+
+# Every path a dialect serves: `build_dialects` maps each of them (the app dispatches on this before it has built them).
+DIALECT_PATHS: frozenset[str] = frozenset()
+
+
+def build_dialects(router: Router) -> dict[str, Dialect]:
+    """The dialect of each path in `DIALECT_PATHS`."""
+    dialects: dict[str, Dialect] = {}
+    return dialects
