@@ -1,6 +1,7 @@
 """The `haimaker` command: serve the proxy, check a config, upgrade the database.
 
 haimaker --config config.yaml [--host 0.0.0.0] [--port 4000] [--num_workers 1] [--detailed_debug]
+haimaker --version
 haimaker config check --config config.yaml
 haimaker db upgrade --config config.yaml
 haimaker import-litellm --from postgresql://... --config config.yaml [--dry-run]
@@ -9,14 +10,17 @@ haimaker import-litellm --from postgresql://... --config config.yaml [--dry-run]
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from haimaker import __version__
 from haimaker.clock import SystemClock
 from haimaker.config.loader import ConfigError, Settings, load_config
 
@@ -37,15 +41,52 @@ def _load_or_exit(config: Path | None) -> Settings:
         raise typer.Exit(code=2) from None
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"haimaker {__version__}")
+        raise typer.Exit()
+
+
+def _port_from_env() -> int:
+    raw = os.environ.get("PORT", "4000")
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        typer.echo(f"error: PORT={raw!r} is not a port (1-65535)", err=True)
+        raise typer.Exit(code=2)
+    return port
+
+
+def _refuse_a_busy_port(host: str, port: int) -> None:
+    """One clear line, before any server starts, when the address is taken (uvicorn and granian would print a
+    traceback or a log line among others). A race with another process binding meanwhile is left to the server."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+            typer.echo(f"error: {host}:{port} {why}; choose another with --port", err=True)
+            raise typer.Exit(code=1) from None
+
+
 @app.callback(invoke_without_command=True)
 def serve(
     ctx: typer.Context,
     config: ConfigOption = None,
-    host: Annotated[str, typer.Option(help="Interface to bind")] = "0.0.0.0",
-    port: Annotated[int | None, typer.Option(help="Port (default 4000, or env PORT)")] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind")] = "0.0.0.0",
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Port, 1-65535 (default 4000, or env PORT)")
+    ] = None,
     num_workers: Annotated[int, typer.Option("--num_workers", "--num-workers", min=1)] = 1,
     detailed_debug: Annotated[bool, typer.Option("--detailed_debug", "--detailed-debug")] = False,
-    server: Annotated[str, typer.Option(help="HTTP server: uvicorn or granian")] = "uvicorn",
+    server: Annotated[str, typer.Option("--server", help="HTTP server: uvicorn or granian")] = "uvicorn",
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit")
+    ] = False,
 ) -> None:
     """Run the proxy."""
     if ctx.invoked_subcommand is not None:
@@ -55,7 +96,20 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = _load_or_exit(config)
-    port = port if port is not None else int(os.environ.get("PORT", "4000"))
+    if not settings.config.model_list:
+        # Never an empty proxy on 0.0.0.0 with a database file created in whatever directory this ran in.
+        where = f"{config} has no model_list" if config is not None else "no --config given"
+        typer.echo(
+            f"error: nothing to serve: {where}. haimaker needs a config with at least one model, e.g.\n"
+            "  model_list:\n"
+            "    - model_name: gpt-4o-mini\n"
+            "      litellm_params: {model: openai/gpt-4o-mini, api_key: os.environ/OPENAI_API_KEY}\n"
+            "then: haimaker --config config.yaml (see the README)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    port = port if port is not None else _port_from_env()
+    _refuse_a_busy_port(host, port)
     from haimaker.app import verify_configured_store
     from haimaker.server import run_server
 
@@ -73,8 +127,12 @@ def config_check(config: ConfigOption = None) -> None:
     settings = _load_or_exit(config)
     for warning in settings.warnings:
         typer.echo(f"warning: {warning}")
+    deployments = len(settings.config.model_list)
+    if not deployments:
+        typer.echo("error: model_list: no models configured (the proxy would have nothing to serve)", err=True)
+        raise typer.Exit(code=2)
     models = sorted({m.model_name for m in settings.config.model_list})
-    typer.echo(f"config OK: {len(settings.config.model_list)} deployments, models: {', '.join(models) or 'none'}")
+    typer.echo(f"config OK: {_plural(deployments, 'deployment')}, {_plural(len(models), 'model')}: {', '.join(models)}")
 
 
 @db_app.command("upgrade")
@@ -135,3 +193,7 @@ def import_litellm(
 
 def main() -> None:
     app(sys.argv[1:], prog_name="haimaker")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

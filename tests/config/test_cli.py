@@ -7,6 +7,7 @@ and an entry point that does not start at all (`python -m haimaker`).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ GOOD_CONFIG = {
 BAD_CONFIG = {
     "model_list": [
         {"model_name": "a", "litellm_params": {"model": "gpt-4", "timeout": -1}},
-        {"model_name": "b", "litellm_params": {"model": "bedrock/claude"}},
+        {"model_name": "b", "litellm_params": {"model": "acme/claude"}},
     ],
     "litellm_settings": {"num_retries": "many"},
 }
@@ -53,7 +54,7 @@ def test_config_check_accepts_a_good_file_and_summarises_it(tmp_path: Path) -> N
     result = _run("config", "check", "--config", str(_write(tmp_path, GOOD_CONFIG)), env={"OPENAI_KEY": "sk-o"})
 
     assert result.returncode == 0, result.stderr
-    assert "config OK: 3 deployments, models: gpt-4o, local" in result.stdout
+    assert "config OK: 3 deployments, 2 models: gpt-4o, local" in result.stdout
     assert "litellm_settings.success_callback" in result.stdout  # unsupported keys are warned about
     assert "Traceback" not in result.stderr
 
@@ -94,3 +95,58 @@ def test_python_dash_m_haimaker_help_lists_the_commands() -> None:
     assert result.returncode == 0, result.stderr
     for word in ("--config", "--port", "config", "db"):
         assert word in result.stdout
+
+
+def test_version_prints_the_version() -> None:
+    from haimaker import __version__
+
+    result = _run("--version")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"haimaker {__version__}"
+
+
+def test_a_port_outside_1_to_65535_is_refused(tmp_path: Path) -> None:
+    config = str(_write(tmp_path, {"model_list": GOOD_CONFIG["model_list"][2:]}))
+    for port in ("99999", "0"):
+        result = _run("--config", config, "--port", port)
+        assert result.returncode == 2
+        assert "Invalid value for '--port'" in result.stderr, result.stderr
+    result = _run("--config", config, env={"PORT": "99999"})
+    assert result.returncode == 2 and "PORT='99999' is not a port (1-65535)" in result.stderr
+    assert not (tmp_path / "haimaker.db").exists()
+
+
+def test_no_config_and_no_models_says_what_it_needs_and_serves_nothing(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "haimaker", "--port", "1"], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+
+    assert result.returncode == 2
+    assert "nothing to serve: no --config given" in result.stderr
+    assert "model_list:" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no haimaker.db, no store-id in the current directory
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    config = str(_write(tmp_path, {"model_list": GOOD_CONFIG["model_list"][2:]}))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for server in ("uvicorn", "granian"):
+            result = _run("--config", config, "--host", "127.0.0.1", "--port", str(port), "--server", server)
+            assert result.returncode == 1
+            assert result.stderr.strip().splitlines()[-1] == (
+                f"error: 127.0.0.1:{port} is already in use; choose another with --port"
+            )
+            assert "Traceback" not in result.stderr
+
+
+def test_config_check_refuses_an_empty_config_and_counts_in_the_singular(tmp_path: Path) -> None:
+    empty = _run("config", "check", "--config", str(_write(tmp_path, {"general_settings": {}})))
+    assert empty.returncode == 2 and "no models configured" in empty.stderr
+
+    one = _run("config", "check", "--config", str(_write(tmp_path, {"model_list": GOOD_CONFIG["model_list"][2:]})))
+    assert one.returncode == 0, one.stderr
+    assert "config OK: 1 deployment, 1 model: local" in one.stdout
