@@ -40,7 +40,13 @@ from haimaker.money import nanos_to_usd
 from haimaker.providers.base import Deployment, Route, UpstreamResponse
 from haimaker.providers.redaction import Redactor
 from haimaker.providers.router import Router
-from haimaker.providers.sse import DEFAULT_MAX_EVENT_BYTES, SSETap, choice_texts, error_event
+from haimaker.providers.sse import (
+    DEFAULT_MAX_EVENT_BYTES,
+    SSETap,
+    choice_texts,
+    error_event,
+    response_output_texts,
+)
 from haimaker.storage.records import SpendLog, VirtualKey
 
 logger = logging.getLogger("haimaker.pipeline")
@@ -295,6 +301,8 @@ class Pipeline:
             return await self._tokens.count_chat_prompt_async(body.get("messages"), model, tools=body.get("tools"))
         if call.route is Route.COMPLETIONS:
             return await self._tokens.count_completion_prompt_async(body.get("prompt"), model)
+        if call.route is Route.RESPONSES:
+            return await self._tokens.count_chat_prompt_async(_responses_prompt(body), model, tools=body.get("tools"))
         return await self._tokens.count_embedding_input_async(body.get("input"), model)
 
     def _upstream_body(self, call: _Call) -> dict[str, Any]:
@@ -312,7 +320,8 @@ class Pipeline:
                     if key not in PROXY_ONLY_FIELDS and PROXY_ONLY_MARK not in key
                 }
                 break
-        if not call.stream:
+        if not call.stream or call.route is Route.RESPONSES:
+            # A Responses stream always ends with its usage (`response.completed`); it has no `stream_options`.
             return body
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage") is True:
@@ -369,6 +378,7 @@ class Pipeline:
         price = deployment.price
         return SSETap(
             keep_usage_chunk=self._client_wants_usage(call),
+            responses=call.route is Route.RESPONSES,
             redactor=self._redactor,
             max_event_bytes=self._options.max_sse_event_bytes,
             check_usage=None if price is None else lambda usage: check_billable(price, usage),
@@ -447,6 +457,10 @@ class Pipeline:
                 )
             elif call.route is Route.COMPLETIONS:
                 prompt = self._tokens.count_completion_prompt(call.body.get("prompt"), call.model)
+            elif call.route is Route.RESPONSES:
+                prompt = self._tokens.count_chat_prompt(
+                    _responses_prompt(call.body), call.model, tools=call.body.get("tools")
+                )
             else:
                 prompt = self._tokens.count_embedding_input(call.body.get("input"), call.model)
         completion = self._tokens.count_text(completion_text, deployment.upstream_model) if completion_text else 0
@@ -462,7 +476,7 @@ class Pipeline:
                 call.ticket, deployment.price, usage, charge_customer=self._options.track_customers
             )
             cost = settlement.cost
-            headers.extend(call.ticket.rate_headers())
+            headers.extend(call.ticket.rate_headers(None if call.stream else usage.total_tokens))
             if settlement.over_soft_budget:
                 headers.append(("x-litellm-soft-budget-exceeded", "true"))
         else:
@@ -584,6 +598,12 @@ def parse_body(route: Route, raw: bytes, path_model: str | None = None) -> dict[
     elif route is Route.COMPLETIONS:
         if body.get("prompt") is None:
             raise BadRequestError("Missing required parameter: 'prompt'.", param="prompt")
+    elif route is Route.RESPONSES:
+        if body.get("input") is None:
+            raise BadRequestError("Missing required parameter: 'input'.", param="input")
+        value = body.get("max_output_tokens")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise BadRequestError("'max_output_tokens' must be a non-negative integer.", param="max_output_tokens")
     elif body.get("input") is None:
         raise BadRequestError("Missing required parameter: 'input'.", param="input")
     stream = body.get("stream")
@@ -620,12 +640,29 @@ def _usage_of(answer: dict[str, Any]) -> Usage | None:
 
 
 def _answer_text(answer: dict[str, Any]) -> str:
-    """The text an answer delivers: every choice's message (chat) or text (completions); "" for embeddings."""
+    """The text an answer delivers: every choice's message (chat) or text (completions), a Responses answer's
+    output; "" for embeddings."""
+    if answer.get("object") == "response":
+        return "".join(response_output_texts(answer))
     return "".join(choice_texts(answer, "message"))
 
 
+def _responses_prompt(body: Mapping[str, Any]) -> list[Any]:
+    """A Responses request's prompt as chat-like messages for counting: `instructions`, then the `input` items."""
+    messages: list[Any] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    items = body.get("input")
+    if isinstance(items, str):
+        messages.append({"role": "user", "content": items})
+    elif isinstance(items, list):
+        messages.extend(items)
+    return messages
+
+
 def _max_output_tokens(body: Mapping[str, Any]) -> int | None:
-    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    value = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 

@@ -114,6 +114,20 @@ async def test_tpm_limit_admits_the_first_request_of_a_window_then_refuses(tmp_p
             assert second.headers["rate_limit_type"] == "tokens"
 
 
+async def test_remaining_tokens_count_what_a_request_used_not_its_reservation(tmp_path: Path) -> None:
+    """A request without max_tokens reserves thousands of tokens; the header after it counts the tokens it used."""
+    with running_proxy(tmp_path, _config()) as proxy:
+        async with async_client(proxy.url, proxy.master_key) as client:
+            created = await client.post("/customer/new", json={"user_id": "few", "tpm_limit": 100_000})
+            assert created.status_code == 200, created.text
+            used = 0
+            for _ in range(2):
+                answer = await client.post("/v1/chat/completions", json=chat_body("few"))
+                assert answer.status_code == 200
+                used += answer.json()["usage"]["total_tokens"]
+                assert int(answer.headers["x-ratelimit-end_user-remaining-tokens"]) == 100_000 - used
+
+
 async def test_enforce_user_param_refuses_requests_without_a_customer(tmp_path: Path) -> None:
     with running_proxy(tmp_path, _config(general_settings={"enforce_user_param": True})) as proxy:
         async with async_client(proxy.url, proxy.master_key) as client:

@@ -57,11 +57,21 @@ class Ticket:
     # The budget a customer first seen through this request's key is created on (the key's `end_user_budget_id`).
     new_customer_budget_id: str | None = None
 
-    def rate_headers(self) -> list[tuple[str, str]]:
-        """The `x-ratelimit-*` headers of every subject admitted (the key's, then the customer's)."""
-        headers = [h for reservation in self.key_reservations for h in reservation.rate_headers]
-        if self.reservation is not None:
-            headers.extend(self.reservation.rate_headers)
+    def rate_headers(self, used_tokens: int | None = None) -> list[tuple[str, str]]:
+        """The `x-ratelimit-*` headers of every subject admitted (the key's, then the customer's).
+
+        With `used_tokens` (a whole answer), `-remaining-tokens` counts what the request actually used instead of its
+        reservation (a request without `max_tokens` reserves thousands of tokens it rarely uses); a stream's headers
+        leave before its usage is known and keep the reservation's count."""
+        reservations = [*self.key_reservations, *([self.reservation] if self.reservation is not None else [])]
+        if used_tokens is None:
+            return [h for reservation in reservations for h in reservation.rate_headers]
+        headers: list[tuple[str, str]] = []
+        for reservation in reservations:
+            for name, value in reservation.rate_headers:
+                if name.endswith("-remaining-tokens"):
+                    value = str(max(0, int(value) + reservation.tokens - used_tokens))
+                headers.append((name, value))
         return headers
 
 
