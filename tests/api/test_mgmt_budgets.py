@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from haimaker.periods import next_reset_at
-from tests.api.mgmt_support import assert_error, chat, new_id
+from tests.api.mgmt_support import DEFAULT_TIER, assert_error, chat, new_id
 
 BUDGET_KEYS = {
     "budget_id",
@@ -244,7 +244,8 @@ def test_delete_unlinks_its_customers(api: httpx.Client) -> None:
     response = api.post("/budget/delete", json={"id": created["budget_id"]})
     assert response.status_code == 200 and response.json() == created
     customer = api.get("/customer/info", params={"end_user_id": user_id}).json()
-    assert customer["budget_id"] is None and customer["litellm_budget_table"] is None
+    assert customer["budget_id"] is None and customer["budget_is_default"] is True  # back on the default budget
+    assert customer["litellm_budget_table"]["budget_id"] == DEFAULT_TIER
     assert chat(api, user_id).status_code == 200
     missing = api.post("/budget/delete", json={"id": created["budget_id"]})
     assert_error(missing, 404, "not_found", f"Budget with id '{created['budget_id']}' does not exist.", "id")

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.mgmt_support import assert_error, chat, new_id
+from tests.api.mgmt_support import DEFAULT_TIER, assert_error, chat, new_id
 
 CUSTOMER_KEYS = {
     "user_id",
@@ -19,6 +19,7 @@ CUSTOMER_KEYS = {
     "models",
     "budget_id",
     "litellm_budget_table",
+    "budget_is_default",
     "object_permission_id",
     "object_permission",
 }
@@ -51,7 +52,8 @@ def test_new_customer_answers_the_customer_response_shape(api: httpx.Client) -> 
     assert body["alias"] == "Acme" and body["models"] == ["gpt-3.5-turbo"]
     assert body["allowed_model_region"] == "eu" and body["default_model"] == "mistral"
     assert body["spend"] == 0.0 and body["blocked"] is False
-    assert body["budget_id"] is None and body["litellm_budget_table"] is None
+    assert body["budget_id"] is None and body["budget_is_default"] is True
+    assert body["litellm_budget_table"]["budget_id"] == DEFAULT_TIER
     assert info(api, body["user_id"]) == body
 
 
@@ -237,7 +239,7 @@ def test_update_links_and_unlinks_budgets(api: httpx.Client) -> None:
     assert api.post("/customer/update", json={"user_id": user_id, "budget_id": tier}).json()["budget_id"] == tier
     assert_error(chat(api, user_id), 400, "budget_exceeded")
     body = api.post("/customer/update", json={"user_id": user_id, "budget_id": None}).json()
-    assert body["budget_id"] is None and body["litellm_budget_table"] is None
+    assert body["budget_id"] is None and body["litellm_budget_table"]["budget_id"] == DEFAULT_TIER
     assert chat(api, user_id).status_code == 200
     response = api.post("/customer/update", json={"user_id": user_id, "budget_id": "no-such-tier"})
     assert_error(response, 404, "not_found", param="budget_id")

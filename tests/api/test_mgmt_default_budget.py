@@ -13,11 +13,15 @@ from tests.api.mgmt_support import DEFAULT_TIER, assert_error, chat, new_id
 RPM_HEADER = "x-ratelimit-end_user-limit-requests"
 
 
-def test_customer_on_the_default_budget_shows_no_budget_of_its_own(api: httpx.Client) -> None:
+def test_customer_on_the_default_budget_shows_the_default_budget_in_force(api: httpx.Client) -> None:
     user_id = new_id()
     assert chat(api, user_id).headers[RPM_HEADER] == "1000"
     body = api.get("/customer/info", params={"end_user_id": user_id}).json()
-    assert body["budget_id"] is None and body["litellm_budget_table"] is None and body["spend"] > 0
+    # No budget of its own (`budget_id`), and the limits that apply readable through the API.
+    assert body["budget_id"] is None and body["spend"] > 0
+    assert body["budget_is_default"] is True
+    assert body["litellm_budget_table"]["budget_id"] == DEFAULT_TIER
+    assert (body["litellm_budget_table"]["rpm_limit"], body["litellm_budget_table"]["max_budget"]) == (1000, 1000.0)
 
 
 def test_the_default_budget_cannot_be_deleted(api: httpx.Client) -> None:

@@ -72,7 +72,13 @@ def post(proxy: RunningProxy, path: str, body: str) -> httpx.Response:
     return httpx.post(proxy.url + path, content=body.encode(), headers=JSON_HEADERS, timeout=30)
 
 
-def test_tracking_customer_spend(shared_proxy: RunningProxy) -> None:
+def test_tracking_customer_spend(tmp_path: Path, fresh_db: str) -> None:
+    # As the document runs it: no default budget yet, so the customer shows no budget (`litellm_budget_table` null).
+    with proxy_on(tmp_path, mgmt_config(fresh_db)) as shared_proxy:
+        _track(shared_proxy)
+
+
+def _track(shared_proxy: RunningProxy) -> None:
     assert post(shared_proxy, "/chat/completions", TRACKING_CALL).status_code == 200
     response = httpx.get(
         shared_proxy.url + "/customer/info?end_user_id=ishaan3", headers={"Authorization": f"Bearer {SEED_KEY}"}
@@ -123,7 +129,10 @@ def test_default_budget_for_all_customers(tmp_path: Path, fresh_db: str) -> None
         assert error["message"].startswith("Rate limit exceeded for end_user: my-customer-id. Limit type: requests.")
         with proxy.client() as client:
             customer = client.get("/customer/info", params={"end_user_id": "my-customer-id"}).json()
-        assert customer["budget_id"] is None and customer["litellm_budget_table"] is None
+        # The budget in force reads through the API: the default budget's row, said to be the default.
+        assert customer["budget_id"] is None and customer["budget_is_default"] is True
+        assert customer["litellm_budget_table"]["budget_id"] == budget_id
+        assert customer["litellm_budget_table"]["rpm_limit"] == 2
 
 
 def test_quick_start_and_pricing_tiers(tmp_path: Path, fresh_db: str) -> None:

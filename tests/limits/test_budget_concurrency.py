@@ -94,7 +94,7 @@ async def test_50_simultaneous_first_requests_of_a_new_customer_respect_the_defa
             assert spend >= budget - (2 * cost if fail_closed else cost) - 1e-12
             # The default budget is not persisted on the customer (reference §6.2).
             info = (await client.get("/customer/info", params={"end_user_id": "brand-new"})).json()
-            assert info["budget_id"] is None and info["litellm_budget_table"] is None
+            assert info["budget_id"] is None and info["budget_is_default"] is True
 
 
 async def test_rpm_30_admits_exactly_30_of_100_simultaneous_requests(tmp_path: Path, database_url: str) -> None:

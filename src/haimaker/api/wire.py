@@ -77,7 +77,9 @@ def budget_row(budget: Budget) -> dict[str, Any]:
 
 
 def customer_row(view: CustomerView) -> dict[str, Any]:
-    """A customer as LiteLLM's `CustomerResponse`; `litellm_budget_table` is its own budget (null on the default)."""
+    """A customer as LiteLLM's `CustomerResponse`. `litellm_budget_table` is the budget in force: its own, else the
+    default budget (`litellm_settings.max_end_user_budget_id`), which `budget_is_default` (haimaker's) then says, so a
+    customer's limits can be read through the API; `budget_id` stays the customer's own link."""
     customer = view.customer
     return {
         "user_id": customer.user_id,
@@ -89,6 +91,7 @@ def customer_row(view: CustomerView) -> dict[str, Any]:
         "models": list(customer.models),
         "budget_id": customer.budget_id,
         "litellm_budget_table": budget_row(view.budget) if view.budget is not None else None,
+        "budget_is_default": view.budget_is_default,
         "object_permission_id": None,
         "object_permission": None,
     }

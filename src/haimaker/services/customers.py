@@ -46,11 +46,13 @@ MAX_PAGE: Final = 1_000_000
 
 @dataclass(frozen=True, slots=True)
 class CustomerView:
-    """A customer as admins see it: the stored row, its own budget row (None on the default budget), live spend."""
+    """A customer as admins see it: the stored row, the budget in force (its own row, else the default budget, else
+    None; `budget_is_default` says which), live spend."""
 
     customer: Customer
     budget: Budget | None
     spend: Nanos
+    budget_is_default: bool = False
 
 
 def not_found(user_id: str, param: str) -> NotFoundError:
@@ -248,15 +250,19 @@ class CustomerService:
 
     async def _views(self, customers: list[Customer]) -> list[CustomerView]:
         budget_ids = {c.budget_id for c in customers if c.budget_id is not None}
+        default_id = self._services.catalog.default_budget_id
+        if default_id is not None:
+            budget_ids.add(default_id)
         budgets = {b.budget_id: b for b in await self._services.budgets_repo.get_many(budget_ids)} if budget_ids else {}
-        return [
-            CustomerView(
-                customer=c,
-                budget=budgets.get(c.budget_id) if c.budget_id is not None else None,
-                spend=await self._services.live_spend(c),
-            )
-            for c in customers
-        ]
+        default = budgets.get(default_id) if default_id is not None else None
+        views = []
+        for c in customers:
+            own = budgets.get(c.budget_id) if c.budget_id is not None else None
+            # The budget admission applies (`Catalog.effective_budget`): its own, else the default.
+            budget = own if own is not None else default
+            is_default = budget is not None and budget.budget_id == default_id
+            views.append(CustomerView(c, budget, await self._services.live_spend(c), is_default))
+        return views
 
 
 def _checked_ids(user_ids: Iterable[str]) -> list[str]:

@@ -48,11 +48,7 @@ class EffectiveBudget:
 
 
 def effective_budget(services: Services, view: CustomerView) -> EffectiveBudget:
-    if view.budget is not None:
-        return EffectiveBudget(view.budget, view.budget.budget_id == services.catalog.default_budget_id)
-    default_id = services.catalog.default_budget_id
-    default = services.catalog.budgets.get(default_id) if default_id is not None else None
-    return EffectiveBudget(default, default is not None)
+    return EffectiveBudget(view.budget, view.budget_is_default)
 
 
 def customer_query(user_id: str, **extra: str) -> str:
