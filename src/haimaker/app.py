@@ -52,6 +52,7 @@ from haimaker.providers.router import DEFAULT_NUM_RETRIES, Router, build_deploym
 from haimaker.providers.tls import TrustStore
 from haimaker.services.container import Services
 from haimaker.services.resets import ResetJob
+from haimaker.startup import ready_line, stopped_line
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import CounterStore
 from haimaker.state.keys import KeyCatalog, key_subject
@@ -158,11 +159,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, serving: bool 
         # Every resource pushes its closer as it opens: a start-up that fails part-way closes what it opened, and
         # shutdown closes in reverse (jobs stop, the recorder drains, then pools and the database close).
         async with AsyncExitStack() as stack:
-            api.state.haimaker = await open_state(settings, clock or SystemClock(), stack)
+            state = api.state.haimaker = await open_state(settings, clock or SystemClock(), stack)
             if serving:
                 freeze_startup_heap()
                 stack.callback(start_heap_trims(asyncio.get_running_loop()))
+            logger.info("%s", ready_line(state))
             yield
+        logger.info("%s", stopped_line(state.recorder.written))
 
     api = FastAPI(title="haimaker", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     install_error_handlers(api)

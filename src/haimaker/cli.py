@@ -23,6 +23,7 @@ import typer
 from haimaker import __version__
 from haimaker.clock import SystemClock
 from haimaker.config.loader import ConfigError, Settings, load_config
+from haimaker.startup import plural
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="haimaker: an OpenAI-compatible LLM gateway.")
 config_app = typer.Typer(help="Inspect a config file.")
@@ -132,7 +133,7 @@ def config_check(config: ConfigOption = None) -> None:
         typer.echo("error: model_list: no models configured (the proxy would have nothing to serve)", err=True)
         raise typer.Exit(code=2)
     models = sorted({m.model_name for m in settings.config.model_list})
-    typer.echo(f"config OK: {_plural(deployments, 'deployment')}, {_plural(len(models), 'model')}: {', '.join(models)}")
+    typer.echo(f"config OK: {plural(deployments, 'deployment')}, {plural(len(models), 'model')}: {', '.join(models)}")
 
 
 @db_app.command("upgrade")
@@ -193,7 +194,3 @@ def import_litellm(
 
 def main() -> None:
     app(sys.argv[1:], prog_name="haimaker")
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

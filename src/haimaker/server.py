@@ -34,6 +34,7 @@ from uvicorn.server import ServerState
 
 from haimaker.config.loader import Settings
 from haimaker.errors import RequestTimeoutError
+from haimaker.startup import LISTEN_ENV
 
 GRACEFUL_TIMEOUT_S = 30
 KEEP_ALIVE_S = 65
@@ -191,6 +192,8 @@ def run_server(
         raise ConfigError(["--num_workers > 1 needs shared state: set general_settings.redis_url (or env REDIS_URL)"])
     if config_path is not None:
         os.environ["HAIMAKER_CONFIG"] = str(config_path.resolve())
+    # The ready line of every process this starts names the address clients reach (`startup.py`).
+    os.environ[LISTEN_ENV] = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"
     if server == "granian":
         _run_granian(host, port, workers, settings)
         return

@@ -150,3 +150,51 @@ def test_config_check_refuses_an_empty_config_and_counts_in_the_singular(tmp_pat
     one = _run("config", "check", "--config", str(_write(tmp_path, {"model_list": GOOD_CONFIG["model_list"][2:]})))
     assert one.returncode == 0, one.stderr
     assert "config OK: 1 deployment, 1 model: local" in one.stdout
+
+
+def test_start_up_says_where_it_listens_and_shutdown_what_it_wrote(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    config = _write(
+        tmp_path,
+        {"model_list": GOOD_CONFIG["model_list"][2:], "general_settings": {"master_key": "sk-start-up-line-test"}},
+    )
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("MASTER_KEY") and k != "DATABASE_URL"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "haimaker", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            lines.append(line)
+            if " ready " in line or not line:
+                break
+        ready = lines[-1]
+        assert f"ready on http://127.0.0.1:{port} (UI http://127.0.0.1:{port}/ui)" in ready, lines
+        assert f"store: SQLite {tmp_path / 'haimaker.db'}" in ready
+        assert "Redis: none" in ready and "1 model (1 deployment)" in ready and "default budget: none" in ready
+        assert not any("alembic" in line or "Running upgrade" in line for line in lines), lines
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "local", "messages": [{"role": "user", "content": "hi"}], "user": "c1"},
+            headers={"Authorization": "Bearer sk-start-up-line-test"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert "haimaker stopped; 1 spend record written this run" in rest, rest

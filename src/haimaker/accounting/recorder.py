@@ -121,6 +121,11 @@ class SpendRecorder:
         return self._queued - self._written
 
     @property
+    def written(self) -> int:
+        """How many charges and resets this recorder has made durable since it started."""
+        return self._written
+
+    @property
     def failing_for_s(self) -> float:
         """How long writes have been failing (or held because the store is lost); 0 while they succeed."""
         return 0.0 if self._failing_since is None else time.monotonic() - self._failing_since

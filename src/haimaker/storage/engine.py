@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -138,6 +139,7 @@ async def _at_revision(engine: AsyncEngine, revision: str) -> bool:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config for the packaged migrations (no alembic.ini), bound to `connection` when given."""
+    quiet_alembic()
     from alembic.config import Config
 
     config = Config()
@@ -148,9 +150,18 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _run_alembic_upgrade(connection: Connection, revision: str) -> None:
+    quiet_alembic()
     from alembic import command
 
     command.upgrade(alembic_config(connection), revision)
+
+
+def quiet_alembic() -> None:
+    """Alembic narrates its import and every step at INFO ("setup plugin ...", "Running upgrade ..."): kept for
+    --detailed_debug (DEBUG), out of a normal start's output. Called before alembic is first imported."""
+    migration_log = logging.getLogger("alembic")
+    if not migration_log.isEnabledFor(logging.DEBUG) and migration_log.getEffectiveLevel() < logging.WARNING:
+        migration_log.setLevel(logging.WARNING)
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _connection_record: Any) -> None:
