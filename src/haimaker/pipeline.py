@@ -39,7 +39,7 @@ from haimaker.metrics import Metrics
 from haimaker.money import nanos_to_usd
 from haimaker.providers.base import Deployment, Route, UpstreamResponse
 from haimaker.providers.redaction import Redactor
-from haimaker.providers.router import Router
+from haimaker.providers.router import RouteAttempts, Router
 from haimaker.providers.sse import (
     DEFAULT_MAX_EVENT_BYTES,
     SSETap,
@@ -264,13 +264,35 @@ class Pipeline:
             await self._admit(call, customer_id, key)
         upstream_body = self._upstream_body(call)
         call.upstream_started = time.perf_counter()
+        attempts = RouteAttempts()
+
+        def may_use(name: str) -> bool:
+            # A fallback group must be one this key and this customer may use, as the requested one was.
+            return (key is None or key_allows_model(key, name)) and (
+                customer is None or not customer.models or name in customer.models
+            )
+
+        async def count_prompt() -> int:
+            if call.prompt_tokens is None:
+                call.prompt_tokens = await self._count_prompt(call)
+            return call.prompt_tokens
+
         try:
             deployment, response = await self._router.open(
-                model, route, upstream_body, call.stream, region=region, on_failed_attempt=self._count_failure
+                model,
+                route,
+                upstream_body,
+                call.stream,
+                region=region,
+                on_failed_attempt=self._count_failure,
+                attempts=attempts,
+                allows_model=may_use,
+                prompt_tokens=count_prompt,
             )
         except BaseException:
             self._release(call)
             raise
+        call.extra_headers = attempts.headers()
         call.upstream_s = time.perf_counter() - call.upstream_started
         self._metrics.observe_upstream(model, deployment.provider, call.upstream_s)
         if call.stream:
@@ -518,9 +540,11 @@ class Pipeline:
         headers = [
             ("x-litellm-call-id", call.call_id),
             ("x-litellm-model-id", deployment.model_id),
-            ("x-litellm-model-group", call.model),
+            # The group that answered: the requested one, or the fallback group the router reached.
+            ("x-litellm-model-group", deployment.model_name),
             ("x-litellm-response-duration-ms", f"{total_s * 1000:.3f}"),
             ("x-litellm-overhead-duration-ms", f"{overhead_ms:.3f}"),
+            *call.extra_headers,
         ]
         if deployment.region_name:
             headers.append(("x-litellm-model-region", deployment.region_name))

@@ -16,7 +16,7 @@ from haimaker.config.schema import Config
 from haimaker.errors import BadGatewayError, GatewayTimeoutError, UnknownModelError, UpstreamStatusError
 from haimaker.providers.base import Deployment, Route
 from haimaker.providers.router import DEFAULT_TIMEOUT_S, Router, build_deployments
-from tests.providers.router_fakes import ScriptedProvider
+from tests.providers.router_fakes import ScriptedProvider, no_sleep
 
 
 def _deployments(*entries: tuple[str, str]) -> list[Deployment]:
@@ -33,7 +33,7 @@ def _deployments(*entries: tuple[str, str]) -> list[Deployment]:
 
 
 def _router(provider: ScriptedProvider, *entries: tuple[str, str], num_retries: int = 2) -> Router:
-    return Router(_deployments(*entries), {"mock": provider}, num_retries=num_retries)
+    return Router(_deployments(*entries), {"mock": provider}, num_retries=num_retries, sleep=no_sleep)
 
 
 async def _open(router: Router, model: str) -> str:

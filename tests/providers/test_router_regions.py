@@ -14,7 +14,7 @@ from haimaker.config.schema import Config
 from haimaker.errors import BadGatewayError, BadRequestError, UnknownModelError, UpstreamStatusError
 from haimaker.providers.base import Route
 from haimaker.providers.router import Router, build_deployments
-from tests.providers.router_fakes import ScriptedProvider
+from tests.providers.router_fakes import ScriptedProvider, no_sleep
 
 
 def _router(provider: ScriptedProvider, *entries: tuple[str, str, str | None], num_retries: int = 2) -> Router:
@@ -31,7 +31,8 @@ def _router(provider: ScriptedProvider, *entries: tuple[str, str, str | None], n
             ]
         }
     )
-    return Router(build_deployments(config, PriceTable.bundled()), {"mock": provider}, num_retries=num_retries)
+    deployments = build_deployments(config, PriceTable.bundled())
+    return Router(deployments, {"mock": provider}, num_retries=num_retries, sleep=no_sleep)
 
 
 async def _open(router: Router, model: str, region: str | None) -> str:

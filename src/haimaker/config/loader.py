@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from haimaker.config.schema import Config
+from haimaker.config.schema import Config, FallbackList
 
 _ENV_PREFIX = "os.environ/"
 
@@ -73,6 +73,7 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
         raise ConfigError(problems + [_format_error(err) for err in exc.errors()]) from None
 
     _check_default_budget(config, problems)
+    problems.extend(_fallback_problems(config))
     warnings = [f"config key not supported yet (ignored): {key}" for key in config.unsupported_keys()]
     warnings.extend(_accepted_but_not_enforced(config))
     general = config.general_settings
@@ -154,15 +155,41 @@ def _check_default_budget(config: Config, problems: list[str]) -> None:
         )
 
 
+_ANY_GROUP = "*"  # a fallback entry for every group without its own (LiteLLM's generic key)
+
+
+def _fallback_problems(config: Config) -> list[str]:
+    """Config errors in the fallback lists: an entry with other than one key, a group or target not configured."""
+    groups = {entry.model_name for entry in config.model_list}
+    problems = []
+    sections = (("router_settings", config.router_settings), ("litellm_settings", config.litellm_settings))
+    for section_name, section in sections:
+        for key in ("fallbacks", "context_window_fallbacks"):
+            entries: FallbackList | None = getattr(section, key)
+            for i, entry in enumerate(entries or []):
+                path = f"{section_name}.{key}[{i}]"
+                if len(entry) != 1:
+                    problems.append(f"{path}: must have exactly one key (a model group), has {len(entry)}")
+                    continue
+                ((group, targets),) = entry.items()
+                if group != _ANY_GROUP and group not in groups:
+                    problems.append(f"{path}: model group {group!r} is not in model_list")
+                problems.extend(
+                    f"{path}.{group}: fallback {target!r} is not a model_name in model_list"
+                    for target in targets
+                    if target not in groups
+                )
+        for target in section.default_fallbacks or []:
+            if target not in groups:
+                problems.append(f"{section_name}.default_fallbacks: {target!r} is not a model_name in model_list")
+    return problems
+
+
 def _accepted_but_not_enforced(config: Config) -> list[str]:
     """Keys that validate but do nothing yet: said once at startup rather than dropped silently."""
     found = []
     for i, entry in enumerate(config.model_list):
         params = entry.litellm_params
-        for name in ("rpm", "tpm", "max_retries"):
-            if getattr(params, name) is not None:
-                found.append(f"model_list[{i}].litellm_params.{name}")
-    strategy = config.router_settings.routing_strategy
-    if strategy not in (None, "simple-shuffle"):
-        found.append("router_settings.routing_strategy")
+        if params.max_retries is not None:
+            found.append(f"model_list[{i}].litellm_params.max_retries")
     return [f"config key accepted but not enforced yet: {key}" for key in found]

@@ -11,7 +11,7 @@ import os
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from haimaker.errors import BadRequestError
 from haimaker.periods import validate_duration
@@ -44,8 +44,9 @@ class LiteLLMParams(_Section):
     timeout: float | None = Field(default=None, gt=0, description="Seconds before the upstream call times out")
     stream_timeout: float | None = Field(default=None, gt=0)
     max_retries: int | None = Field(default=None, ge=0)
-    rpm: int | None = Field(default=None, ge=0)
-    tpm: int | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=0, description="Requests per minute this deployment takes (per instance)")
+    tpm: int | None = Field(default=None, ge=0, description="Tokens per minute this deployment takes (per instance)")
+    weight: float | None = Field(default=None, ge=0, description="`simple-shuffle`: this deployment's share of picks")
     region_name: str | None = None
     input_cost_per_token: float | None = Field(default=None, ge=0)
     output_cost_per_token: float | None = Field(default=None, ge=0)
@@ -77,6 +78,9 @@ class ModelInfo(_Section):
     input_cost_per_token: float | None = Field(default=None, ge=0)
     output_cost_per_token: float | None = Field(default=None, ge=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
+    max_input_tokens: int | None = Field(
+        default=None, gt=0, description="The context window: a longer prompt goes to `context_window_fallbacks`"
+    )
     mode: str | None = None
 
 
@@ -224,7 +228,46 @@ class DefaultEndUserBudget(BaseModel):
             raise ValueError(exc.message) from None
 
 
-class LiteLLMSettings(_Section):
+# LiteLLM's exception classes a `retry_policy` (`<name>Retries`) or `allowed_fails_policy` (`<name>AllowedFails`) names.
+POLICY_ERROR_CLASSES = (
+    "BadRequestError",
+    "AuthenticationError",
+    "TimeoutError",
+    "RateLimitError",
+    "ContentPolicyViolationError",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "BadGatewayError",
+    "NotFoundError",
+)
+# `{"gpt-4o": ["claude-3-5", "gpt-4o-mini"]}` entries, LiteLLM's shape (`"*"` names every group without its own).
+FallbackList = list[dict[str, list[str]]]
+RoutingStrategy = Literal[
+    "simple-shuffle", "least-busy", "usage-based-routing", "usage-based-routing-v2", "latency-based-routing"
+]
+
+
+class FallbackSettings(_Section):
+    """The fallback keys LiteLLM reads from both `router_settings` and `litellm_settings` (the router's win)."""
+
+    fallbacks: FallbackList | None = Field(
+        default=None,
+        description="Model groups to try, in order, once a group's retries are spent",
+        examples=[[{"gpt-4o": ["claude-3-5", "gpt-4o-mini"]}]],
+    )
+    context_window_fallbacks: FallbackList | None = Field(
+        default=None, description="Model groups to try when the prompt does not fit the group's context window"
+    )
+    default_fallbacks: list[str] | None = Field(
+        default=None, description="Fallbacks of every group without its own entry in `fallbacks`"
+    )
+    allowed_fails: int | None = Field(
+        default=None, ge=0, description="Failures of a deployment within a minute before it cools down"
+    )
+    cooldown_time: float | None = Field(default=None, ge=0, description="Seconds a failing deployment is skipped")
+
+
+class LiteLLMSettings(FallbackSettings):
     max_end_user_budget_id: str | None = None
     default_end_user_budget: DefaultEndUserBudget | None = Field(
         default=None,
@@ -251,16 +294,48 @@ class LiteLLMSettings(_Section):
     _bundle_exists = field_validator("ssl_verify")(_existing_bundle)
 
 
-class RouterSettings(_Section):
+class RouterSettings(FallbackSettings):
     num_retries: int | None = Field(default=None, ge=0)
     timeout: float | None = Field(default=None, gt=0)
-    routing_strategy: Literal["simple-shuffle", "least-busy", "usage-based-routing", "latency-based-routing"] | None = (
-        None
+    routing_strategy: RoutingStrategy | None = Field(
+        default=None, description="Unset: round-robin, or weighted `simple-shuffle` when deployments set weight/rpm/tpm"
     )
+    routing_strategy_args: dict[str, float] = Field(
+        default_factory=dict,
+        description="`latency-based-routing`: `ttl` (seconds a latency sample counts) and `lowest_latency_buffer`",
+        examples=[{"ttl": 60, "lowest_latency_buffer": 0.5}],
+    )
+    allowed_fails_policy: dict[str, int] | None = Field(
+        default=None,
+        description="Allowed failures per minute by error class, LiteLLM's names",
+        examples=[{"RateLimitErrorAllowedFails": 10, "InternalServerErrorAllowedFails": 2}],
+    )
+    retry_policy: dict[str, int] | None = Field(
+        default=None,
+        description="Retries by error class, LiteLLM's names (they replace `num_retries` for that error)",
+        examples=[{"RateLimitErrorRetries": 3, "AuthenticationErrorRetries": 0}],
+    )
+    disable_cooldowns: bool = False
+    retry_after: float = Field(default=0, ge=0, description="The least seconds to wait before retrying one deployment")
+    max_fallbacks: int = Field(default=5, ge=0, description="The most fallback groups one request tries")
     redis_host: str | None = None
     redis_port: int | None = None
     redis_password: str | None = None
     enable_pre_call_checks: bool | None = None
+
+    @field_validator("retry_policy", "allowed_fails_policy")
+    @classmethod
+    def _known_error_classes(cls, value: dict[str, int] | None, info: ValidationInfo) -> dict[str, int] | None:
+        suffix = "Retries" if info.field_name == "retry_policy" else "AllowedFails"
+        known = {f"{name}{suffix}" for name in POLICY_ERROR_CLASSES}
+        if info.field_name == "retry_policy":
+            known.add("DefaultRetries")
+        for name, count in (value or {}).items():
+            if name not in known:
+                raise ValueError(f"unknown key {name!r} (use one of {', '.join(sorted(known))})")
+            if count < 0:
+                raise ValueError(f"{name} must be >= 0")
+        return value
 
 
 class Config(_Section):
