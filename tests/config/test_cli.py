@@ -198,3 +198,26 @@ def test_start_up_says_where_it_listens_and_shutdown_what_it_wrote(tmp_path: Pat
         _, rest = process.communicate(timeout=60)
     assert process.returncode == 0
     assert "haimaker stopped; 1 spend record written this run" in rest, rest
+
+
+def test_config_check_names_the_key_a_typo_meant_and_refuses_a_misspelled_store(tmp_path: Path) -> None:
+    model = {"model_name": "local", "litellm_params": {"model": "mock/local", "timout": 30}}
+    warned = _run("config", "check", "--config", str(_write(tmp_path, {"model_list": [model]})))
+    assert warned.returncode == 0, warned.stderr
+    assert "model_list[0].litellm_params.timout: unknown key (ignored); did you mean `timeout`?" in warned.stdout
+
+    misspelled = {"model_list": [model], "general_settings": {"databse_url": "postgresql://db.internal/app"}}
+    refused = _run("config", "check", "--config", str(_write(tmp_path, misspelled)))
+    assert refused.returncode == 2
+    assert "general_settings.databse_url: unknown key; did you mean `database_url`?" in refused.stderr
+    # Serving refuses it too, before anything is created beside the config.
+    served = _run("--config", str(tmp_path / "config.yaml"), "--port", "1")
+    assert served.returncode == 2 and "did you mean `database_url`?" in served.stderr
+    assert not (tmp_path / "haimaker.db").exists()
+
+
+def test_a_yaml_error_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model_list:\n  - model_name: [unclosed\n")
+    result = _run("config", "check", "--config", str(path))
+    assert result.returncode == 2 and f"{path}: not valid YAML" in result.stderr

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from haimaker.config.schema import Config, FallbackList
+from haimaker.config.typos import check_extras
 
 _ENV_PREFIX = "os.environ/"
 
@@ -74,7 +75,8 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
 
     _check_default_budget(config, problems)
     problems.extend(_fallback_problems(config))
-    warnings = [f"config key not supported yet (ignored): {key}" for key in config.unsupported_keys()]
+    typos, warnings = check_extras(config)
+    problems.extend(typos)
     warnings.extend(_accepted_but_not_enforced(config))
     general = config.general_settings
     master_key = general.master_key or environ.get("HAIMAKER_MASTER_KEY") or environ.get("LITELLM_MASTER_KEY")
