@@ -22,12 +22,20 @@ class Route(enum.Enum):
     CHAT = "chat/completions"
     COMPLETIONS = "completions"
     EMBEDDINGS = "embeddings"
+    RESPONSES = "responses"  # the OpenAI Responses API, forwarded natively (api/responses_api.py)
 
     @property
     def call_type(self) -> str:
-        return {"chat/completions": "acompletion", "completions": "atext_completion", "embeddings": "aembedding"}[
-            self.value
-        ]
+        return _CALL_TYPES[self.value]
+
+
+# LiteLLM's spend-log `call_type` of each route.
+_CALL_TYPES = {
+    "chat/completions": "acompletion",
+    "completions": "atext_completion",
+    "embeddings": "aembedding",
+    "responses": "aresponses",
+}
 
 
 @dataclass(frozen=True, slots=True)

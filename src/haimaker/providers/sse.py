@@ -6,6 +6,10 @@ chunk that carries it, drops the extra usage-only chunk when the client did not 
 upstream for it on our own account), and keeps the content pieces so that a stream without any usage
 can still be counted.
 
+A Responses API stream (`responses=True`, issue 13) has no `[DONE]` and no usage chunk: its terminal event
+(`response.completed`, `response.failed` or `response.incomplete`) ends it and carries the usage in
+`response.usage`; its produced text is the `response.*.delta` events'.
+
 Invariants (issue 10): the work per piece is linear in the piece (only new bytes are scanned for an event
 boundary); a partial event is held up to `max_event_bytes`, past which the stream fails; a usage no model can
 report is never relayed nor priced; no configured secret leaves in any event, error events scrubbed field by field.
@@ -29,6 +33,13 @@ _MARKERS = (*_USAGE_MARKERS, b"[DONE]", b'"error"')
 # Past 8 MiB an "event" is a fault or an attack (one 20 MB line used to take the loop for 15 s and RSS to 1.27 GB).
 DEFAULT_MAX_EVENT_BYTES: Final = 8 * 1024 * 1024
 _NO_SECRETS: Final = Redactor()
+# The Responses API's terminal events (their JSON `type`), each carrying the final `response` object.
+_RESPONSE_TERMINAL_TYPES: Final = frozenset({"response.completed", "response.failed", "response.incomplete"})
+_RESPONSE_TERMINAL_MARKERS: Final = tuple(b'"' + name.encode() + b'"' for name in _RESPONSE_TERMINAL_TYPES)
+# Responses events whose `delta` is produced text (what a cut stream is charged for).
+_RESPONSE_TEXT_DELTAS: Final = frozenset(
+    {"response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta"}
+)
 
 
 class SSETap:
@@ -49,6 +60,7 @@ class SSETap:
         "_parts",
         "_pending_cr",
         "_redactor",
+        "_responses",
         "_size",
         "content_parts",
         "finished",
@@ -65,8 +77,11 @@ class SSETap:
         redactor: Redactor | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         check_usage: Callable[[Usage], object] | None = None,
+        responses: bool = False,
     ) -> None:
-        """`check_usage` may refuse a parsed usage by raising `UsageError` (the pipeline bounds its cost there)."""
+        """`check_usage` may refuse a parsed usage by raising `UsageError` (the pipeline bounds its cost there);
+        `responses`: the stream is the Responses API's (its terminal event ends it and carries the usage)."""
+        self._responses = responses
         self._parts: list[bytes] = []
         self._size = 0
         self._ends_with_newline = False
@@ -163,6 +178,8 @@ class SSETap:
         if self._redactor.contains_secret(complete):
             # Whatever an upstream echoes (our key in an error event or anywhere else) leaves without it.
             complete = self._redactor.bytes(complete)
+        if self._responses:
+            return self._forward_responses(complete)
         # Plain `in` tests, not any(genexpr): this runs for every piece of every stream.
         if not self.saw_finish_reason and (b'"finish_reason":"' in complete or b'"finish_reason": "' in complete):
             self.saw_finish_reason = True
@@ -188,6 +205,50 @@ class SSETap:
                 if forwarded is not None:
                     out.append(forwarded + b"\n\n")
         return b"".join(out)
+
+    def _forward_responses(self, complete: bytes) -> bytes:
+        """`_forward` for a Responses stream: only pieces holding a terminal or error event are parsed."""
+        if b'"error"' not in complete and not any(marker in complete for marker in _RESPONSE_TERMINAL_MARKERS):
+            self._collect_content(complete)
+            return complete
+        out = []
+        for event in complete.split(b"\n\n"):
+            if event:
+                forwarded = self._inspect_response_event(event)
+                if self._failure is not None:
+                    break
+                if forwarded is not None:
+                    out.append(forwarded + b"\n\n")
+        return b"".join(out)
+
+    def _inspect_response_event(self, event: bytes) -> bytes | None:
+        data = _data_of(event)
+        try:
+            payload = orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            payload = None
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        if kind == "error":
+            self.saw_error = True
+            return event
+        if kind not in _RESPONSE_TERMINAL_TYPES:
+            self._collect_content(event + b"\n\n")
+            return event
+        assert isinstance(payload, dict)
+        self.finished = True
+        response = payload.get("response")
+        usage = response.get("usage") if isinstance(response, dict) else None
+        if isinstance(usage, dict):
+            try:
+                parsed = usage_from_openai(usage)
+                if parsed is not None and self._check_usage is not None:
+                    self._check_usage(parsed)
+            except UsageError as exc:
+                self._fail(f"Upstream reported an impossible usage ({exc}).")
+                return None
+            self.usage = usage
+            self.parsed_usage = parsed
+        return event
 
     @staticmethod
     def _needs_inspection(chunk: bytes) -> bool:
@@ -251,7 +312,13 @@ class SSETap:
                     payload = orjson.loads(data)
                 except orjson.JSONDecodeError:
                     continue
-                if isinstance(payload, dict):
+                if not isinstance(payload, dict):
+                    continue
+                if self._responses:
+                    delta = payload.get("delta")
+                    if payload.get("type") in _RESPONSE_TEXT_DELTAS and isinstance(delta, str):
+                        texts.append(delta)
+                else:
                     texts.extend(choice_texts(payload, "delta"))
         return "".join(texts)
 
@@ -276,6 +343,24 @@ def choice_texts(answer: dict[str, Any], part: str) -> list[str]:
             texts.extend(message_texts(message))
         elif isinstance(choice.get("text"), str):
             texts.append(choice["text"])
+    return texts
+
+
+def response_output_texts(response: dict[str, Any]) -> list[str]:
+    """The generated text of a Responses API answer: its messages' output text and refusals, its function calls'
+    names and arguments."""
+    texts: list[str] = []
+    output = response.get("output")
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call":
+            texts.extend(v for v in (item.get("name"), item.get("arguments")) if isinstance(v, str))
+            continue
+        content = item.get("content")
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict):
+                texts.extend(v for v in (part.get("text"), part.get("refusal")) if isinstance(v, str))
     return texts
 
 

@@ -1,8 +1,9 @@
 """Fake OpenAI and Azure OpenAI upstream servers on 127.0.0.1 for end-to-end tests.
 
-`FakeOpenAI` serves `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and `/v1/models` (also without
-the `/v1` prefix) with `Authorization: Bearer` auth; `FakeAzureOpenAI` serves
-`/openai/deployments/{deployment}/{chat/completions,completions,embeddings}?api-version=…` with `api-key` auth.
+`FakeOpenAI` serves `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses` (the Responses
+API, `responses_wire.py`) and `/v1/models` (also without the `/v1` prefix) with `Authorization: Bearer` auth;
+`FakeAzureOpenAI` serves `/openai/deployments/{deployment}/{chat/completions,completions,embeddings}?api-version=…`
+with `api-key` auth.
 Both speak the real wire format (see `wire.py`) and are scripted with `Behavior` values (see `behavior.py`).
 
 Two ways to run one:
@@ -19,11 +20,12 @@ scripting, counters and the lifecycle are in `server.py`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
 
 from aiohttp import web
 
-from . import wire
+from . import responses_wire, wire
 from .behavior import Behavior, azure_error_body, openai_error_body
 from .recording import RecordedRequest
 from .server import DEFAULT_API_KEY, DEFAULT_MODELS, FakeUpstream
@@ -46,6 +48,7 @@ class FakeOpenAI(FakeUpstream):
                 web.post(f"{prefix}/chat/completions", self._chat),
                 web.post(f"{prefix}/completions", self._completions),
                 web.post(f"{prefix}/embeddings", self._embeddings),
+                web.post(f"{prefix}/responses", self._responses),
                 web.get(f"{prefix}/models", self._models),
                 web.get(f"{prefix}/models/{{model:.+}}", self._model),
             ]
@@ -92,6 +95,44 @@ class FakeOpenAI(FakeUpstream):
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._api(request, "embeddings")
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API (`responses_wire.py`): strict request checks, JSON or its event stream (no [DONE])."""
+
+        async def handle() -> web.StreamResponse:
+            recorded = await self._record(request)
+            denied = self._unauthorized(recorded)
+            if denied is not None:
+                return denied
+            body = recorded.body
+            if not isinstance(body, dict):
+                return self._json(400, openai_error_body(400, "We could not parse the JSON body of your request."))
+            problem = responses_wire.validate(body)
+            if problem is not None:
+                return self._json(400, problem)
+            model = str(body["model"])
+            behavior = self._choose_behavior(model, self._override(recorded))
+            await self._wait(behavior.delay_s)
+            if behavior.status is not None:
+                return self._json(behavior.status, behavior.error_json(behavior.status), behavior.headers)
+            if not body.get("stream"):
+                return self._json(200, responses_wire.response(body, behavior, model), behavior.headers)
+            return await self._stream_responses(request, responses_wire.events(body, behavior, model), behavior)
+
+        return await self._guarded(handle)
+
+    async def _stream_responses(
+        self, request: web.Request, events: Iterator[dict[str, Any]], behavior: Behavior
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await response.prepare(request)
+        for sent, payload in enumerate(events):
+            if behavior.die_after_chunks is not None and sent >= behavior.die_after_chunks:
+                self._kill(request)
+                return response
+            await response.write(responses_wire.encode_event(payload))
+        await response.write_eof()
+        return response
 
     def _known_models(self) -> list[str]:
         return list(self.models if self.models is not None else DEFAULT_MODELS)
