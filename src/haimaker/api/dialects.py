@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from haimaker.api.anthropic_messages import AnthropicMessages
 from haimaker.api.responses_api import ResponsesDialect
 
 if TYPE_CHECKING:
@@ -47,11 +48,12 @@ class Dialect(Protocol):
 
 
 # Every path a dialect serves: `build_dialects` maps each of them (the app dispatches on this before it has built them).
-DIALECT_PATHS: frozenset[str] = frozenset({"/v1/responses", "/responses"})
+DIALECT_PATHS: frozenset[str] = frozenset({"/v1/messages", "/messages", "/v1/responses", "/responses"})
 
 
 def build_dialects(router: Router) -> dict[str, Dialect]:
     """The dialect of each path in `DIALECT_PATHS`."""
     dialects: dict[str, Dialect] = {}
+    dialects["/v1/messages"] = dialects["/messages"] = AnthropicMessages()
     dialects["/v1/responses"] = dialects["/responses"] = ResponsesDialect(router)
     return dialects
