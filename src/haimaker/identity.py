@@ -29,7 +29,7 @@ logger = logging.getLogger("haimaker.auth")
 
 MAX_CUSTOMER_ID_CHARS = MAX_ID_CHARS
 _FIXED_CUSTOMER_HEADERS = ("x-litellm-customer-id", "x-litellm-end-user-id")
-_KEY_HEADERS = ("x-litellm-api-key", "authorization", "api-key")
+_KEY_HEADERS = ("x-litellm-api-key", "authorization", "api-key", "x-api-key")  # x-api-key: Anthropic SDK
 WEAK_MASTER_KEYS = frozenset({"sk-1234"})
 
 
