@@ -132,8 +132,42 @@ def config_check(config: ConfigOption = None) -> None:
     if not deployments:
         typer.echo("error: model_list: no models configured (the proxy would have nothing to serve)", err=True)
         raise typer.Exit(code=2)
+    problem = asyncio.run(_missing_default_budget(settings))
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(code=2)
     models = sorted({m.model_name for m in settings.config.model_list})
     typer.echo(f"config OK: {plural(deployments, 'deployment')}, {plural(len(models), 'model')}: {', '.join(models)}")
+
+
+async def _missing_default_budget(settings: Settings) -> str | None:
+    """What a start on this config would refuse its customers for: a default budget that the store it would open
+    does not hold and the config does not declare. The store is only read (a SQLite file is never created)."""
+    litellm = settings.config.litellm_settings
+    budget_id = litellm.max_end_user_budget_id
+    if budget_id is None or litellm.default_end_user_budget is not None:
+        return None
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from haimaker.limits.default_budget import missing_default_budget_message
+    from haimaker.storage.engine import create_engine, normalize_database_url
+
+    url = normalize_database_url(settings.database_url, config_dir=settings.config_dir)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").exists():
+        how = missing_default_budget_message(budget_id)
+        return f"litellm_settings.max_end_user_budget_id: a new store has no budgets. {how}"
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.execute(text("SELECT 1 FROM budgets WHERE budget_id = :id"), {"id": budget_id})
+            exists = found.first() is not None
+    except Exception as exc:  # an unreachable or unmigrated store: start-up reports it; this check cannot tell
+        return f"database_url: cannot read the store to check max_end_user_budget_id ({type(exc).__name__})"
+    finally:
+        await engine.dispose()
+    return None if exists else f"litellm_settings.max_end_user_budget_id: {missing_default_budget_message(budget_id)}"
 
 
 @db_app.command("upgrade")
