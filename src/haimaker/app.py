@@ -48,7 +48,7 @@ from haimaker.providers.base import Route
 from haimaker.providers.http import HttpTransport
 from haimaker.providers.redaction import RedactingLogRecords, Redactor
 from haimaker.providers.registry import build_providers
-from haimaker.providers.router import DEFAULT_NUM_RETRIES, Router, build_deployments
+from haimaker.providers.router import Router, build_deployments
 from haimaker.providers.tls import TrustStore
 from haimaker.services.container import Services
 from haimaker.services.resets import ResetJob
@@ -250,10 +250,7 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
     )
     stack.push_async_callback(_logged, transport.aclose)
     providers = build_providers(transport, tokens)
-    num_retries = config.router_settings.num_retries
-    if num_retries is None:
-        num_retries = litellm.num_retries if litellm.num_retries is not None else DEFAULT_NUM_RETRIES
-    router = Router(deployments, providers, num_retries=num_retries)
+    router = Router.from_config(config, deployments, providers)  # retries, fallbacks, cooldowns, strategy
 
     catalog = Catalog(default_budget_id=litellm.max_end_user_budget_id)
     catalog.load(await sink.customers.list_all(), await sink.budgets.list_all())
