@@ -490,6 +490,8 @@ class Pipeline:
 
     def _settle(self, call: _Call, deployment: Deployment, usage: Usage) -> Headers:
         """Charge the call and build its response headers (never awaits)."""
+        # The deployment's own tpm and usage-based routing count what it served.
+        self._router.record_usage(deployment, usage.total_tokens)
         headers = self._common_headers(call, deployment)
         cost = 0
         if call.ticket is not None:
@@ -511,7 +513,7 @@ class Pipeline:
                 end_user=call.customer_id if (call.customer_id and self._options.track_customers) else "",
                 model=deployment.upstream_model,
                 model_id=deployment.model_id,
-                model_group=call.model,
+                model_group=deployment.model_name,
                 custom_llm_provider=deployment.provider,
                 call_type=call.call_type,
                 prompt_tokens=usage.prompt_tokens,
@@ -572,7 +574,7 @@ class Pipeline:
                 end_user=call.customer_id or "",
                 model=deployment.upstream_model,
                 model_id=deployment.model_id,
-                model_group=call.model,
+                model_group=deployment.model_name,
                 custom_llm_provider=deployment.provider,
                 call_type=call.call_type,
                 prompt_tokens=0,

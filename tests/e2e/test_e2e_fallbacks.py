@@ -38,6 +38,7 @@ def _models(a: FakeOpenAI, b: FakeOpenAI) -> list[dict[str, Any]]:
         on(a, "limited", "lim-a", "limited-a", rpm=2),
         on(b, "limited", "lim-b", "limited-b", rpm=1000),
         on(a, "tiny", "tiny", "tiny-1", rpm=1),
+        on(a, "thrifty", "thrifty", "thrifty-1", tpm=1),
         on(a, "cool", "cool-a", "cool-a"),
         on(b, "cool", "cool-b", "cool-b"),
         on(a, "slow", "slow", "slow-1", timeout=0.3),
@@ -184,3 +185,13 @@ def test_every_deployment_over_its_rpm_is_a_429_no_deployments_available(proxy: 
     assert body["message"].startswith("No deployments available for selected model, Try again in ")
     assert "Passed model=tiny." in body["message"]
     assert int(raised.value.response.headers["retry-after"]) >= 1
+
+
+def test_a_deployment_over_its_tpm_is_not_served_again_this_minute(proxy: RunningProxy) -> None:
+    """The tokens a deployment served count against its own tpm (settled answers feed the router)."""
+    with sync_client(proxy) as client:
+        client.chat.completions.create(model="thrifty", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.chat.completions.create(model="thrifty", messages=MESSAGES)
+
+    assert raised.value.response.json()["error"]["message"].startswith("No deployments available")
