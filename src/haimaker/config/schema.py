@@ -2,14 +2,14 @@
 
 Known keys are typed and validated (a bad value stops startup with its YAML path). Keys we do not
 implement are kept as pydantic extras rather than refused, because LiteLLM configs carry many of them:
-`unsupported_keys()` lists them so startup can warn once instead of dropping them silently.
+`config/typos.py` names them so startup can warn once (or refuse a typo) instead of dropping them silently.
 """
 
 from __future__ import annotations
 
 import os
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -346,22 +346,3 @@ class Config(_Section):
     litellm_settings: LiteLLMSettings = Field(default_factory=LiteLLMSettings)
     router_settings: RouterSettings = Field(default_factory=RouterSettings)
     environment_variables: dict[str, str] = Field(default_factory=dict)
-
-    def unsupported_keys(self) -> list[str]:
-        """YAML paths of keys that were accepted but are not implemented."""
-        found: list[str] = []
-        _collect_extras(self, "", found)
-        return found
-
-
-def _collect_extras(model: BaseModel, prefix: str, found: list[str]) -> None:
-    for key in model.model_extra or {}:
-        found.append(f"{prefix}{key}")
-    for name in type(model).model_fields:
-        value: Any = getattr(model, name)
-        if isinstance(value, BaseModel):
-            _collect_extras(value, f"{prefix}{name}.", found)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, BaseModel):
-                    _collect_extras(item, f"{prefix}{name}[{i}].", found)
