@@ -25,7 +25,7 @@ change the answer and cannot be carried is refused, never silently dropped (the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -57,6 +57,11 @@ class AnthropicMessages:
 
     call_type = "anthropic_messages"
 
+    def __init__(self, caches_prompts: Callable[[str], bool]) -> None:
+        # Whether every deployment of a model group reads `cache_control` (Anthropic's prompt caching); others are
+        # not sent it (OpenAI refuses fields it does not know on content parts).
+        self._caches_prompts = caches_prompts
+
     def translate_request(self, raw: bytes, headers: Mapping[str, str]) -> tuple[Route, bytes]:
         try:
             body = orjson.loads(raw)
@@ -64,7 +69,10 @@ class AnthropicMessages:
             raise BadRequestError(f"Invalid JSON in request body: {exc.msg}.") from None
         if not isinstance(body, dict):
             raise BadRequestError("Request body must be a JSON object.")
-        return Route.CHAT, orjson.dumps(chat_request(body))
+        chat = chat_request(body)
+        if b"cache_control" in raw and not self._caches_prompts(chat["model"]):
+            _drop_cache_control(chat)
+        return Route.CHAT, orjson.dumps(chat)
 
     def translate_json(self, result: JsonResult) -> JsonResult:
         answer = orjson.loads(result.body)  # the pipeline only returns answers it has read as a JSON object
@@ -438,3 +446,16 @@ def tool_use_block(call: object) -> dict[str, Any] | None:
         "name": function.get("name") or "",
         "input": tool_input(function.get("arguments")),
     }
+
+
+def _drop_cache_control(chat: dict[str, Any]) -> None:
+    """Remove `cache_control` from every content part and tool of a translated request (in place)."""
+    for message in chat.get("messages", ()):
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict):
+                    part.pop("cache_control", None)
+    for tool in chat.get("tools", ()) or ():
+        if isinstance(tool, dict):
+            tool.pop("cache_control", None)

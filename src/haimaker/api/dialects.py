@@ -47,6 +47,9 @@ class Dialect(Protocol):
         ...
 
 
+# Providers whose requests carry Anthropic's `cache_control` (prompt caching) through to the upstream.
+CACHE_CONTROL_PROVIDERS: frozenset[str] = frozenset({"anthropic", "bedrock", "vertex_ai"})
+
 # Every path a dialect serves: `build_dialects` maps each of them (the app dispatches on this before it has built them).
 DIALECT_PATHS: frozenset[str] = frozenset({"/v1/messages", "/messages", "/v1/responses", "/responses"})
 
@@ -54,6 +57,10 @@ DIALECT_PATHS: frozenset[str] = frozenset({"/v1/messages", "/messages", "/v1/res
 def build_dialects(router: Router) -> dict[str, Dialect]:
     """The dialect of each path in `DIALECT_PATHS`."""
     dialects: dict[str, Dialect] = {}
-    dialects["/v1/messages"] = dialects["/messages"] = AnthropicMessages()
+    dialects["/v1/messages"] = dialects["/messages"] = AnthropicMessages(
+        lambda model: (
+            model in router.model_names and all(d.provider in CACHE_CONTROL_PROVIDERS for d in router.group(model))
+        )
+    )
     dialects["/v1/responses"] = dialects["/responses"] = ResponsesDialect(router)
     return dialects
