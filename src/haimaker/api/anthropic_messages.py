@@ -38,6 +38,7 @@ from haimaker.api.anthropic_wire import (
     stop_reason_of,
     tool_input,
 )
+from haimaker.api.dialects import Translated
 from haimaker.errors import BadRequestError, ProxyError
 from haimaker.pipeline import JsonResult, StreamResult
 from haimaker.providers.base import Route
@@ -62,7 +63,7 @@ class AnthropicMessages:
         # not sent it (OpenAI refuses fields it does not know on content parts).
         self._caches_prompts = caches_prompts
 
-    def translate_request(self, raw: bytes, headers: Mapping[str, str]) -> tuple[Route, bytes]:
+    def translate_request(self, raw: bytes, headers: Mapping[str, str]) -> Translated:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -72,13 +73,13 @@ class AnthropicMessages:
         chat = chat_request(body)
         if b"cache_control" in raw and not self._caches_prompts(chat["model"]):
             _drop_cache_control(chat)
-        return Route.CHAT, orjson.dumps(chat)
+        return Translated(Route.CHAT, orjson.dumps(chat))
 
-    def translate_json(self, result: JsonResult) -> JsonResult:
+    def translate_json(self, result: JsonResult, request: object) -> JsonResult:
         answer = orjson.loads(result.body)  # the pipeline only returns answers it has read as a JSON object
         return JsonResult(result.status, orjson.dumps(message_of(answer)), result.headers)
 
-    def translate_stream(self, result: StreamResult) -> StreamResult:
+    def translate_stream(self, result: StreamResult, request: object) -> StreamResult:
         return translate_stream(result)
 
     def error_body(self, error: ProxyError) -> bytes:

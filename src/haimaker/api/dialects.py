@@ -8,10 +8,8 @@ hold the same on every route.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
-
-from haimaker.api.anthropic_messages import AnthropicMessages
-from haimaker.api.responses_api import ResponsesDialect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from haimaker.errors import ProxyError
@@ -20,13 +18,23 @@ if TYPE_CHECKING:
     from haimaker.providers.router import Router
 
 
+@dataclass(frozen=True, slots=True)
+class Translated:
+    """A request as the pipeline serves it, and what its dialect needs to translate the answer back."""
+
+    route: Route
+    body: bytes
+    # The dialect's own view of the request (its parsed body, say), handed back with the answer; None: not needed.
+    request: Any = None
+
+
 class Dialect(Protocol):
     """One API's translation to and from the pipeline."""
 
     # The spend log's `call_type` for its requests (LiteLLM's names, e.g. "anthropic_messages", "aresponses").
     call_type: str
 
-    def translate_request(self, raw: bytes, headers: Mapping[str, str]) -> tuple[Route, bytes]:
+    def translate_request(self, raw: bytes, headers: Mapping[str, str]) -> Translated:
         """The route and body the pipeline serves for this request.
 
         Raises:
@@ -34,11 +42,11 @@ class Dialect(Protocol):
         """
         ...
 
-    def translate_json(self, result: JsonResult) -> JsonResult:
+    def translate_json(self, result: JsonResult, request: Any) -> JsonResult:
         """The pipeline's whole answer (OpenAI's format, or the native route's) as this API's answer."""
         ...
 
-    def translate_stream(self, result: StreamResult) -> StreamResult:
+    def translate_stream(self, result: StreamResult, request: Any) -> StreamResult:
         """The pipeline's stream as this API's stream; the pipeline's relay (settling) must still run to its end."""
         ...
 
@@ -56,6 +64,10 @@ DIALECT_PATHS: frozenset[str] = frozenset({"/v1/messages", "/messages", "/v1/res
 
 def build_dialects(router: Router) -> dict[str, Dialect]:
     """The dialect of each path in `DIALECT_PATHS`."""
+    # Imported here: the dialects import `Translated` from this module.
+    from haimaker.api.anthropic_messages import AnthropicMessages
+    from haimaker.api.responses_api import ResponsesDialect
+
     dialects: dict[str, Dialect] = {}
     dialects["/v1/messages"] = dialects["/messages"] = AnthropicMessages(
         lambda model: (

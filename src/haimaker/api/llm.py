@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote
 
-from haimaker.api.dialects import Dialect
+from haimaker.api.dialects import Dialect, Translated
 from haimaker.api.errors import error_body, error_headers, internal_error
 from haimaker.errors import BadRequestError, InvalidKeyError, PayloadTooLargeError, ProxyError
 from haimaker.limits.auth_throttle import AuthThrottle
@@ -79,11 +79,13 @@ class LLMEndpoint:
             self._pipeline.observe_error(route, None, refusal.status_code, started)
             await send_error(send, refusal, dialect)
             return
+        translated: Translated | None = None
         try:
             raw = await _read_body(receive)
             headers = headers_of(scope)
             if dialect is not None:
-                route, raw = dialect.translate_request(raw, headers)
+                translated = dialect.translate_request(raw, headers)
+                route, raw = translated.route, translated.body
         except ProxyError as exc:
             self._pipeline.observe_error(route, None, exc.status_code, started)
             await send_error(send, exc, dialect)
@@ -92,7 +94,7 @@ class LLMEndpoint:
         # first byte (a non-streaming call, or a slow time-to-first-token) as much as mid-relay. The
         # pipeline then releases the upstream call and the reservation (a cancelled call is not charged).
         async with _cancel_on_hangup(receive):
-            await self._serve(route, raw, headers, send, scope, started, path_model, dialect)
+            await self._serve(route, raw, headers, send, scope, started, path_model, dialect, translated)
 
     async def _serve(
         self,
@@ -104,6 +106,7 @@ class LLMEndpoint:
         started: float,
         path_model: str | None,
         dialect: Dialect | None,
+        translated: Translated | None,
     ) -> None:
         try:
             result = await self._pipeline.run(
@@ -115,10 +118,11 @@ class LLMEndpoint:
                 call_type=dialect.call_type if dialect is not None else None,
             )
             if dialect is not None:
+                request = translated.request if translated is not None else None
                 result = (
-                    dialect.translate_json(result)
+                    dialect.translate_json(result, request)
                     if isinstance(result, JsonResult)
-                    else dialect.translate_stream(result)
+                    else dialect.translate_stream(result, request)
                 )
         except ProxyError as exc:  # already counted by the pipeline
             if isinstance(exc, InvalidKeyError):

@@ -10,9 +10,8 @@ because we store no responses and run no built-in tools, is refused with a 400 n
 Invariants: the customer, budgets, rate limits and spend logs are the pipeline's (`call_type` "aresponses"); the
 native route's bytes are relayed untouched; errors are OpenAI's envelope, which is what the SDK reads on this API.
 
-A `Dialect` instance serves every request of its path, so what one request's translation needs from its request
-(native or not, `instructions`, `tools`, `text`, ...) travels in a `ContextVar`: `translate_request`, then
-`translate_json` / `translate_stream` run in the same task (`api/llm.py::LLMEndpoint`), each request in its own.
+What a translated answer needs from its request (`instructions`, `tools`, `text`, ...) is handed back with the answer
+(`Translated.request`: the Responses body; None when the request was served natively).
 """
 
 from __future__ import annotations
@@ -20,12 +19,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
+from haimaker.api.dialects import Translated
 from haimaker.api.errors import error_body
 from haimaker.api.responses_events import ResponseShell, response_usage, translate_chat_stream
 from haimaker.errors import BadRequestError, ProxyError, UnknownModelError
@@ -58,17 +56,6 @@ _SAME_NAME_FIELDS: Final = (
 _ROLES: Final = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """What the answer's translation needs from its request."""
-
-    native: bool
-    body: Mapping[str, Any]
-
-
-_CURRENT: ContextVar[_Request | None] = ContextVar("haimaker_responses_request", default=None)
-
-
 class ResponsesDialect:
     """`client.responses.create` of the official openai SDK, JSON and streaming."""
 
@@ -77,15 +64,13 @@ class ResponsesDialect:
     def __init__(self, router: Router) -> None:
         self._router = router
 
-    def translate_request(self, raw: bytes, headers: Mapping[str, str]) -> tuple[Route, bytes]:
+    def translate_request(self, raw: bytes, headers: Mapping[str, str]) -> Translated:
         body = _request_body(raw)
         model = body.get("model")
         if self._is_native(model):
-            _CURRENT.set(_Request(native=True, body={}))
-            return Route.RESPONSES, raw
+            return Translated(Route.RESPONSES, raw)
         chat = responses_to_chat(body)
-        _CURRENT.set(_Request(native=False, body=body))
-        return Route.CHAT, orjson.dumps(chat)
+        return Translated(Route.CHAT, orjson.dumps(chat), request=body)
 
     def _is_native(self, model: object) -> bool:
         if not isinstance(model, str) or not model:
@@ -100,18 +85,16 @@ class ResponsesDialect:
             for deployment in group
         )
 
-    def translate_json(self, result: JsonResult) -> JsonResult:
-        request = _CURRENT.get()
-        if request is None or request.native:
+    def translate_json(self, result: JsonResult, request: dict[str, Any] | None) -> JsonResult:
+        if request is None:  # served natively: the answer is the upstream's
             return result
         chat = orjson.loads(result.body)
-        return JsonResult(result.status, orjson.dumps(chat_to_response(chat, request.body)), result.headers)
+        return JsonResult(result.status, orjson.dumps(chat_to_response(chat, request)), result.headers)
 
-    def translate_stream(self, result: StreamResult) -> StreamResult:
-        request = _CURRENT.get()
-        if request is None or request.native:
+    def translate_stream(self, result: StreamResult, request: dict[str, Any] | None) -> StreamResult:
+        if request is None:
             return result
-        shell = ResponseShell.of(request.body, _response_id(), int(time.time()))
+        shell = ResponseShell.of(request, _response_id(), int(time.time()))
         return StreamResult(result.headers, translate_chat_stream(result.chunks, shell), done=result.done)
 
     def error_body(self, error: ProxyError) -> bytes:
