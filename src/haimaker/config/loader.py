@@ -123,7 +123,7 @@ def _redis_url_from_router(config: Config) -> str | None:
     return f"redis://{auth}{router.redis_host}:{router.redis_port or 6379}/0"
 
 
-_SUPPORTED_PROVIDERS = ("openai", "azure", "mock")
+_SUPPORTED_PROVIDERS = ("openai", "azure", "anthropic", "mock")
 
 
 def _check_models(model_list: Any, problems: list[str]) -> None:
@@ -145,6 +145,11 @@ def _check_models(model_list: Any, problems: list[str]) -> None:
             )
         elif provider == "azure" and not params.get("api_base"):
             problems.append(f"model_list[{i}].litellm_params.api_base: required for azure/ deployments")
+        elif provider == "anthropic" and not params.get("api_key") and not os.environ.get("ANTHROPIC_API_KEY"):
+            problems.append(
+                f"model_list[{i}].litellm_params.api_key: required for anthropic/ deployments "
+                "(e.g. api_key: os.environ/ANTHROPIC_API_KEY), or set ANTHROPIC_API_KEY"
+            )
 
 
 def _check_default_budget(config: Config, problems: list[str]) -> None:

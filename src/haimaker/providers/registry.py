@@ -5,7 +5,10 @@ Every provider shares the app's one `HttpTransport` (connection pools, TLS, resp
 
 from __future__ import annotations
 
+import os
+
 from haimaker.accounting.tokens import TokenCounter
+from haimaker.providers.anthropic import AnthropicProvider
 from haimaker.providers.azure import AzureProvider
 from haimaker.providers.base import Provider
 from haimaker.providers.http import HttpTransport
@@ -18,5 +21,7 @@ def build_providers(transport: HttpTransport, tokens: TokenCounter) -> dict[str,
     return {
         "openai": OpenAIProvider(transport),
         "azure": AzureProvider(transport),
+        # LiteLLM reads ANTHROPIC_API_KEY for deployments that configure no api_key.
+        "anthropic": AnthropicProvider(transport, default_api_key=os.environ.get("ANTHROPIC_API_KEY") or None),
         "mock": MockProvider(tokens),
     }
