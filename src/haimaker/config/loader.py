@@ -6,6 +6,7 @@ YAML path, which is what `haimaker config check` prints and what stops startup.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -123,7 +124,7 @@ def _redis_url_from_router(config: Config) -> str | None:
     return f"redis://{auth}{router.redis_host}:{router.redis_port or 6379}/0"
 
 
-_SUPPORTED_PROVIDERS = ("openai", "azure", "anthropic", "mock")
+_SUPPORTED_PROVIDERS = ("openai", "azure", "anthropic", "gemini", "vertex_ai", "mock")
 
 
 def _check_models(model_list: Any, problems: list[str]) -> None:
@@ -143,6 +144,12 @@ def _check_models(model_list: Any, problems: list[str]) -> None:
                 f"model_list[{i}].litellm_params.model: provider {provider!r} is not supported "
                 f"(use one of {', '.join(_SUPPORTED_PROVIDERS)})"
             )
+        elif provider == "vertex_ai" and not _vertex_project_known(params):
+            problems.append(
+                f"model_list[{i}].litellm_params.vertex_project: required for vertex_ai/ deployments, unless "
+                "vertex_credentials is a service account JSON (or its file) with a project_id, or VERTEXAI_PROJECT "
+                "or GOOGLE_CLOUD_PROJECT is set"
+            )
         elif provider == "azure" and not params.get("api_base"):
             problems.append(f"model_list[{i}].litellm_params.api_base: required for azure/ deployments")
         elif provider == "anthropic" and not params.get("api_key") and not os.environ.get("ANTHROPIC_API_KEY"):
@@ -150,6 +157,22 @@ def _check_models(model_list: Any, problems: list[str]) -> None:
                 f"model_list[{i}].litellm_params.api_key: required for anthropic/ deployments "
                 "(e.g. api_key: os.environ/ANTHROPIC_API_KEY), or set ANTHROPIC_API_KEY"
             )
+
+
+def _vertex_project_known(params: Mapping[str, Any]) -> bool:
+    """Whether a vertex_ai/ deployment's project is known before any call (see `providers/vertex.py`)."""
+    if params.get("vertex_project") or os.environ.get("VERTEXAI_PROJECT") or os.environ.get("GOOGLE_CLOUD_PROJECT"):
+        return True
+    credentials = params.get("vertex_credentials")
+    info: Any = credentials
+    try:
+        if isinstance(credentials, str) and credentials.lstrip().startswith("{"):
+            info = json.loads(credentials)
+        elif isinstance(credentials, str):
+            info = json.loads(Path(credentials).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, Mapping) and bool(info.get("project_id"))
 
 
 def _check_default_budget(config: Config, problems: list[str]) -> None:

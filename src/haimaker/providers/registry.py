@@ -11,9 +11,11 @@ from haimaker.accounting.tokens import TokenCounter
 from haimaker.providers.anthropic import AnthropicProvider
 from haimaker.providers.azure import AzureProvider
 from haimaker.providers.base import Provider
+from haimaker.providers.gemini import GeminiProvider
 from haimaker.providers.http import HttpTransport
 from haimaker.providers.mock import MockProvider
 from haimaker.providers.openai_compat import OpenAIProvider
+from haimaker.providers.vertex import VertexProvider
 
 
 def build_providers(transport: HttpTransport, tokens: TokenCounter) -> dict[str, Provider]:
@@ -23,5 +25,7 @@ def build_providers(transport: HttpTransport, tokens: TokenCounter) -> dict[str,
         "azure": AzureProvider(transport),
         # LiteLLM reads ANTHROPIC_API_KEY for deployments that configure no api_key.
         "anthropic": AnthropicProvider(transport, default_api_key=os.environ.get("ANTHROPIC_API_KEY") or None),
+        "gemini": GeminiProvider(transport),
+        "vertex_ai": VertexProvider(transport),
         "mock": MockProvider(tokens),
     }
