@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -353,3 +354,75 @@ def test_an_overloaded_error_mid_stream_ends_the_stream_with_an_error(
     with pytest.raises(openai.APIError) as caught:
         list(stream)
     assert "Overloaded" in caught.value.message
+
+
+def test_the_anthropic_sdk_on_v1_messages_reaches_claude_with_tools_and_cache_control_intact(
+    proxy: RunningProxy, upstream: FakeAnthropic, admin: httpx.Client
+) -> None:
+    customer = new_customer(admin)
+    tool: anthropic.types.ToolParam = {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    system: list[anthropic.types.TextBlockParam] = [
+        {"type": "text", "text": "A long rulebook.", "cache_control": {"type": "ephemeral"}}
+    ]
+    with anthropic.Anthropic(base_url=proxy.url, api_key=proxy.master_key, max_retries=0) as sdk:
+        first = sdk.messages.create(
+            model="claude",
+            max_tokens=100,
+            system=system,
+            tools=[tool],
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            metadata={"user_id": customer},
+        )
+        assert first.stop_reason == "tool_use"
+        call = first.content[-1]
+        assert call.type == "tool_use" and call.input == {"city": "Paris", "unit": "celsius"}
+        answer = sdk.messages.create(
+            model="claude",
+            max_tokens=100,
+            system=system,
+            tools=[tool],
+            messages=[
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": first.content},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": call.id, "content": "18C"},
+                        {"type": "text", "text": "Thanks!"},
+                    ],
+                },
+            ],
+            metadata={"user_id": customer},
+            extra_body=usage(
+                input_tokens=7, cache_read_input_tokens=300, cache_creation_input_tokens=40, output_tokens=11
+            ),
+        )
+    assert answer.content[0].type == "text" and answer.content[0].text == "The tool said: 18C"
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (7, 11)
+    assert answer.usage.cache_read_input_tokens == 300 and answer.usage.cache_creation_input_tokens == 40
+    sent = upstream.last_request.json
+    assert sent["system"] == [{"type": "text", "text": "A long rulebook.", "cache_control": {"type": "ephemeral"}}]
+    assert sent["metadata"] == {"user_id": customer}
+    assert [turn["role"] for turn in sent["messages"]] == ["user", "assistant", "user"]
+    assert sent["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": call.id, "content": "18C"},
+        {"type": "text", "text": "Thanks!"},
+    ]
+    [_, log] = sorted(spend_logs(proxy, admin, customer), key=lambda row: row["startTime"])
+    assert usd_to_nanos(log["spend"]) == 7 * INPUT + 300 * CACHE_READ + 40 * CACHE_WRITE + 11 * OUTPUT
+
+
+def test_an_overloaded_frame_as_the_stream_opens_is_a_502_not_a_broken_stream(
+    client: openai.OpenAI, upstream: FakeAnthropic
+) -> None:
+    upstream.behavior = upstream.behavior.replace(
+        stream_error={"type": "overloaded_error", "message": "Overloaded"}, die_after_chunks=0
+    )
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}], stream=True)
+    assert caught.value.status_code == 502
+    assert "HTTP 529" in caught.value.message and "Overloaded" in caught.value.message

@@ -133,3 +133,10 @@ def test_thinking_deltas_become_reasoning_content() -> None:
 )
 def test_the_messages_url_appends_v1_messages_unless_present(base: str | None, url: str) -> None:
     assert messages_url(base) == url
+
+
+def test_an_error_event_before_the_message_starts_is_held_as_the_opening_error() -> None:
+    translator = AnthropicStreamTranslator("claude", include_usage=True)
+    raw = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    assert translator.feed(raw) == b""
+    assert translator.opening_error == (529, {"type": "overloaded_error", "message": "Overloaded"})

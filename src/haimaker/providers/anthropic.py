@@ -21,7 +21,7 @@ Anthropic event that carries it is complete.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Final
 
 import orjson
@@ -37,7 +37,8 @@ from haimaker.providers.anthropic_translate import (
     wants_json_text,
 )
 from haimaker.providers.base import Deployment, Route
-from haimaker.providers.http import HttpResponse, HttpTransport
+from haimaker.providers.http import HttpResponse, HttpTransport, status_error
+from haimaker.providers.redaction import Redactor
 from haimaker.providers.sse import DEFAULT_MAX_EVENT_BYTES
 
 ANTHROPIC_API_BASE: Final = "https://api.anthropic.com"
@@ -111,7 +112,12 @@ class AnthropicProvider:
         translator = AnthropicStreamTranslator(
             deployment.upstream_model, include_usage=include_usage, json_text=json_text
         )
-        return AnthropicStream(response, translator)
+        redactor = self._transport.redactor
+        if key and not redactor.holds((key,)):
+            redactor = Redactor([*redactor.secrets, key])
+        relay = AnthropicStream(response, translator, redactor)
+        await relay.prime()
+        return relay
 
     async def aclose(self) -> None:
         """The transport is shared and closed by its owner."""
@@ -151,22 +157,49 @@ class AnthropicJson:
 class AnthropicStream:
     """An Anthropic event stream relayed as OpenAI chunks as each event completes."""
 
-    __slots__ = ("_response", "_translator", "status")
+    __slots__ = ("_first", "_pieces", "_redactor", "_response", "_translator", "status")
 
-    def __init__(self, response: HttpResponse, translator: AnthropicStreamTranslator) -> None:
+    def __init__(self, response: HttpResponse, translator: AnthropicStreamTranslator, redactor: Redactor) -> None:
         self._response = response
         self._translator = translator
+        self._redactor = redactor
+        self._pieces = self._translated()
+        self._first = b""
         self.status = response.status
+
+    async def prime(self) -> None:
+        """Read up to the first translated event. An `event: error` before the message starts (overloaded at
+        once) is raised as the error a non-2xx answer with that body is, so the router may retry or fall back
+        (LiteLLM's `anthropic_error_frame_exception`)."""
+        try:
+            self._first = await anext(self._pieces, b"")
+            opening = self._translator.opening_error
+            if opening is not None:
+                status, error = opening
+                raise status_error(status, orjson.dumps({"type": "error", "error": error}), self._redactor)
+        except BaseException:
+            await self._pieces.aclose()
+            self._response.close()
+            raise
 
     async def read(self) -> bytes:
         parts = [piece async for piece in self.iter_chunks()]
         return b"".join(parts)
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
+        first, self._first = self._first, b""
+        if first:
+            yield first
+        async for out in self._pieces:
+            yield out
+
+    async def _translated(self) -> AsyncGenerator[bytes, None]:
         async for piece in self._response.iter_chunks():
             out = self._translator.feed(piece)
             if out:
                 yield out
+            if self._translator.opening_error is not None:
+                return
         rest = self._translator.flush()
         if rest:
             yield rest
@@ -193,6 +226,9 @@ class AnthropicStreamTranslator:
         self._tool_index: dict[int, int] = {}  # content block index -> OpenAI tool call index
         self._json_blocks: set[int] = set()  # blocks of the response_format tool, relayed as content
         self._ended = False
+        self._started = False
+        # (status, Anthropic error object) of an error event that came before message_start: raised, not relayed.
+        self.opening_error: tuple[int, dict[str, Any]] | None = None
 
     def feed(self, data: bytes) -> bytes:
         """The OpenAI events for the Anthropic events `data` completes (maybe none).
@@ -268,6 +304,7 @@ class AnthropicStreamTranslator:
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def _start(self, message: object, out: list[bytes]) -> None:
+        self._started = True
         if isinstance(message, dict):
             self._id = chat_id_of(message.get("id"))
             if isinstance(message.get("model"), str) and message["model"]:
@@ -346,6 +383,12 @@ class AnthropicStreamTranslator:
         message = error.get("message") if isinstance(error, dict) else None
         kind = error_type if isinstance(error_type, str) and error_type else "api_error"
         status = _ERROR_STATUS.get(kind, 500)
+        if not self._started:
+            self._ended = True
+            # Overloaded is the 529 a non-streaming answer would carry (LiteLLM: the same InternalServerError).
+            text = message if isinstance(message, str) and message else f"Upstream error ({kind})."
+            self.opening_error = (529 if kind == "overloaded_error" else status, {"type": kind, "message": text})
+            return
         body = {
             "error": {
                 "message": message if isinstance(message, str) and message else f"Upstream error ({kind}).",

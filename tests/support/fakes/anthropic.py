@@ -16,7 +16,8 @@ sent verbatim as Anthropic's usage object when set (cache counts included), else
 (or `Behavior.prompt_tokens`), `output_tokens` = words of the reply (or `Behavior.completion_tokens`).
 
 Behaviours (`Behavior`): `status` answers Anthropic's error body for it (529 `overloaded_error` included);
-`stream_error` sends `event: error` after the first delta; `die_after_chunks` cuts the stream after that many events.
+`stream_error` sends `event: error` after the first delta (in place of the whole message with `die_after_chunks=0`);
+`die_after_chunks` cuts the stream after that many events.
 A request's own `fake_behavior` field (a test hook the proxy passes on) is removed before the body is checked.
 """
 
@@ -197,7 +198,7 @@ class FakeAnthropic(FakeUpstream):
         try:
             await response.prepare(request)
             for sent, event in enumerate(events):
-                if behavior.die_after_chunks is not None and sent >= behavior.die_after_chunks:
+                if behavior.die_after_chunks and sent >= behavior.die_after_chunks:
                     outcome = "killed"
                     self._kill(request)
                     return response
@@ -222,6 +223,10 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
 def stream_events(message: dict[str, Any], behavior: Behavior) -> Iterator[bytes]:
     """The documented event sequence of `message`: message_start, ping, each block's start/deltas/stop,
     message_delta (stop reason, cumulative output usage), message_stop."""
+    if behavior.stream_error is not None and behavior.die_after_chunks == 0:
+        # An error frame in place of the message (Anthropic overloaded as the stream opens).
+        yield _event("error", {"type": "error", "error": dict(behavior.stream_error)})
+        return
     usage = dict(message["usage"])
     start_usage = {**usage, "output_tokens": 1}
     yield _event(
