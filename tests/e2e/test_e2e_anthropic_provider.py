@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletionFunctionToolParam
 
 from haimaker.money import usd_to_nanos
 from tests.e2e.e2e_stack import proxy_config, sync_client
-from tests.support.fakes import BEHAVIOR_FIELD
+from tests.support.fakes import BEHAVIOR_FIELD, Behavior
 from tests.support.fakes.anthropic import ANTHROPIC_VERSION, FakeAnthropic
 from tests.support.proxy import RunningProxy, running_proxy
 
@@ -426,3 +426,46 @@ def test_an_overloaded_frame_as_the_stream_opens_is_a_502_not_a_broken_stream(
         client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Hi"}], stream=True)
     assert caught.value.status_code == 502
     assert "HTTP 529" in caught.value.message and "Overloaded" in caught.value.message
+
+
+@pytest.fixture(scope="module")
+def retrying_proxy(tmp_path_factory: pytest.TempPathFactory, anthropic_server: FakeAnthropic) -> Iterator[RunningProxy]:
+    config = proxy_config([claude("claude", anthropic_server)], router_settings={"num_retries": 1})
+    with running_proxy(tmp_path_factory.mktemp("anthropic-retries"), config) as running:
+        yield running
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_an_overloaded_answer_is_retried_and_the_call_charged_once(
+    retrying_proxy: RunningProxy, upstream: FakeAnthropic, stream: bool
+) -> None:
+    overloaded = Behavior(status=529, error_message="Overloaded")
+    if stream:
+        overloaded = Behavior(stream_error={"type": "overloaded_error", "message": "Overloaded"}, die_after_chunks=0)
+    upstream.script(overloaded)
+    customer = f"cust-{uuid.uuid4().hex[:10]}"
+    with retrying_proxy.client() as admin:
+        assert admin.post("/customer/new", json={"user_id": customer}).status_code == 200
+        with sync_client(retrying_proxy) as sdk:
+            if stream:
+                chunks = list(
+                    sdk.chat.completions.create(
+                        model="claude",
+                        messages=[{"role": "user", "content": "Hi"}],
+                        stream=True,
+                        user=customer,
+                        extra_body=usage(input_tokens=4, output_tokens=6),
+                    )
+                )
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            else:
+                completion = sdk.chat.completions.create(
+                    model="claude",
+                    messages=[{"role": "user", "content": "Hi"}],
+                    user=customer,
+                    extra_body=usage(input_tokens=4, output_tokens=6),
+                )
+                text = completion.choices[0].message.content or ""
+        assert text == "Hello! This is the fake upstream speaking."
+        assert len(upstream.requests) == 2
+        assert customer_spend_nanos(admin, customer) == 4 * INPUT + 6 * OUTPUT
