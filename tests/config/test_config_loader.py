@@ -108,7 +108,7 @@ def test_unknown_keys_are_listed_as_warnings_with_their_paths(tmp_path: Path) ->
         "model_list": [
             {
                 "model_name": "m",
-                "litellm_params": {"model": "mock/m", "vertex_project": "p"},
+                "litellm_params": {"model": "mock/m", "use_in_pass_through": True},
                 "model_info": {"supports_vision": True},
             }
         ],
@@ -123,7 +123,7 @@ def test_unknown_keys_are_listed_as_warnings_with_their_paths(tmp_path: Path) ->
         "general_settings.store_model_in_db",
         "litellm_settings.success_callback",
         "mcp_servers",
-        "model_list[0].litellm_params.vertex_project",
+        "model_list[0].litellm_params.use_in_pass_through",
         "model_list[0].model_info.supports_vision",
     ]
     assert all("not supported" in w for w in settings.warnings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -52,6 +52,19 @@ class LiteLLMParams(_Section):
     output_cost_per_token: float | None = Field(default=None, ge=0)
     cache_read_input_token_cost: float | None = Field(default=None, ge=0)
     cache_creation_input_token_cost: float | None = Field(default=None, ge=0)
+    vertex_project: str | None = Field(
+        default=None, description="`vertex_ai/`: the Google Cloud project (else the credentials' project_id)"
+    )
+    vertex_location: str | None = Field(
+        default=None,
+        description="`vertex_ai/`: the region (`global` too); default us-central1",
+        examples=["europe-west4"],
+    )
+    vertex_credentials: str | dict[str, Any] | None = Field(
+        default=None,
+        description="`vertex_ai/`: a service-account JSON file's path, or its JSON (a string or a mapping); "
+        "unset: Application Default Credentials",
+    )
     mock_response: str | None = Field(default=None, description="`mock/` provider: the reply text")
     mock_latency_ms: float | None = Field(default=None, ge=0, description="`mock/` provider: delay before answering")
     ssl_verify: bool | str | None = Field(

@@ -11,6 +11,7 @@ from haimaker.accounting.tokens import TokenCounter
 from haimaker.providers.anthropic import AnthropicProvider
 from haimaker.providers.azure import AzureProvider
 from haimaker.providers.base import Provider
+from haimaker.providers.bedrock import BedrockProvider
 from haimaker.providers.gemini import GeminiProvider
 from haimaker.providers.http import HttpTransport
 from haimaker.providers.mock import MockProvider
@@ -23,6 +24,7 @@ def build_providers(transport: HttpTransport, tokens: TokenCounter) -> dict[str,
     return {
         "openai": OpenAIProvider(transport),
         "azure": AzureProvider(transport),
+        "bedrock": BedrockProvider(transport),
         # LiteLLM reads ANTHROPIC_API_KEY for deployments that configure no api_key.
         "anthropic": AnthropicProvider(transport, default_api_key=os.environ.get("ANTHROPIC_API_KEY") or None),
         "gemini": GeminiProvider(transport),
