@@ -348,3 +348,31 @@ def test_a_cost_beyond_the_bound_is_refused() -> None:
         check_billable(absurd_price, Usage(prompt_tokens=600_000, completion_tokens=600_000))
     check_billable(absurd_price, Usage(prompt_tokens=10, completion_tokens=5))  # $15: dear but possible
     check_billable(None, Usage(prompt_tokens=MAX_TOKENS_PER_FIELD))  # unpriced: costs nothing
+
+
+@pytest.mark.parametrize(
+    ("name", "same_as"),
+    [
+        ("bedrock/anthropic.claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet"),
+        ("bedrock/converse/us.anthropic.claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet"),
+        ("eu.anthropic.claude-3-haiku-20240307-v1:0", "claude-3-haiku"),
+        ("apac.anthropic.claude-sonnet-4-20250514-v1:0", "claude-sonnet-4"),
+        ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5"),
+        ("us-gov.anthropic.claude-3-haiku-20240307-v1:0", "claude-3-haiku"),
+        ("anthropic.claude-opus-4-1-20250805-v1:0", "claude-opus-4-1"),
+        ("anthropic.claude-v2:1", "claude-v2"),
+    ],
+)
+def test_bedrock_ids_of_claude_are_priced_as_anthropic_prices_them(table: PriceTable, name: str, same_as: str) -> None:
+    expected = table.lookup(same_as)
+    assert expected is not None
+    assert table.lookup(name) == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["bedrock/amazon.nova-pro-v1:0", "bedrock/meta.llama3-1-70b-instruct-v1:0", "mistral.mistral-large-2402-v1:0"],
+)
+def test_bedrock_ids_of_other_vendors_stay_unpriced(table: PriceTable, name: str) -> None:
+    # The table's same-named models are other hosts' prices (Groq, Mistral's API), not Bedrock's.
+    assert table.lookup(name) is None

@@ -46,6 +46,13 @@ _DATE_SUFFIXES: Final = (
     re.compile(r"-\d{4}$"),  # gpt-4-0613, gpt-3.5-turbo-0125
     re.compile(r"-latest$"),
 )
+# A Bedrock id of Anthropic's Claude: an optional cross-region inference profile (`us.`, `eu.`, `apac.`, `global.`,
+# ...), the vendor, then the model with a version (`-v2:0`). Claude costs the same per token on Bedrock as from
+# Anthropic, so it is priced under Anthropic's name. Other vendors' Bedrock ids are not mapped: the table's
+# same-named entries are other hosts' prices (Groq's Llama, Mistral's own API), not Bedrock's.
+_BEDROCK_CLAUDE: Final = re.compile(
+    r"^(?:[a-z]{2,6}(?:-[a-z]+)?\.)?anthropic\.(claude-[a-z0-9.-]+?)(?:-v\d+)?(?::\d+)?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +326,10 @@ def _candidates(name: str) -> list[str]:
     while "/" in name:
         name = name.split("/", 1)[1]
         names.append(name)
+    for candidate in list(names):
+        bedrock = _BEDROCK_CLAUDE.match(candidate)
+        if bedrock is not None:
+            names.append(bedrock[1])
     undated: list[str] = []
     for candidate in names:
         for pattern in _DATE_SUFFIXES:

@@ -124,7 +124,7 @@ def _redis_url_from_router(config: Config) -> str | None:
     return f"redis://{auth}{router.redis_host}:{router.redis_port or 6379}/0"
 
 
-_SUPPORTED_PROVIDERS = ("openai", "azure", "anthropic", "gemini", "vertex_ai", "mock")
+_SUPPORTED_PROVIDERS = ("openai", "azure", "anthropic", "gemini", "vertex_ai", "bedrock", "mock")
 
 
 def _check_models(model_list: Any, problems: list[str]) -> None:
@@ -152,11 +152,27 @@ def _check_models(model_list: Any, problems: list[str]) -> None:
             )
         elif provider == "azure" and not params.get("api_base"):
             problems.append(f"model_list[{i}].litellm_params.api_base: required for azure/ deployments")
+        elif provider == "bedrock" and not _bedrock_region_known(params):
+            problems.append(
+                f"model_list[{i}].litellm_params.aws_region_name: required for bedrock/ deployments "
+                "(e.g. aws_region_name: us-east-1), unless AWS_REGION_NAME, AWS_REGION or AWS_DEFAULT_REGION is set "
+                "or the AWS profile configures a region"
+            )
         elif provider == "anthropic" and not params.get("api_key") and not os.environ.get("ANTHROPIC_API_KEY"):
             problems.append(
                 f"model_list[{i}].litellm_params.api_key: required for anthropic/ deployments "
                 "(e.g. api_key: os.environ/ANTHROPIC_API_KEY), or set ANTHROPIC_API_KEY"
             )
+
+
+def _bedrock_region_known(params: Mapping[str, Any]) -> bool:
+    """Whether a bedrock/ deployment has a region to sign for (see `providers/bedrock.py`)."""
+    from haimaker.providers.bedrock import profile_region, region_of  # botocore loads only for bedrock configs
+
+    profile = params.get("aws_profile_name")
+    return region_of(params, os.environ) is not None or (
+        profile_region(profile if isinstance(profile, str) else None) is not None
+    )
 
 
 def _vertex_project_known(params: Mapping[str, Any]) -> bool:
