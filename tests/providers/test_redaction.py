@@ -234,6 +234,48 @@ def test_the_alert_webhook_url_is_a_secret_when_alerting_uses_it(
     assert url not in redactor.text(f"alert post to {url} failed")
 
 
+def test_provider_credentials_from_the_config_and_the_environment_are_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials a deployment reads from the environment (ANTHROPIC_API_KEY, AWS_SECRET_ACCESS_KEY...) or from
+    its own params (a Vertex service account's private key, AWS keys) are scrubbed like `api_key`."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-from-the-environment-1234")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws/secret+from+the+environment")
+    account = {
+        "type": "service_account",
+        "project_id": "p",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEabcdefghijklmnop\n",
+    }
+    config = {
+        "model_list": [
+            {"model_name": "c", "litellm_params": {"model": "anthropic/claude-3-5-sonnet"}},
+            {
+                "model_name": "b",
+                "litellm_params": {
+                    "model": "bedrock/x",
+                    "aws_region_name": "us-east-1",
+                    "aws_secret_access_key": "config-aws-secret-5678",
+                },
+            },
+            {
+                "model_name": "v",
+                "litellm_params": {"model": "vertex_ai/gemini-2.0-flash", "vertex_credentials": account},
+            },
+        ],
+        "general_settings": {"master_key": "sk-master-bbbbbbbbbbbb"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    redactor = Redactor.from_settings(load_config(path, env={}))
+    for secret in (
+        "sk-ant-from-the-environment-1234",
+        "aws/secret+from+the+environment",
+        "config-aws-secret-5678",
+        account["private_key"],
+    ):
+        assert secret not in redactor.text(f"upstream said: {secret}!"), secret
+
+
 def test_formatters_that_read_the_arguments_still_work(caplog: pytest.LogCaptureFixture) -> None:
     secret = SECRETS[0]
     installed = RedactingLogRecords(Redactor(SECRETS))

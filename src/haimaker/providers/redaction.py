@@ -93,6 +93,8 @@ class Redactor:
                 for secret in _secret_values(getattr(params, name, None) or (params.model_extra or {}).get(name)):
                     named.append((f"model_list[{i}].litellm_params.{name}", secret))
         named.append(("router_settings.redis_password", config.router_settings.redis_password))
+        # Provider credentials a deployment may take from the environment instead of its config (LiteLLM's names).
+        named += [(name, os.environ.get(name)) for name in PROVIDER_ENV_SECRETS]
         if "webhook" in config.general_settings.alerting:
             # A webhook URL is a bearer credential (Slack's and most others carry their secret in the path).
             named.append(("WEBHOOK_URL", os.environ.get("WEBHOOK_URL")))
@@ -260,6 +262,16 @@ def _redacted_arg(arg: object, redactor: Redactor) -> object:
         return arg
     return _RedactedText(clean_text, clean_repr)
 
+
+PROVIDER_ENV_SECRETS = (
+    "OPENAI_API_KEY",
+    "AZURE_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
 
 # Provider credentials in `litellm_params` besides `api_key` (LiteLLM's names).
 SECRET_PARAMS = ("aws_secret_access_key", "aws_session_token", "aws_access_key_id", "vertex_credentials")
