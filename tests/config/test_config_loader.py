@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from haimaker.config.loader import ConfigError, load_config
+from tests.support.fakes.bedrock import isolate_aws_environment
 
 
 def _write(tmp_path: Path, config: Any) -> Path:
@@ -146,7 +147,7 @@ def test_every_invalid_value_is_reported_at_once_with_its_yaml_path(tmp_path: Pa
     config = {
         "model_list": [
             {"model_name": "a", "litellm_params": {"model": "gpt-4", "timeout": -1}},
-            {"model_name": "", "litellm_params": {"model": "bedrock/claude"}},
+            {"model_name": "", "litellm_params": {"model": "sagemaker/claude"}},
             {"model_name": "az", "litellm_params": {"model": "azure/dep"}},
             {"model_name": "no-params"},
         ],
@@ -172,7 +173,7 @@ def test_every_invalid_value_is_reported_at_once_with_its_yaml_path(tmp_path: Pa
             "router_settings.routing_strategy",
         ]
     )
-    assert any("bedrock" in p and "not supported" in p for p in problems)
+    assert any("sagemaker" in p and "not supported" in p for p in problems)
 
 
 @pytest.mark.parametrize("value", [True, False, "False", "ca.pem"], ids=["true", "false", "env-style", "bundle"])
@@ -229,3 +230,18 @@ def test_empty_file_and_no_file_give_an_empty_config(tmp_path: Path) -> None:
     none = load_config(None, env={})
     assert empty.config.model_list == none.config.model_list == []
     assert empty.config_dir == tmp_path.resolve()
+
+
+def test_a_bedrock_deployment_without_a_region_names_aws_region_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate_aws_environment(monkeypatch, tmp_path)
+    config: dict[str, Any] = {
+        "model_list": [{"model_name": "c", "litellm_params": {"model": "bedrock/anthropic.claude-v2:1"}}]
+    }
+    problems = _problems(tmp_path, config)
+    assert [p.split(": ", 1)[0] for p in problems] == ["model_list[0].litellm_params.aws_region_name"]
+    config["model_list"][0]["litellm_params"]["aws_region_name"] = "us-east-1"
+    assert (
+        load_config(_write(tmp_path, config), env={}).config.model_list[0].litellm_params.model.startswith("bedrock/")
+    )
