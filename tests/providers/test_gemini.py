@@ -265,3 +265,25 @@ def test_api_base_with_a_path_is_used_as_is_and_a_bare_host_gets_v1beta() -> Non
     assert gemini_models_url("http://h:1/", "m") == "http://h:1/v1beta/models/m"
     gateway = "https://gateway.ai.cloudflare.com/v1/acct/gw/google-ai-studio/v1beta"
     assert gemini_models_url(gateway, "m") == gateway + "/models/m"
+
+
+async def test_a_thought_signature_survives_the_round_trip_through_the_client(
+    fake: FakeGoogle, transport: HttpTransport
+) -> None:
+    fake.reply = GeminiReply(function_calls=({"name": "f", "args": {}},), thought_signature="CiQBsig==")
+    provider = GeminiProvider(transport)
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    first = orjson.loads(
+        await (await provider.open(make_deployment(fake), Route.CHAT, chat(tools=tools), False)).read()
+    )
+    call = first["choices"][0]["message"]["tool_calls"][0]
+    messages = [
+        {"role": "user", "content": "Say hello please"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "ok"},
+    ]
+    fake.reply = GeminiReply()
+    await (await provider.open(make_deployment(fake), Route.CHAT, {"messages": messages, "tools": tools}, False)).read()
+    assert fake.last_request.json["contents"][1]["parts"] == [
+        {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "CiQBsig=="}
+    ]

@@ -8,7 +8,8 @@
     tools[type=function]              -> tools[0].functionDeclarations (parameters cleaned by `gemini_schema`)
     tool_choice                       -> toolConfig.functionCallingConfig (none/auto/required=ANY/a named function)
     temperature, top_p, max_tokens | max_completion_tokens, stop, n, seed, presence_penalty, frequency_penalty,
-    response_format (json_object, json_schema)  -> generationConfig
+    response_format (json_object, json_schema), reasoning_effort (a thinkingBudget)  -> generationConfig
+    tool_call id `<id>__thought__<sig>` -> the functionCall part's thoughtSignature (see THOUGHT_SIGNATURE_SEPARATOR)
 
 Consecutive contents of one role are merged (Gemini wants turns to alternate, and all the responses to one turn's
 function calls in one content). Fields with no Gemini meaning that change nothing (`user`, `metadata`, `store`,
@@ -37,6 +38,12 @@ _REFUSED: Final = {
     "audio": "audio output is not translated for Gemini",
     "prediction": "predicted outputs are not available on Gemini",
 }
+# The thought signature Gemini gives a function call rides in the tool call's id, `<id>__thought__<signature>`,
+# the way LiteLLM carries it (https://ai.google.dev/gemini-api/docs/thought-signatures): the client sends the id
+# back unchanged with the conversation, and Gemini 3 refuses a function call turn that lost its signature.
+THOUGHT_SIGNATURE_SEPARATOR: Final = "__thought__"
+# `reasoning_effort` as a thinking budget in tokens (LiteLLM's defaults); `none` / `disable` turn thinking off.
+_THINKING_BUDGETS: Final = {"minimal": 128, "low": 1024, "medium": 2048, "high": 4096, "none": 0, "disable": 0}
 _AUDIO_MIME: Final = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg"}
 
 
@@ -163,9 +170,14 @@ def _assistant_parts(message: dict[str, Any], where: str, call_names: dict[str, 
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise BadRequestError(f"{where}.tool_calls[{i}]: a function call with a name.", param="messages")
         args = _arguments(function.get("arguments"), f"{where}.tool_calls[{i}].function.arguments")
-        if isinstance(call.get("id"), str):
-            call_names[call["id"]] = function["name"]
-        parts.append({"functionCall": {"name": function["name"], "args": args}})
+        part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": args}}
+        call_id = call.get("id")
+        if isinstance(call_id, str):
+            call_names[call_id] = function["name"]
+            _, separator, signature = call_id.partition(THOUGHT_SIGNATURE_SEPARATOR)
+            if separator and signature:
+                part["thoughtSignature"] = signature  # Gemini 3 refuses a function call turn without it
+        parts.append(part)
     legacy = message.get("function_call")
     if isinstance(legacy, dict) and isinstance(legacy.get("name"), str):
         args = _arguments(legacy.get("arguments"), f"{where}.function_call.arguments")
@@ -257,6 +269,12 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:
         config["maxOutputTokens"] = max_tokens
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if effort not in _THINKING_BUDGETS:
+            raise BadRequestError(f"reasoning_effort: {effort!r} is not one of {list(_THINKING_BUDGETS)}.")
+        budget = _THINKING_BUDGETS[str(effort)]
+        config["thinkingConfig"] = {"thinkingBudget": budget, "includeThoughts": budget > 0}
     stop = body.get("stop")
     if isinstance(stop, str):
         config["stopSequences"] = [stop]

@@ -2,7 +2,8 @@
 
     candidates[i] (index)            -> choices[index]
     parts[].text                     -> message.content (parts marked `thought` -> reasoning_content)
-    parts[].functionCall             -> message.tool_calls (ids minted: Gemini's calls have none, or use its `id`)
+    parts[].functionCall             -> message.tool_calls (Gemini's `id`, or one minted; a thoughtSignature is
+                                        appended as `__thought__<signature>`, see gemini_request.py)
     finishReason                     -> finish_reason (STOP: stop, or tool_calls when the candidate called one;
                                         MAX_TOKENS: length; SAFETY, RECITATION, BLOCKLIST...: content_filter)
     promptFeedback.blockReason       -> one choice, content null, finish_reason content_filter
@@ -27,6 +28,7 @@ from typing import Any, Final
 import orjson
 
 from haimaker.errors import BadGatewayError
+from haimaker.providers.gemini_request import THOUGHT_SIGNATURE_SEPARATOR
 
 # Gemini's finish reasons and their OpenAI meaning (LiteLLM's `_FINISH_REASON_MAP`); anything else reads as stop.
 _FINISH_REASONS: Final = {
@@ -97,9 +99,13 @@ def _candidate_parts(candidate: dict[str, Any]) -> tuple[str | None, str | None,
             continue
         call = part.get("functionCall")
         if isinstance(call, dict):
+            call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else _new_call_id()
+            signature = part.get("thoughtSignature")
+            if isinstance(signature, str) and signature:
+                call_id = f"{call_id}{THOUGHT_SIGNATURE_SEPARATOR}{signature}"
             calls.append(
                 {
-                    "id": call.get("id") if isinstance(call.get("id"), str) else _new_call_id(),
+                    "id": call_id,
                     "type": "function",
                     "function": {
                         "name": str(call.get("name") or ""),

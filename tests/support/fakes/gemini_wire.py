@@ -73,6 +73,7 @@ class GeminiReply:
         text: the text of each candidate (candidate i > 0 gets ` (i)` appended).
         function_calls: `functionCall` parts ({"name", "args"}) instead of text.
         thought: a thought part before the text (counted in `thoughtsTokenCount`).
+        thought_signature: the `thoughtSignature` of the first function call part (as Gemini 2.5+/3 send it).
         finish_reason: Gemini's finishReason of every candidate.
         cached_tokens: `cachedContentTokenCount` (added to `promptTokenCount`, as Gemini counts it).
         block_reason: answer no candidates, only `promptFeedback.blockReason`.
@@ -89,7 +90,7 @@ class GeminiReply:
     status: int | None = None
     error_message: str = "Resource has been exhausted (e.g. check quota)."
     chunks: int = 2
-    extra: dict[str, Any] = field(default_factory=dict)
+    thought_signature: str | None = None
 
 
 _STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
@@ -156,6 +157,8 @@ def check_request(body: object) -> dict[str, Any]:
     config = body.get("generationConfig")
     if config is not None:
         _known(config, _CONFIG_FIELDS, "generationConfig")
+        if "thinkingConfig" in config:
+            _known(config["thinkingConfig"], {"thinkingBudget", "includeThoughts", "thinkingLevel"}, "thinkingConfig")
         if "responseSchema" in config:
             check_schema(config["responseSchema"], "generationConfig.responseSchema")
         if "responseSchema" in config and config.get("responseMimeType") != "application/json":
@@ -314,7 +317,10 @@ class Plan:
 
     def _parts(self, text: str) -> list[dict[str, Any]]:
         if self.reply.function_calls:
-            return [{"functionCall": dict(call)} for call in self.reply.function_calls]
+            calls: list[dict[str, Any]] = [{"functionCall": dict(call)} for call in self.reply.function_calls]
+            if self.reply.thought_signature:
+                calls[0]["thoughtSignature"] = self.reply.thought_signature
+            return calls
         parts: list[dict[str, Any]] = [{"text": self.reply.thought, "thought": True}] if self.reply.thought else []
         return [*parts, {"text": text}]
 
