@@ -67,6 +67,7 @@ def bedrock_server() -> Iterator[FakeBedrock]:
 def upstream(bedrock_server: FakeBedrock) -> FakeBedrock:
     bedrock_server.reset()
     bedrock_server.auth_failures.clear()
+    bedrock_server.corrupt_message = None
     return bedrock_server
 
 
@@ -364,3 +365,11 @@ def test_a_bedrock_model_without_any_region_is_a_config_error_naming_aws_region_
     assert any("litellm_params.aws_region_name: required for bedrock/" in p for p in caught.value.problems)
     monkeypatch.setenv("AWS_REGION", REGION)
     assert load_config(path).config.model_list[0].litellm_params.model == f"bedrock/{MODEL_ID}"
+
+
+def test_a_corrupted_stream_frame_ends_the_stream_with_an_error_event(
+    client: openai.OpenAI, upstream: FakeBedrock
+) -> None:
+    upstream.corrupt_message = 3
+    with pytest.raises(openai.APIError, match="CRC"):
+        list(client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}], stream=True))

@@ -171,6 +171,17 @@ async def test_stream_cut_before_message_stop_ends_without_done(fake: FakeBedroc
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
 
 
+async def test_a_corrupted_frame_fails_the_stream_on_its_crc(fake: FakeBedrock, transport: HttpTransport) -> None:
+    fake.corrupt_message = 2
+    response = await BedrockProvider(transport).open(make_deployment(fake, STATIC), Route.CHAT, chat(stream=True), True)
+    relayed: list[bytes] = []
+    with pytest.raises(BadGatewayError, match="message CRC mismatch"):
+        async for piece in response.iter_chunks():
+            relayed.append(piece)
+    assert b"Hello! " in b"".join(relayed)  # what came before the corrupt frame was relayed as it arrived
+    assert b"[DONE]" not in b"".join(relayed)
+
+
 async def test_bedrock_errors_keep_their_status(fake: FakeBedrock, transport: HttpTransport) -> None:
     fake.behavior = Behavior(status=429, error_message="Too many requests, please wait before trying again.")
     with pytest.raises(UpstreamStatusError) as caught:

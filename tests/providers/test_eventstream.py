@@ -155,3 +155,22 @@ def test_partial_message_is_held_until_its_last_byte() -> None:
     assert decoder.pending_bytes == len(MESSAGES[0]) - 1
     assert len(decoder.feed(MESSAGES[0][-1:] + MESSAGES[1][:5])) == 1
     assert decoder.pending_bytes == 5
+
+
+def test_good_messages_before_a_corrupt_one_are_returned_then_the_error_is_raised() -> None:
+    raw = bytearray(MESSAGES[2])
+    raw[-6] ^= 0x01
+    decoder = EventStreamDecoder()
+    assert len(decoder.feed(MESSAGES[0] + MESSAGES[1] + bytes(raw))) == 2
+    with pytest.raises(EventStreamError, match="message CRC"):
+        decoder.feed(MESSAGES[3])
+    with pytest.raises(EventStreamError, match="message CRC"):
+        decoder.close()
+
+
+def test_close_in_the_middle_of_a_message_is_an_error() -> None:
+    decoder = EventStreamDecoder()
+    decoder.feed(MESSAGES[0] + MESSAGES[1][:9])
+    with pytest.raises(EventStreamError, match="9 bytes into a message"):
+        decoder.close()
+    EventStreamDecoder().close()  # at a boundary: nothing to report

@@ -218,8 +218,10 @@ class BedrockResponse:
             out = b"".join(translator.events(message) for message in messages)
             if out:
                 yield out
-        if decoder.pending_bytes:
-            raise BadGatewayError("Bedrock stream ended in the middle of a message.")
+        try:
+            decoder.close()
+        except EventStreamError as exc:
+            raise BadGatewayError(f"Bedrock stream is corrupt: {exc}.") from None
         self._done = True
         end = translator.finish()
         if end:

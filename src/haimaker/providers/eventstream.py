@@ -49,11 +49,12 @@ class EventMessage:
 class EventStreamDecoder:
     """Turns event-stream bytes, arriving in pieces of any size, into whole verified messages."""
 
-    __slots__ = ("_buffer", "_max_message_bytes")
+    __slots__ = ("_buffer", "_failure", "_max_message_bytes")
 
     def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._buffer = bytearray()
         self._max_message_bytes = max_message_bytes
+        self._failure: EventStreamError | None = None
 
     @property
     def pending_bytes(self) -> int:
@@ -61,21 +62,41 @@ class EventStreamDecoder:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[EventMessage]:
-        """Add bytes; return the messages they complete. Raises `EventStreamError` on a corrupt message."""
+        """Add bytes; return the messages they complete.
+
+        Raises `EventStreamError` at a corrupt message; the good messages before it in the same bytes are returned
+        first, and the error is raised by the next `feed()` or by `close()`.
+        """
+        if self._failure is not None:
+            raise self._failure
         self._buffer += data
         messages: list[EventMessage] = []
         offset = 0
         buffer = self._buffer
-        while len(buffer) - offset >= _PRELUDE_BYTES:
-            total, headers_length = _prelude(buffer, offset, self._max_message_bytes)
-            if len(buffer) - offset < total:
-                break
-            messages.append(_message(bytes(buffer[offset : offset + total]), headers_length))
-            offset += total
+        try:
+            while len(buffer) - offset >= _PRELUDE_BYTES:
+                total, headers_length = _prelude(buffer, offset, self._max_message_bytes)
+                if len(buffer) - offset < total:
+                    break
+                messages.append(_message(bytes(buffer[offset : offset + total]), headers_length))
+                offset += total
+        except EventStreamError as exc:
+            self._failure = exc
+            buffer.clear()
+            if not messages:
+                raise
+            return messages
         if offset:
             # One deletion per feed, not per message: the work stays linear in what arrived.
             del buffer[:offset]
         return messages
+
+    def close(self) -> None:
+        """The bytes have ended: raise `EventStreamError` if they held a corrupt or unfinished message."""
+        if self._failure is not None:
+            raise self._failure
+        if self._buffer:
+            raise EventStreamError(f"the stream ended {len(self._buffer)} bytes into a message")
 
 
 def _prelude(buffer: bytearray, offset: int, max_message_bytes: int) -> tuple[int, int]:

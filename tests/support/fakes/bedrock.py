@@ -15,7 +15,7 @@ The model: with tools offered and no tool result in the last turn, it calls the 
 Streams are real event-stream binary (`bedrock_wire.encode_message`, CRCs included), written `split_bytes` bytes at
 a time so that frames straddle the pieces the client reads. Behaviours: `status` answers AWS's error for it;
 `stream_error` sends an exception message (its `type`, default `modelStreamErrorException`) after the first delta;
-`die_after_chunks` cuts the stream after that many messages.
+`die_after_chunks` cuts the stream after that many messages; `corrupt_message` flips a payload bit of one message.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ class FakeBedrock(FakeUpstream):
         self.split_bytes = split_bytes
         self.tool_input: dict[str, Any] = {"city": "Paris", "unit": "celsius"}
         self.auth_failures: list[str] = []
+        # Flip one payload bit of the stream's message at this index (its message CRC no longer matches).
+        self.corrupt_message: int | None = None
 
     def _routes(self) -> list[web.RouteDef]:
         return [
@@ -197,6 +199,8 @@ class FakeBedrock(FakeUpstream):
                     return response
                 if sent:
                     await self._wait(behavior.chunk_delay_s)
+                if sent == self.corrupt_message:
+                    message = message[:-5] + bytes([message[-5] ^ 0x01]) + message[-4:]
                 for at in range(0, len(message), self.split_bytes):
                     await response.write(message[at : at + self.split_bytes])
             await response.write_eof()
