@@ -193,6 +193,22 @@ def test_a_stream_without_include_usage_has_no_usage_chunk_but_is_still_charged(
     assert customer_spend_nanos(admin, customer) == 2 * INPUT + 5 * OUTPUT
 
 
+def test_a_stream_cut_before_gemini_finished_is_an_error_event_and_charges_the_delivered_text(
+    proxy: RunningProxy, client: openai.OpenAI, admin: httpx.Client, upstream: FakeGoogle
+) -> None:
+    upstream.reply = GeminiReply(text="one two three four five six", chunks=2, cut_after=1)
+    customer = new_customer(admin)
+    received: list[str] = []
+    with pytest.raises(openai.APIError):
+        for chunk in client.chat.completions.create(
+            model="flash", messages=[{"role": "user", "content": "Count"}], stream=True, user=customer
+        ):
+            received += [c.delta.content or "" for c in chunk.choices]
+    assert "".join(received) == "one two "
+    [log] = spend_logs(proxy, admin, customer)
+    assert usd_to_nanos(log["spend"]) == customer_spend_nanos(admin, customer) > 0
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_tools_round_trip_as_tool_calls_then_function_responses(
     client: openai.OpenAI, upstream: FakeGoogle, stream: bool

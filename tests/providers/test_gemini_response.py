@@ -130,3 +130,10 @@ def test_an_error_event_mid_stream_fails_the_stream() -> None:
     stream = GeminiStream("m", with_usage=False)
     with pytest.raises(BadGatewayError, match="overloaded"):
         stream.feed(_stream_bytes({"error": {"code": 503, "message": "The model is overloaded."}}))
+
+
+def test_a_stream_cut_before_any_finish_reason_ends_without_done_or_usage() -> None:
+    stream = GeminiStream("m", with_usage=True)
+    events = stream.feed(_stream_bytes(EVENTS[0])) + stream.finish()
+    assert not stream.is_complete
+    assert len(events) == 1 and b"[DONE]" not in events[0] and b'"usage"' not in events[0]

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from haimaker.errors import BadRequestError, UpstreamStatusError
+from haimaker.errors import BadGatewayError, BadRequestError, UpstreamStatusError
 from haimaker.providers.base import Deployment, Route
 from haimaker.providers.gemini_request import gemini_request
 from haimaker.providers.gemini_response import GeminiStream, chat_completion
@@ -60,6 +60,8 @@ class GoogleAnswer:
                     yield event
             for event in stream.finish():
                 yield event
+            if not stream.is_complete:
+                raise BadGatewayError("Gemini closed the stream before it was complete.")
         finally:
             self._response.close()
 

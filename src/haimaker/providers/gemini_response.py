@@ -179,7 +179,17 @@ def _completion_id(answer: dict[str, Any]) -> str:
 class GeminiStream:
     """Turns the bytes of a Gemini SSE stream into OpenAI chunk events, piece by piece."""
 
-    __slots__ = ("_buffer", "_called", "_created", "_id", "_model", "_started", "_usage", "_with_usage")
+    __slots__ = (
+        "_buffer",
+        "_called",
+        "_created",
+        "_id",
+        "_model",
+        "_started",
+        "_usage",
+        "_with_usage",
+        "is_complete",
+    )
 
     def __init__(self, model: str, *, with_usage: bool) -> None:
         self._model = model
@@ -190,6 +200,7 @@ class GeminiStream:
         self._started: set[int] = set()  # candidates whose first chunk (with the role) was sent
         self._called: dict[int, int] = {}  # tool calls sent per candidate (their index in the delta)
         self._usage: dict[str, Any] | None = None
+        self.is_complete = False  # a candidate finished (finishReason) or the prompt was blocked
 
     def feed(self, piece: bytes) -> list[bytes]:
         """The OpenAI events for the complete upstream events in `piece` (and what was buffered before it)."""
@@ -211,9 +222,12 @@ class GeminiStream:
         return events
 
     def finish(self) -> list[bytes]:
-        """The events after the upstream stream ended: the rest, the usage chunk (when asked), `[DONE]`."""
+        """The events after the upstream stream ended: the rest, then, if Gemini finished (`is_complete`), the
+        usage chunk (when asked) and `[DONE]`; a stream cut short gets neither, so it is not taken as whole."""
         events = self._translate(self._buffer) if self._buffer.strip() else []
         self._buffer = b""
+        if not self.is_complete:
+            return events
         if self._with_usage and self._usage is not None:
             events.append(self._event([], usage=self._usage))
         events.append(b"data: [DONE]\n\n")
@@ -241,6 +255,7 @@ class GeminiStream:
             and answer["promptFeedback"].get("blockReason")
         ):
             out.append(self._event([{"index": 0, "delta": {"role": "assistant"}, "finish_reason": "content_filter"}]))
+            self.is_complete = True
         for index, candidate in candidates:
             out.append(self._event([self._choice(index, candidate)]))
         return out
@@ -260,6 +275,8 @@ class GeminiStream:
             delta["tool_calls"] = [{"index": first + i, **call} for i, call in enumerate(calls)]
             self._called[index] = first + len(calls)
         reason = finish_reason(candidate.get("finishReason"), called_tools=self._called.get(index, 0) > 0)
+        if reason is not None:
+            self.is_complete = True
         return {"index": index, "delta": delta, "finish_reason": reason, "logprobs": None}
 
     def _event(self, choices: list[dict[str, Any]], *, usage: dict[str, Any] | None = None) -> bytes:

@@ -129,7 +129,11 @@ class FakeGoogle(FakeUpstream):
         self._counters.bump(open_streams=1, streams_started=1)
         try:
             await response.prepare(request)
-            for event in plan.events():
+            for sent, event in enumerate(plan.events()):
+                if reply.cut_after is not None and sent >= reply.cut_after:
+                    self._kill(request)
+                    self._counters.bump(streams_killed=1)
+                    return response
                 await response.write(b"data: " + orjson.dumps(event) + b"\r\n\r\n")
                 await asyncio.sleep(0)
             await response.write_eof()

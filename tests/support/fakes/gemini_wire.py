@@ -79,6 +79,7 @@ class GeminiReply:
         block_reason: answer no candidates, only `promptFeedback.blockReason`.
         status, error_message: answer this HTTP status with Google's error envelope instead.
         chunks: words per stream event.
+        cut_after: close the connection abruptly after this many stream events.
     """
 
     text: str = "Hello from the fake Gemini."
@@ -91,6 +92,7 @@ class GeminiReply:
     error_message: str = "Resource has been exhausted (e.g. check quota)."
     chunks: int = 2
     thought_signature: str | None = None
+    cut_after: int | None = None
 
 
 _STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
