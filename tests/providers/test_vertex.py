@@ -165,3 +165,17 @@ def test_urls_for_regions_global_and_api_bases() -> None:
     )
     named = "https://proxy.example/custom/models/m"
     assert vertex_models_url(named, "p", "l", "m") == named
+
+
+async def test_without_vertex_credentials_application_default_credentials_are_used(
+    fake: FakeGoogle, transport: HttpTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "adc.json"
+    path.write_text(json.dumps(fake.service_account(project_id="fake-project")))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(path))
+    monkeypatch.delenv("VERTEXAI_PROJECT", raising=False)
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    deployment = make_deployment(fake, None)
+    answer = orjson.loads(await (await VertexProvider(transport).open(deployment, Route.CHAT, BODY, False)).read())
+    assert answer["choices"][0]["message"]["content"] == "Hello from the fake Gemini."
+    assert fake.accounts.issued == 1
