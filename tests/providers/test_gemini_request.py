@@ -197,3 +197,13 @@ def test_the_callers_body_is_not_modified() -> None:
     before = copy.deepcopy(body)
     gemini_request(body)
     assert body == before
+
+
+def test_the_deprecated_functions_and_function_call_fields_are_tools_too() -> None:
+    request = translated(
+        messages=[{"role": "user", "content": "hi"}],
+        functions=[{"name": "f", "description": "F"}],
+        function_call={"name": "f"},
+    )
+    assert request["tools"] == [{"functionDeclarations": [{"name": "f", "description": "F"}]}]
+    assert request["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}}

@@ -5,8 +5,8 @@
     messages[assistant]               -> contents[role=model] (text, tool_calls as functionCall parts)
     messages[tool]                    -> contents[role=user].parts[].functionResponse (the call's name looked up
                                          from the assistant tool_call it answers)
-    tools[type=function]              -> tools[0].functionDeclarations (parameters cleaned by `gemini_schema`)
-    tool_choice                       -> toolConfig.functionCallingConfig (none/auto/required=ANY/a named function)
+    tools[type=function] | functions  -> tools[0].functionDeclarations (parameters cleaned by `gemini_schema`)
+    tool_choice | function_call       -> toolConfig.functionCallingConfig (none/auto/required=ANY/a named function)
     temperature, top_p, max_tokens | max_completion_tokens, stop, n, seed, presence_penalty, frequency_penalty,
     response_format (json_object, json_schema), reasoning_effort (a thinkingBudget)  -> generationConfig
     tool_call id `<id>__thought__<sig>` -> the functionCall part's thoughtSignature (see THOUGHT_SIGNATURE_SEPARATOR)
@@ -60,9 +60,15 @@ def gemini_request(body: dict[str, Any]) -> dict[str, Any]:
     if system:
         request["systemInstruction"] = {"parts": system}
     tools = body.get("tools")
+    functions = body.get("functions")  # OpenAI's deprecated spelling of function tools
+    if not tools and isinstance(functions, list):
+        tools = [{"type": "function", "function": function} for function in functions]
     if tools:
         request["tools"] = [{"functionDeclarations": _declarations(tools)}]
     tool_choice = body.get("tool_choice")
+    legacy_choice = body.get("function_call")
+    if tool_choice is None and legacy_choice is not None:
+        tool_choice = {"function": legacy_choice} if isinstance(legacy_choice, dict) else legacy_choice
     if tool_choice is not None:
         request["toolConfig"] = {"functionCallingConfig": _calling_config(tool_choice)}
     config = _generation_config(body)
