@@ -310,3 +310,11 @@ def test_no_secret_survives_in_text_bytes_or_json(secret: str, before: str, afte
     assert secret not in redactor.message(before + secret + after)
     assert secret.encode() not in redactor.bytes(orjson.dumps({"k": before + secret + after}))
     assert secret not in orjson.dumps(redactor.value({"error": {"param": before + secret + after}})).decode()
+
+
+def test_an_aws_style_error_body_keeps_its_message() -> None:
+    """Bedrock answers `{"message": ...}` with its type in a header: the client reads AWS's text, scrubbed."""
+    raw = b'{"message": "The provided model identifier is invalid. key sk-upstream-aaaaaaaaaaaa"}'
+    error = status_error(400, raw, Redactor(["sk-upstream-aaaaaaaaaaaa"]))
+    assert error.message.startswith("The provided model identifier is invalid.")
+    assert "sk-upstream-aaaaaaaaaaaa" not in error.message

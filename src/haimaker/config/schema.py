@@ -65,6 +65,20 @@ class LiteLLMParams(_Section):
         description="`vertex_ai/`: a service-account JSON file's path, or its JSON (a string or a mapping); "
         "unset: Application Default Credentials",
     )
+    aws_region_name: str | None = Field(default=None, description="`bedrock/`: the AWS region (else the environment's)")
+    aws_access_key_id: str | None = Field(default=None, description="`bedrock/`: else the standard AWS credentials")
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    aws_profile_name: str | None = Field(default=None, description="`bedrock/`: a profile of ~/.aws/config")
+    aws_bedrock_runtime_endpoint: str | None = Field(default=None, description="`bedrock/`: another endpoint")
+    drop_params: bool | None = Field(
+        default=None, description="Drop OpenAI fields the provider has no place for instead of a 400 naming them"
+    )
+    extra_headers: dict[str, str] | None = Field(default=None, description="Headers added to every upstream call")
+    use_chat_completions_api: bool | None = Field(
+        default=None, description="`openai/`, `azure/`: translate /v1/responses to chat instead of forwarding it"
+    )
+    responses_api_version: str | None = Field(default=None, description="`azure/`: api-version of /openai/responses")
     mock_response: str | None = Field(default=None, description="`mock/` provider: the reply text")
     mock_latency_ms: float | None = Field(default=None, ge=0, description="`mock/` provider: delay before answering")
     ssl_verify: bool | str | None = Field(

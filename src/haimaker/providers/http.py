@@ -193,6 +193,11 @@ def _upstream_error_fields(raw: bytes) -> tuple[str | None, str | None, str | No
         )
     if isinstance(error, str):
         return error, None, None
+    if isinstance(data, dict):
+        # AWS (Bedrock) answers `{"message": ...}` (some services `Message`), its type in a header.
+        message = data.get("message", data.get("Message"))
+        if isinstance(message, str) and message:
+            return message, None, None
     return None, None, None
 
 
