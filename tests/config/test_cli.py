@@ -11,10 +11,11 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-GOOD_CONFIG = {
+GOOD_CONFIG: dict[str, Any] = {
     "model_list": [
         {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": "os.environ/OPENAI_KEY"}},
         {"model_name": "gpt-4o", "litellm_params": {"model": "azure/gpt4o", "api_base": "https://x.openai.azure.com"}},
