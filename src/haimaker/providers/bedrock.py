@@ -152,7 +152,7 @@ class BedrockProvider:
     async def open(self, deployment: Deployment, route: Route, body: dict[str, Any], stream: bool) -> BedrockResponse:
         if route is not Route.CHAT:
             raise BadRequestError(f"bedrock/ deployments serve chat completions only, not /{route.value}.")
-        payload = orjson.dumps(converse_request(body))
+        payload = orjson.dumps(converse_request(body, drop_params=deployment.params.get("drop_params") is True))
         region = await self.region(deployment)
         action = "converse-stream" if stream else "converse"
         url = f"{self.endpoint(deployment, region)}/model/{quote(model_id(deployment), safe='')}/{action}"

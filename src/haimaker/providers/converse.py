@@ -56,15 +56,17 @@ def _refuse(message: str, param: str | None = None) -> BadRequestError:
 # ---- request ------------------------------------------------------------------------------------------------
 
 
-def converse_request(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The Converse request body for an OpenAI chat request. Raises `BadRequestError` for what Converse cannot do."""
+def converse_request(body: Mapping[str, Any], *, drop_params: bool = False) -> dict[str, Any]:
+    """The Converse request body for an OpenAI chat request. Raises `BadRequestError` for what Converse cannot do;
+    with `drop_params` (LiteLLM's), the request-level fields it cannot honour (`n`, logprobs, `response_format`) are
+    left out instead."""
     n = body.get("n")
-    if n is not None and n != 1:
+    if n is not None and n != 1 and not drop_params:
         raise _refuse("bedrock/ deployments answer one choice: Converse has no `n` (send n=1 or omit it).", "n")
-    if body.get("logprobs") or body.get("top_logprobs") is not None:
+    if (body.get("logprobs") or body.get("top_logprobs") is not None) and not drop_params:
         raise _refuse("bedrock/ deployments do not return logprobs.", "logprobs")
     response_format = body.get("response_format")
-    if isinstance(response_format, Mapping) and response_format.get("type") not in (None, "text"):
+    if isinstance(response_format, Mapping) and response_format.get("type") not in (None, "text") and not drop_params:
         raise _refuse("bedrock/ deployments do not support `response_format` (only text).", "response_format")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:

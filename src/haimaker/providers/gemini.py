@@ -89,7 +89,7 @@ async def open_generate_content(
         raise BadRequestError(
             f"{deployment.provider}/ deployments serve /chat/completions only, not /{route.value}.", param="model"
         )
-    payload = orjson.dumps(gemini_request(body))
+    payload = orjson.dumps(gemini_request(body, drop_params=deployment.params.get("drop_params") is True))
     target = f"{url}:streamGenerateContent?alt=sse" if stream else f"{url}:generateContent"
     timeout_s = (deployment.stream_timeout_s if stream else None) or deployment.timeout_s
     try:

@@ -47,11 +47,13 @@ _THINKING_BUDGETS: Final = {"minimal": 128, "low": 1024, "medium": 2048, "high":
 _AUDIO_MIME: Final = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg"}
 
 
-def gemini_request(body: dict[str, Any]) -> dict[str, Any]:
-    """The GenerateContentRequest for an OpenAI chat request body (raises `BadRequestError` on what it refuses)."""
-    for name, reason in _REFUSED.items():
-        if body.get(name) not in (None, False):
-            raise BadRequestError(f"{name}: {reason}.", param=name)
+def gemini_request(body: dict[str, Any], *, drop_params: bool = False) -> dict[str, Any]:
+    """The GenerateContentRequest for an OpenAI chat request body (raises `BadRequestError` on what it refuses;
+    with `drop_params`, LiteLLM's, the request-level fields Gemini has no place for are left out instead)."""
+    if not drop_params:
+        for name, reason in _REFUSED.items():
+            if body.get(name) not in (None, False):
+                raise BadRequestError(f"{name}: {reason}.", param=name)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequestError("messages: a non-empty list is required.", param="messages")

@@ -34,7 +34,7 @@ from typing import Any
 
 from haimaker.accounting.pricing import ModelPrice, PriceTable, price_from_overrides
 from haimaker.clock import Clock, SystemClock
-from haimaker.config.schema import Config
+from haimaker.config.schema import Config, LiteLLMParams
 from haimaker.errors import (
     BadRequestError,
     GatewayTimeoutError,
@@ -105,10 +105,18 @@ def build_deployments(config: Config, prices: PriceTable) -> list[Deployment]:
                 mock_response=params.mock_response,
                 mock_latency_ms=params.mock_latency_ms or 0.0,
                 ssl_verify=parse_verify(params.ssl_verify),
-                params=params.model_dump(exclude_none=True),
+                params=_provider_params(params, config),
             )
         )
     return deployments
+
+
+def _provider_params(params: LiteLLMParams, config: Config) -> dict[str, Any]:
+    """Every configured `litellm_params` key; `drop_params` defaults to `litellm_settings.drop_params` (LiteLLM's)."""
+    values = params.model_dump(exclude_none=True)
+    if "drop_params" not in values and config.litellm_settings.drop_params is not None:
+        values["drop_params"] = config.litellm_settings.drop_params
+    return values
 
 
 def _stable_id(index: int, *parts: str | None) -> str:
