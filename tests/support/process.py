@@ -87,12 +87,14 @@ def proxy_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            # Its own process group: granian's (and uvicorn's) workers are killed with it, never left behind.
+            start_new_session=True,
         )
     running = ProxyProcess(process, port, log_path)
     try:
         wait_ready(running.url, process)
         yield running
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
