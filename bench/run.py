@@ -24,7 +24,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -136,8 +136,10 @@ def load_spec(url: str, key: str, scenario: Scenario, plan: Plan) -> LoadSpec:
     return spec
 
 
-def write_config(path: Path, upstream: Upstream, database_url: str, budget_id: str | None) -> None:
-    """Write the LiteLLM-style config haimaker reads (JSON scalars are valid YAML)."""
+def write_config(
+    path: Path, upstream: Upstream, database_url: str, budget_id: str | None, *, params: Mapping[str, str] | None = None
+) -> None:
+    """Write the LiteLLM-style config haimaker reads (JSON scalars are valid YAML); `params` add litellm_params."""
     lines = [
         "model_list:",
         f"  - model_name: {MODEL}",
@@ -145,6 +147,7 @@ def write_config(path: Path, upstream: Upstream, database_url: str, budget_id: s
         "      model: openai/gpt-3.5-turbo",
         f"      api_base: {upstream.base_url}",
         f"      api_key: {UPSTREAM_KEY}",
+        *(f"      {name}: {value}" for name, value in (params or {}).items()),
         "general_settings:",
         f"  master_key: {MASTER_KEY}",
         f'  database_url: "{database_url}"',

@@ -1,10 +1,13 @@
-"""What `/v1/messages` (the Anthropic Messages API, translated to chat) adds over `/v1/chat/completions`:
-`python -m bench.messages [--duration 5] [--rounds 3] [--smoke]`.
+"""What the translated APIs add over `/v1/chat/completions`: `/v1/messages` (the Anthropic Messages API) and
+`/v1/responses` (the OpenAI Responses API, translated to chat): `python -m bench.apis [--duration 5] [--rounds 3]
+[--smoke]`.
 
-One haimaker on SQLite in front of the fake OpenAI upstream; the same one-message request sent as a chat request and
-as an Anthropic message (with `max_tokens`, which chat leaves out), at c=1 (p50: the added latency of one request)
-and c=64 (req/s), JSON only: the load generator ends a stream at `data: [DONE]`, which Anthropic's stream does not
-send. The two routes run in turns, rotated per round, against the same process. Prints medians; asserts nothing.
+One haimaker on SQLite in front of the fake OpenAI upstream; the same one-message request sent as a chat request, as
+an Anthropic message (with `max_tokens`, which chat leaves out) and as a Responses request (with
+`max_output_tokens`; the deployment sets `use_chat_completions_api`, so it is translated to chat and back rather
+than forwarded), at c=1 (p50: the added latency of one request) and c=64 (req/s), JSON only: the load generator ends
+a stream at `data: [DONE]`, which neither translated stream sends. The routes run in turns, rotated per round,
+against the same process. Prints medians; asserts nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ ROUTES = {
         "/v1/messages",
         f'{{"model":"{MODEL}","max_tokens":256,"messages":[{{"role":"user","content":"hello"}}]}}',
     ),
+    "responses": ("/v1/responses", f'{{"model":"{MODEL}","max_output_tokens":256,"input":"hello"}}'),
 }
 CONCURRENCIES = (1, 64)
 
@@ -44,7 +48,7 @@ def measure(loader: LoadGenerator, proxy: Haimaker, route: str, concurrency: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.messages", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.apis", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds at the start of each")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the two routes")
@@ -57,17 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parent.parent
     runs: dict[tuple[str, int], list[LoadResult]] = {(r, c): [] for r in ROUTES for c in CONCURRENCIES}
     with (
-        tempfile.TemporaryDirectory(prefix="haimaker-bench-messages-") as tmp,
+        tempfile.TemporaryDirectory(prefix="haimaker-bench-apis-") as tmp,
         Upstream(20, cwd=repo) as upstream,
         LoadGenerator(cwd=repo) as loader,
     ):
         workdir = Path(tmp)
         config = workdir / "config.yaml"
-        write_config(config, upstream, f"sqlite:///{(workdir / 'bench.db').absolute()}", None)
+        write_config(
+            config,
+            upstream,
+            f"sqlite:///{(workdir / 'bench.db').absolute()}",
+            None,
+            params={"use_chat_completions_api": "true"},
+        )
         with Haimaker(config, workdir / "haimaker.log") as proxy:
             proxy.wait_ready()
             for round_no in range(rounds):
-                order = list(ROUTES) if round_no % 2 == 0 else list(reversed(ROUTES))
+                order = list(ROUTES)[round_no % len(ROUTES) :] + list(ROUTES)[: round_no % len(ROUTES)]
                 for route in order:
                     for concurrency in CONCURRENCIES:
                         result = measure(loader, proxy, route, concurrency, plan)
