@@ -222,3 +222,75 @@ def test_a_yaml_error_names_the_file(tmp_path: Path) -> None:
     path.write_text("model_list:\n  - model_name: [unclosed\n")
     result = _run("config", "check", "--config", str(path))
     assert result.returncode == 2 and f"{path}: not valid YAML" in result.stderr
+
+
+def test_a_litellm_config_with_all_four_providers_is_accepted_and_starts(tmp_path: Path) -> None:
+    """LiteLLM's own keys for Anthropic, Gemini, Vertex AI and Bedrock load unchanged: `config check` accepts the
+    file without a warning about them, and the proxy starts on it and lists every model."""
+    import json
+
+    account = {
+        "type": "service_account",
+        "project_id": "acme-prod",
+        "private_key_id": "k1",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nunused-in-this-test\n-----END PRIVATE KEY-----\n",
+        "client_email": "haimaker@acme-prod.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    (tmp_path / "vertex-sa.json").write_text(json.dumps(account))
+    config = {
+        "model_list": [
+            {
+                "model_name": "claude",
+                "litellm_params": {"model": "anthropic/claude-3-5-sonnet-20241022", "api_key": "os.environ/AK"},
+            },
+            {"model_name": "flash", "litellm_params": {"model": "gemini/gemini-2.0-flash", "api_key": "os.environ/GK"}},
+            {
+                "model_name": "flash",
+                "litellm_params": {
+                    "model": "vertex_ai/gemini-2.0-flash",
+                    "vertex_location": "europe-west4",
+                    "vertex_credentials": str(tmp_path / "vertex-sa.json"),
+                },
+            },
+            {
+                "model_name": "claude",
+                "litellm_params": {
+                    "model": "bedrock/anthropic.claude-3-5-sonnet-20241022-v2:0",
+                    "aws_region_name": "eu-central-1",
+                    "aws_access_key_id": "os.environ/AWS_KEY_ID",
+                    "aws_secret_access_key": "os.environ/AWS_SECRET",
+                },
+            },
+        ],
+        "general_settings": {"master_key": "sk-four-providers-test"},
+        "router_settings": {
+            "routing_strategy": "simple-shuffle",
+            "num_retries": 2,
+            "fallbacks": [{"claude": ["flash"]}],
+        },
+    }
+    path = _write(tmp_path, config)
+    env = {"AK": "sk-ant-test-key-0000", "GK": "gemini-test-key-0000", "AWS_KEY_ID": "AKIATEST", "AWS_SECRET": "s3cr3t"}
+
+    checked = _run("config", "check", "--config", str(path), env=env)
+
+    assert checked.returncode == 0, checked.stderr
+    assert "config OK: 4 deployments, 2 models: claude, flash" in checked.stdout
+    assert "warning" not in checked.stdout, checked.stdout
+
+    import httpx
+
+    from tests.support.proxy import running_proxy
+
+    os.environ.update(env)  # the in-process proxy reads os.environ/ references from the environment
+    try:
+        with running_proxy(tmp_path, config) as proxy:
+            listed = httpx.get(
+                f"{proxy.url}/v1/models", headers={"Authorization": "Bearer sk-four-providers-test"}, timeout=30
+            )
+            assert listed.status_code == 200, listed.text
+            assert sorted(m["id"] for m in listed.json()["data"]) == ["claude", "flash"]
+    finally:
+        for name in env:
+            os.environ.pop(name, None)
