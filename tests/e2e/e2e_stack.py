@@ -8,11 +8,14 @@ upstream a real fake server on loopback (`fakes`), so a test crosses the same so
 from __future__ import annotations
 
 import socket
+import uuid
 from typing import Any
 
+import httpx
 import openai
 import orjson
 
+from haimaker.money import usd_to_nanos
 from tests.support.fakes import FakeAzureOpenAI, FakeOpenAI
 from tests.support.proxy import MASTER_KEY, RunningProxy
 
@@ -117,3 +120,27 @@ def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
                 labels[key] = quoted.strip('"')
         samples.append((labels, float(value)))
     return samples
+
+
+def new_customer(admin: httpx.Client, **fields: Any) -> str:
+    """Create a customer with a fresh id (and any fields); return the id."""
+    user_id = f"cust-{uuid.uuid4().hex[:10]}"
+    created = admin.post("/customer/new", json={"user_id": user_id, **fields})
+    assert created.status_code == 200, created.text
+    return user_id
+
+
+def customer_spend_nanos(admin: httpx.Client, customer: str) -> int:
+    """A customer's spend as `/customer/info` reports it, in nano-dollars."""
+    response = admin.get("/customer/info", params={"end_user_id": customer})
+    assert response.status_code == 200, response.text
+    return usd_to_nanos(response.json()["spend"])
+
+
+def spend_logs(proxy: RunningProxy, admin: httpx.Client, customer: str) -> list[dict[str, Any]]:
+    """A customer's spend log rows, once every pending charge is written."""
+    proxy.call(proxy.state.recorder.flush())
+    response = admin.get("/spend/logs", params={"end_user": customer})
+    assert response.status_code == 200, response.text
+    rows: list[dict[str, Any]] = response.json()
+    return rows

@@ -21,7 +21,7 @@ import pytest
 from anthropic.types import ToolParam
 
 from haimaker.money import usd_to_nanos
-from tests.e2e.e2e_stack import openai_deployment, proxy_config
+from tests.e2e.e2e_stack import customer_spend_nanos, new_customer, openai_deployment, proxy_config, spend_logs
 from tests.support.fakes import BEHAVIOR_FIELD, FakeOpenAI
 from tests.support.fakes.openai_tools import FakeOpenAIToolCaller
 from tests.support.proxy import RunningProxy, running_proxy
@@ -82,27 +82,6 @@ def client(proxy: RunningProxy, openai_upstream: FakeOpenAI) -> Iterator[anthrop
 def admin(proxy: RunningProxy) -> Iterator[httpx.Client]:
     with proxy.client() as http:
         yield http
-
-
-def new_customer(admin: httpx.Client, **fields: Any) -> str:
-    user_id = f"cust-{uuid.uuid4().hex[:10]}"
-    created = admin.post("/customer/new", json={"user_id": user_id, **fields})
-    assert created.status_code == 200, created.text
-    return user_id
-
-
-def spend_logs(proxy: RunningProxy, admin: httpx.Client, customer: str) -> list[dict[str, Any]]:
-    proxy.call(proxy.state.recorder.flush())
-    response = admin.get("/spend/logs", params={"end_user": customer})
-    assert response.status_code == 200, response.text
-    rows: list[dict[str, Any]] = response.json()
-    return rows
-
-
-def customer_spend_nanos(admin: httpx.Client, customer: str) -> int:
-    response = admin.get("/customer/info", params={"end_user_id": customer})
-    assert response.status_code == 200, response.text
-    return usd_to_nanos(response.json()["spend"])
 
 
 def usage_behavior(prompt: int = 100, completion: int = 20, cached: int = 0) -> dict[str, Any]:

@@ -9,7 +9,6 @@ errors mapped to statuses the SDK understands; what Converse cannot do refused w
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from openai.types.chat import ChatCompletionFunctionToolParam
 
 from haimaker.config.loader import ConfigError, load_config
 from haimaker.money import usd_to_nanos
-from tests.e2e.e2e_stack import proxy_config, sync_client
+from tests.e2e.e2e_stack import customer_spend_nanos, new_customer, proxy_config, spend_logs, sync_client
 from tests.support.fakes import Behavior
 from tests.support.fakes.bedrock import (
     ACCESS_KEY_ID,
@@ -95,27 +94,6 @@ def client(proxy: RunningProxy, upstream: FakeBedrock) -> Iterator[openai.OpenAI
 def admin(proxy: RunningProxy) -> Iterator[httpx.Client]:
     with proxy.client() as http:
         yield http
-
-
-def new_customer(admin: httpx.Client) -> str:
-    user_id = f"cust-{uuid.uuid4().hex[:10]}"
-    created = admin.post("/customer/new", json={"user_id": user_id})
-    assert created.status_code == 200, created.text
-    return user_id
-
-
-def customer_spend_nanos(admin: httpx.Client, customer: str) -> int:
-    response = admin.get("/customer/info", params={"end_user_id": customer})
-    assert response.status_code == 200, response.text
-    return usd_to_nanos(response.json()["spend"])
-
-
-def spend_logs(proxy: RunningProxy, admin: httpx.Client, customer: str) -> list[dict[str, Any]]:
-    proxy.call(proxy.state.recorder.flush())
-    response = admin.get("/spend/logs", params={"end_user": customer})
-    assert response.status_code == 200, response.text
-    rows: list[dict[str, Any]] = response.json()
-    return rows
 
 
 def test_a_chat_completion_is_served_by_converse_and_priced_from_the_table(

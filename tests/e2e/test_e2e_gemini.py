@@ -11,7 +11,6 @@ check that refuses a vertex_ai/ deployment without a project.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from openai.types.chat import ChatCompletionFunctionToolParam
 
 from haimaker.config.loader import ConfigError, load_config
 from haimaker.money import usd_to_nanos
-from tests.e2e.e2e_stack import proxy_config, sync_client
+from tests.e2e.e2e_stack import customer_spend_nanos, new_customer, proxy_config, spend_logs, sync_client
 from tests.support.fakes.gemini import FakeGoogle
 from tests.support.fakes.gemini_wire import GeminiReply
 from tests.support.proxy import RunningProxy, running_proxy
@@ -93,27 +92,6 @@ def client(proxy: RunningProxy, upstream: FakeGoogle) -> Iterator[openai.OpenAI]
 def admin(proxy: RunningProxy) -> Iterator[httpx.Client]:
     with proxy.client() as http:
         yield http
-
-
-def new_customer(admin: httpx.Client) -> str:
-    user_id = f"cust-{uuid.uuid4().hex[:10]}"
-    created = admin.post("/customer/new", json={"user_id": user_id})
-    assert created.status_code == 200, created.text
-    return user_id
-
-
-def customer_spend_nanos(admin: httpx.Client, customer: str) -> int:
-    response = admin.get("/customer/info", params={"end_user_id": customer})
-    assert response.status_code == 200, response.text
-    return usd_to_nanos(response.json()["spend"])
-
-
-def spend_logs(proxy: RunningProxy, admin: httpx.Client, customer: str) -> list[dict[str, Any]]:
-    proxy.call(proxy.state.recorder.flush())
-    response = admin.get("/spend/logs", params={"end_user": customer})
-    assert response.status_code == 200, response.text
-    rows: list[dict[str, Any]] = response.json()
-    return rows
 
 
 @pytest.mark.parametrize("model", ["flash", "vertex-flash"])
