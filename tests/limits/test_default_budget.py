@@ -162,3 +162,46 @@ def test_a_new_customer_with_its_keys_budget_does_not_ride_the_missing_default()
     for customer_id, budget_id in (("someone", None), ("someone", "no-such"), ("bare", "key-tier")):
         with pytest.raises(ServiceUnavailableError, match="does not exist"):
             engine.check_access(customer_id, "m", group, new_customer_budget_id=budget_id)
+
+
+async def test_a_default_budget_another_instance_created_meanwhile_is_taken_as_it_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two instances start together: the one whose insert loses reads the winner's row instead of failing."""
+    from haimaker.config.schema import LiteLLMSettings
+    from haimaker.limits.default_budget import ensure_default_budget
+    from haimaker.storage.budgets_repo import BudgetRepository
+    from haimaker.storage.engine import create_engine, session_factory, upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'race.db'}"
+    await upgrade(url)
+    engine = create_engine(url)
+    try:
+        repo = BudgetRepository(session_factory(engine))
+        winner = await repo.create(Budget(budget_id="free", rpm_limit=7))  # the other instance's row
+        catalog = Catalog(default_budget_id="free")  # loaded before the other instance wrote it
+        settings = LiteLLMSettings.model_validate(
+            {"max_end_user_budget_id": "free", "default_end_user_budget": DECLARED}
+        )
+        with caplog.at_level(logging.INFO, logger="haimaker.budgets"):
+            await ensure_default_budget(
+                settings, repo, catalog, datetime(2026, 1, 1, tzinfo=UTC), next_reset_function("UTC", "00:00")
+            )
+    finally:
+        await engine.dispose()
+
+    assert catalog.budgets["free"] == winner  # theirs, not the declaration (rpm 3)
+    assert any("created by another instance at the same time" in r.message for r in caplog.records)
+
+
+async def test_a_stored_default_budget_equal_to_the_declaration_is_said_to_match(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = {"max_end_user_budget_id": "free", "default_end_user_budget": DECLARED}
+    async with _serving(tmp_path, settings):
+        pass
+    with caplog.at_level(logging.INFO, logger="haimaker.budgets"):
+        async with _serving(tmp_path, settings):
+            pass
+    assert any("exists in the store as the config declares it" in r.message for r in caplog.records)
+    assert not any("differs from" in r.message for r in caplog.records)
