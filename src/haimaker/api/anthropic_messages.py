@@ -450,13 +450,12 @@ def tool_use_block(call: object) -> dict[str, Any] | None:
 
 
 def _drop_cache_control(chat: dict[str, Any]) -> None:
-    """Remove `cache_control` from every content part and tool of a translated request (in place)."""
+    """Remove `cache_control` from every content part and tool of a translated request (in place; `chat_request`
+    builds every part and tool as a dict)."""
     for message in chat.get("messages", ()):
         content = message.get("content")
         if isinstance(content, list):
             for part in content:
-                if isinstance(part, dict):
-                    part.pop("cache_control", None)
-    for tool in chat.get("tools", ()) or ():
-        if isinstance(tool, dict):
-            tool.pop("cache_control", None)
+                part.pop("cache_control", None)
+    for tool in chat.get("tools", ()):
+        tool.pop("cache_control", None)
