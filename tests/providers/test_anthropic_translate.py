@@ -316,3 +316,217 @@ def test_stop_reasons_map_to_finish_reasons(stop_reason: object, finish: str) ->
 
 def test_usage_without_cache_counts() -> None:
     assert openai_usage({"input_tokens": 3, "output_tokens": 4})["prompt_tokens"] == 3
+
+
+# ---- refusals: each malformed request is a 400 naming the exact field ------------------------------------------
+
+HI: list[dict[str, Any]] = [{"role": "user", "content": "Hi"}]
+
+
+def refusal(body: dict[str, Any]) -> BadRequestError:
+    with pytest.raises(BadRequestError) as caught:
+        messages_request(body, MODEL, default_max_tokens=None)
+    assert caught.value.status_code == 400
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "what"),
+    [
+        ({"response_format": {"type": "xml"}}, "response_format", "must be an object of type text"),
+        ({"response_format": "json_object"}, "response_format", "must be an object of type text"),
+        ({"max_tokens": 0}, "max_tokens", "must be a positive integer"),
+        ({"max_completion_tokens": True}, "max_completion_tokens", "must be a positive integer"),
+        ({"max_tokens": "10"}, "max_tokens", "must be a positive integer"),
+        ({"stop": ["END", 3]}, "stop", "must be a string or an array of strings"),
+        ({"stop": {"seq": "END"}}, "stop", "must be a string or an array of strings"),
+        ({"tools": {"type": "function"}}, "tools", "must be an array"),
+        ({"tools": [{"type": "web_search"}]}, "tools.0", "only function tools are supported"),
+        ({"tools": [{"type": "function", "function": {"name": ""}}]}, "tools.0.function.name", "is required"),
+        ({"tool_choice": "any"}, "tool_choice", "must be auto, required, none or a named function"),
+        ({"tool_choice": {"type": "function"}}, "tool_choice", "must be auto, required, none or a named function"),
+    ],
+)
+def test_a_malformed_request_field_is_a_400_naming_it(change: dict[str, Any], param: str, what: str) -> None:
+    error = refusal({"messages": HI, **change})
+    assert error.param == param
+    assert error.message.startswith(f"anthropic: {param}: {what}")
+
+
+@pytest.mark.parametrize(
+    ("message", "param", "what"),
+    [
+        ("Hi", "messages.0", "must be an object"),
+        ({"role": "system", "content": 5}, "messages.0.content", "must be a string or an array of text parts"),
+        (
+            {"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
+            "messages.0.content.0",
+            "must be a text part",
+        ),
+        ({"role": "user", "content": {"text": "Hi"}}, "messages.0.content", "must be a string or an array"),
+        ({"role": "user", "content": ["Hi"]}, "messages.0.content.0", "must be a content part object"),
+        ({"role": "user", "content": [{"type": "text", "text": 1}]}, "messages.0.content.0.text", "must be a string"),
+        (
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": ""}}]},
+            "messages.0.content.0.image_url.url",
+            "must be a URL or a data URL",
+        ),
+        (
+            {"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]},
+            "messages.0.content.0.file.file_data",
+            "must be a base64 data URL (file ids are not supported)",
+        ),
+        (
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}}]},
+            "messages.0.content.0.image_url.url",
+            "a data URL must be base64",
+        ),
+        ({"role": "assistant", "tool_calls": {"id": "c"}}, "messages.0.tool_calls", "must be an array"),
+        ({"role": "assistant", "tool_calls": ["c"]}, "messages.0.tool_calls.0", "must be a function tool call"),
+        (
+            {"role": "assistant", "tool_calls": [{"id": "", "function": {"name": "w"}}]},
+            "messages.0.tool_calls.0",
+            "needs an id and a function name",
+        ),
+        (
+            {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "w", "arguments": "[1]"}}]},
+            "messages.0.tool_calls.0.function.arguments",
+            "must be a JSON object",
+        ),
+    ],
+)
+def test_a_malformed_message_is_a_400_naming_its_path(message: object, param: str, what: str) -> None:
+    error = refusal({"messages": [message]})
+    assert error.param == param
+    assert error.message.startswith(f"anthropic: {param}: {what}")
+
+
+# ---- translations of the less common shapes -------------------------------------------------------------------
+
+
+def test_a_float_max_tokens_is_rounded_and_a_phone_number_user_is_not_metadata() -> None:
+    out = translate({"messages": HI, "max_tokens": 99.6, "user": "+1 (555) 123-4567"})
+    assert out["max_tokens"] == 100
+    assert "metadata" not in out
+
+
+def test_empty_text_parts_and_empty_turns_are_left_out() -> None:
+    out = translate(
+        {
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "Be terse."}]},
+                {"role": "user", "content": ""},
+                {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "Hi"}]},
+                {"role": "assistant", "content": None},
+                {"role": "assistant", "content": "Hello"},
+            ]
+        }
+    )
+    assert out["system"] == [{"type": "text", "text": "Be terse."}]
+    assert out["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+    ]
+
+
+def test_a_tool_result_without_content_and_a_pdf_url_and_cache_control_on_tools() -> None:
+    out = translate(
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": "https://example.com/Doc.PDF?x=1"}]},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "w", "arguments": "  "},
+                            "cache_control": {"type": "ephemeral"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": None, "cache_control": {"type": "ephemeral"}},
+            ],
+            "tools": [
+                {"type": "function", "function": {"name": "w"}, "cache_control": {"type": "ephemeral"}},
+            ],
+        }
+    )
+    assert out["messages"][0]["content"] == [
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/Doc.PDF?x=1"}}
+    ]
+    assert out["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "c1", "name": "w", "input": {}, "cache_control": {"type": "ephemeral"}}
+    ]
+    assert out["messages"][2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "c1", "cache_control": {"type": "ephemeral"}}
+    ]
+    assert out["tools"] == [
+        {"name": "w", "input_schema": {"type": "object", "properties": {}}, "cache_control": {"type": "ephemeral"}}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ({"type": "auto"}, {"type": "auto"}),
+        ({"type": "required"}, {"type": "any"}),
+        ({"type": "any"}, {"type": "any"}),
+        ({"type": "none"}, {"type": "none"}),
+    ],
+)
+def test_an_anthropic_style_tool_choice_object_passes_by_its_type(choice: object, expected: object) -> None:
+    body = {"messages": HI, "tools": [{"type": "function", "function": {"name": "w"}}], "tool_choice": choice}
+    assert translate(body)["tool_choice"] == expected
+
+
+def test_parallel_tool_calls_is_not_sent_with_tool_choice_none() -> None:
+    body = {
+        "messages": HI,
+        "tools": [{"type": "function", "function": {"name": "w"}}],
+        "tool_choice": "none",
+        "parallel_tool_calls": False,
+    }
+    assert translate(body)["tool_choice"] == {"type": "none"}
+
+
+def test_json_object_and_text_response_formats() -> None:
+    out = translate({"messages": HI, "response_format": {"type": "json_object"}})
+    assert out["tools"] == [{"name": "json_tool_call", "input_schema": {"type": "object"}}]
+    plain = translate({"messages": HI, "response_format": {"type": "text"}})
+    assert "tools" not in plain and "tool_choice" not in plain
+
+
+def test_an_answer_without_id_or_usage_and_with_unknown_blocks() -> None:
+    answer = {
+        "type": "message",
+        "content": ["stray", {"type": "redacted_thinking", "data": "x"}, {"type": "text", "text": "ok"}],
+        "stop_reason": "refusal",
+    }
+    completion = chat_completion(answer, MODEL)
+    assert completion["id"] == "chatcmpl-unknown"
+    assert completion["model"] == MODEL
+    assert completion["choices"][0] == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "ok"},
+        "finish_reason": "content_filter",
+        "logprobs": None,
+    }
+    assert completion["usage"]["total_tokens"] == 0
+
+
+def test_a_tool_use_answer_without_text_has_null_content_and_malformed_counts_read_as_zero() -> None:
+    answer = {
+        "id": "msg_9",
+        "type": "message",
+        "content": [{"type": "tool_use", "id": "t1", "name": "w"}],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": True, "output_tokens": -3, "cache_read_input_tokens": "5"},
+    }
+    completion = chat_completion(answer, MODEL)
+    assert completion["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
+    }
+    assert completion["usage"]["prompt_tokens"] == 0 and completion["usage"]["completion_tokens"] == 0

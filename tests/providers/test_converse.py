@@ -14,11 +14,12 @@ import pytest
 from haimaker.accounting.pricing import usage_from_openai
 from haimaker.errors import BadGatewayError, BadRequestError
 from haimaker.providers.converse import StreamTranslator, chat_completion, converse_request, openai_usage
-from haimaker.providers.eventstream import EventStreamDecoder
+from haimaker.providers.eventstream import EventMessage, EventStreamDecoder
 from haimaker.providers.redaction import Redactor
 from tests.support.fakes import Behavior
 from tests.support.fakes.bedrock import stream_messages
-from tests.support.fakes.bedrock_wire import converse_problem, exception
+from tests.support.fakes.bedrock_wire import converse_problem, encode_message, exception
+from tests.support.fakes.bedrock_wire import event as wire_event
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 TOOLS: list[dict[str, Any]] = [
@@ -318,3 +319,196 @@ def test_an_exception_message_fails_the_stream_with_its_type_and_message() -> No
     (message,) = decoder.feed(exception("throttlingException", b'{"message":"Slow down secret-value-123"}'))
     with pytest.raises(BadGatewayError, match=r"throttlingException\): Slow down \[REDACTED\]"):
         translator.events(message)
+
+
+# ---- refusals and translations of the less common shapes ------------------------------------------------------
+
+HI: list[dict[str, Any]] = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("change", "param", "message"),
+    [
+        ({"messages": []}, "messages", "`messages` must be a non-empty list."),
+        ({"messages": "hi"}, "messages", "`messages` must be a non-empty list."),
+        ({"tools": {"type": "function"}}, "tools", "`tools` must be a list."),
+        ({"tools": TOOLS, "tool_choice": {"type": "function"}}, "tool_choice", "`tool_choice` must name a function."),
+        (
+            {"tools": TOOLS, "tool_choice": "any"},
+            "tool_choice",
+            "`tool_choice` must be 'auto', 'required' or a named function.",
+        ),
+        ({"messages": ["hi"]}, "messages[0]", "Each message must be an object."),
+        (
+            {"messages": [{"role": "function", "content": "x"}]},
+            "messages[0].role",
+            "bedrock/ deployments do not take 'function' messages.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": {"text": "hi"}}]},
+            "messages[0].content",
+            "`content` must be a string or a list of parts.",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": "data:image/png;base64,@@"}]}
+                ]
+            },
+            "messages[0].content[0]",
+            "The image data URL is not valid base64.",
+        ),
+        (
+            {"messages": [*HI, {"role": "assistant", "tool_calls": {"id": "c"}}]},
+            "messages[1].tool_calls",
+            "`tool_calls` must be a list.",
+        ),
+        (
+            {"messages": [*HI, {"role": "assistant", "tool_calls": [{"function": {"name": "get_weather"}}]}]},
+            "messages[1].tool_calls[0]",
+            "Each tool call needs an `id` and a `function`.",
+        ),
+        (
+            {
+                "messages": [
+                    *HI,
+                    {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "w", "arguments": "{"}}]},
+                ]
+            },
+            "messages[1].tool_calls[0].function.arguments",
+            "Tool call arguments must be JSON.",
+        ),
+    ],
+)
+def test_a_malformed_request_is_a_400_with_its_param_and_message(
+    change: dict[str, Any], param: str, message: str
+) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        converse_request({"messages": HI, **change})
+    assert (caught.value.status_code, caught.value.param, caught.value.message) == (400, param, message)
+
+
+def test_drop_params_leaves_out_n_logprobs_and_response_format() -> None:
+    body = {"messages": HI, "n": 2, "top_logprobs": 1, "response_format": {"type": "json_object"}}
+    assert converse_request(body, drop_params=True) == {"messages": [{"role": "user", "content": [{"text": "hi"}]}]}
+
+
+def test_inference_config_tools_without_description_and_auto_choice() -> None:
+    body = {
+        "messages": HI,
+        "max_tokens": 50,
+        "temperature": 0.2,
+        "top_p": 0.8,
+        "stop": "END",
+        "tools": [{"type": "function", "function": {"name": "now"}}],
+        "tool_choice": "auto",
+    }
+    request = converse_request(body)
+    assert converse_problem(request) is None, converse_problem(request)
+    assert request["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.2, "topP": 0.8, "stopSequences": ["END"]}
+    assert request["toolConfig"] == {
+        "tools": [{"toolSpec": {"name": "now", "inputSchema": {"json": {"type": "object", "properties": {}}}}}],
+        "toolChoice": {"auto": {}},
+    }
+    assert converse_request({"messages": HI, "stop": []}).get("inferenceConfig") is None
+    assert converse_request({"messages": HI, "stop": ["A", "B"]})["inferenceConfig"] == {"stopSequences": ["A", "B"]}
+
+
+def test_empty_and_missing_content_is_left_out_and_an_empty_tool_result_is_one_space() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "hi"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather"}}],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": ""},
+        ],
+        "tools": TOOLS,
+    }
+    request = converse_request(body)
+    assert converse_problem(request) is None, converse_problem(request)
+    assert request["messages"] == [
+        {"role": "user", "content": [{"text": "hi"}]},
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": "c1", "name": "get_weather", "input": {}}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": "c1", "content": [{"text": " "}]}}]},
+    ]
+
+
+def test_an_answer_with_unknown_blocks_and_no_usage() -> None:
+    answer = {
+        "output": {
+            "message": {
+                "role": "assistant",
+                "content": [
+                    "stray",
+                    {"image": {"format": "png"}},
+                    {"reasoningContent": {"redactedContent": "opaque"}},
+                    {"text": "Done."},
+                ],
+            }
+        },
+        "stopReason": "end_turn",
+    }
+    completion = chat_completion(answer, "m")
+    assert completion["choices"][0]["message"] == {"role": "assistant", "content": "Done."}
+    assert "usage" not in completion
+    assert openai_usage(None) is None
+    with pytest.raises(BadGatewayError) as caught:
+        chat_completion(["not", "an", "object"], "m")
+    assert caught.value.message == "Bedrock answered with something other than a JSON object."
+
+
+# ---- stream events the common path does not meet ---------------------------------------------------------------
+
+
+def _events(*messages: bytes) -> list[EventMessage]:
+    return EventStreamDecoder().feed(b"".join(messages))
+
+
+def test_non_tool_block_starts_and_deltas_without_content_send_nothing() -> None:
+    translator = StreamTranslator("m", include_usage=True, redactor=Redactor())
+    messages = _events(
+        wire_event("contentBlockStart", b'{"contentBlockIndex":0,"start":{}}'),
+        wire_event("contentBlockDelta", b'{"contentBlockIndex":0,"delta":"text"}'),
+        wire_event("contentBlockDelta", b'{"contentBlockIndex":0,"delta":{"citation":{}}}'),
+        wire_event("contentBlockStop", b'{"contentBlockIndex":0}'),
+        wire_event("metadata", b'{"metrics":{"latencyMs":1}}'),
+        wire_event("messageStop", b""),
+    )
+    out = [translator.events(message) for message in messages]
+    assert out[:5] == [b"", b"", b"", b"", b""]
+    assert orjson.loads(out[5].removeprefix(b"data: "))["choices"][0] == {
+        "index": 0,
+        "delta": {},
+        "finish_reason": "stop",
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"{not json", "Bedrock sent a contentBlockDelta event that is not JSON."),
+        (b"[1]", "Bedrock sent a contentBlockDelta event that is not an object."),
+    ],
+)
+def test_an_unreadable_event_is_a_502_naming_the_event(payload: bytes, message: str) -> None:
+    translator = StreamTranslator("m", include_usage=True, redactor=Redactor())
+    (decoded,) = _events(wire_event("contentBlockDelta", payload))
+    with pytest.raises(BadGatewayError) as caught:
+        translator.events(decoded)
+    assert caught.value.message == message
+
+
+def test_an_error_message_header_wins_and_a_payload_that_is_not_json_reads_as_no_message() -> None:
+    translator = StreamTranslator("m", include_usage=True, redactor=Redactor())
+    headed = {":message-type": "error", ":error-code": "InternalFailure", ":error-message": "try again"}
+    (with_header,) = _events(encode_message(headed, b""))
+    with pytest.raises(BadGatewayError) as caught:
+        translator.events(with_header)
+    assert caught.value.message == "Bedrock stream failed (InternalFailure): try again"
+    (unreadable,) = _events(exception("modelStreamErrorException", b"<html>oops</html>"))
+    with pytest.raises(BadGatewayError) as caught:
+        translator.events(unreadable)
+    assert caught.value.message == "Bedrock stream failed (modelStreamErrorException): no message"

@@ -207,3 +207,130 @@ def test_the_deprecated_functions_and_function_call_fields_are_tools_too() -> No
     )
     assert request["tools"] == [{"functionDeclarations": [{"name": "f", "description": "F"}]}]
     assert request["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["f"]}}
+
+
+HI: list[dict[str, Any]] = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        ({"messages": ["hi"]}, "messages", "messages[0]: a message is an object."),
+        ({"messages": [{"role": "bot", "content": "x"}]}, "messages", "messages[0].role: 'bot' is not a chat role."),
+        (
+            {"messages": [{"role": "system", "content": [{"type": "image_url"}]}, *HI]},
+            "messages",
+            "messages[0].content: only text parts are allowed here.",
+        ),
+        (
+            {"messages": [{"role": "system", "content": 5}, *HI]},
+            "messages",
+            "messages[0].content: a string or a list of parts.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": {"text": "hi"}}]},
+            "messages",
+            "messages[0].content: a string or a list of parts.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages",
+            "messages[0].content[0]: a URL or a data URL is required.",
+        ),
+        (
+            {"messages": [*HI, {"role": "assistant", "tool_calls": [{"id": "c", "function": {}}]}]},
+            "messages",
+            "messages[1].tool_calls[0]: a function call with a name.",
+        ),
+        (
+            {
+                "messages": [
+                    *HI,
+                    {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{"}}]},
+                ]
+            },
+            "messages",
+            "messages[1].tool_calls[0].function.arguments: not valid JSON.",
+        ),
+        (
+            {
+                "messages": [
+                    *HI,
+                    {"role": "assistant", "function_call": {"name": "f", "arguments": "[1, 2]"}},
+                ]
+            },
+            "messages",
+            "messages[1].function_call.arguments: Gemini takes function arguments as a JSON object.",
+        ),
+        ({"tools": {"type": "function"}}, "tools", "tools: a list of tools."),
+        ({"tools": [{"type": "function", "function": {}}]}, "tools", "tools[0].function: a function with a name."),
+        (
+            {"tool_choice": {"type": "function", "function": {}}},
+            "tool_choice",
+            "tool_choice: {'type': 'function', 'function': {}} is not a tool choice Gemini understands.",
+        ),
+    ],
+)
+def test_a_malformed_request_is_a_400_with_its_param_and_message(
+    body: dict[str, Any], param: str, message: str
+) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        gemini_request({"messages": HI, **body})
+    assert (caught.value.status_code, caught.value.param, caught.value.message) == (400, param, message)
+
+
+def test_an_unknown_reasoning_effort_is_a_400_listing_the_known_ones() -> None:
+    with pytest.raises(BadRequestError) as caught:
+        gemini_request({"messages": HI, "reasoning_effort": "max"})
+    assert caught.value.status_code == 400
+    assert caught.value.message == (
+        "reasoning_effort: 'max' is not one of ['minimal', 'low', 'medium', 'high', 'none', 'disable']."
+    )
+
+
+def test_assistant_refusals_legacy_function_calls_and_empty_turns() -> None:
+    request = translated(
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": ""},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]},
+            {"role": "user", "content": "please"},
+            {
+                "role": "assistant",
+                "function_call": {"name": "f", "arguments": {"a": 1}},
+                "tool_calls": [{"type": "function", "function": {"name": "g", "arguments": ""}}],
+            },
+            {"role": "function", "name": "f", "content": "ok"},
+            {"role": "tool", "name": "g", "content": '{"t": 1}'},
+        ]
+    )
+    assert request["contents"] == [
+        {"role": "user", "parts": [{"text": "hi"}]},
+        {"role": "model", "parts": [{"text": "I can't."}]},
+        {"role": "user", "parts": [{"text": "please"}]},
+        {
+            "role": "model",
+            "parts": [{"functionCall": {"name": "g", "args": {}}}, {"functionCall": {"name": "f", "args": {"a": 1}}}],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {"functionResponse": {"name": "f", "response": {"content": "ok"}}},
+                {"functionResponse": {"name": "g", "response": {"t": 1}}},
+            ],
+        },
+    ]
+
+
+def test_stop_lists_and_a_json_schema_become_generation_config() -> None:
+    schema = {"type": "object", "properties": {"b": {"type": "string"}, "a": {"type": "integer"}}}
+    request = translated(
+        messages=HI,
+        stop=["A", "B"],
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    )
+    config = request["generationConfig"]
+    assert config["stopSequences"] == ["A", "B"]
+    assert config["responseMimeType"] == "application/json"
+    assert config["responseSchema"]["propertyOrdering"] == ["b", "a"]
+    assert config["responseSchema"]["properties"] == {"b": {"type": "string"}, "a": {"type": "integer"}}
