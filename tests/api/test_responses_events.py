@@ -307,3 +307,15 @@ async def test_a_complete_stream_closes_the_chat_stream() -> None:
     async for _ in translate_chat_stream(upstream.__aiter__(), SHELL):
         pass
     assert upstream.closed
+
+
+async def test_an_event_split_between_its_cr_and_lf_is_not_lost() -> None:
+    """Line ends are normalised after joining the pieces: a piece ending in `\r` before the `\n` of its event."""
+    chunks = [
+        b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"Hi"}}]}\r',
+        b'\n\r\ndata: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\r\n\r\ndata: [DONE]\r\n\r\n',
+    ]
+    events = await _events(*chunks)
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas == ["Hi"]
+    assert events[-1]["type"] == "response.completed"

@@ -505,7 +505,14 @@ def test_a_tool_output_given_as_parts_must_be_text() -> None:
         (
             [{"type": "input_text", "text": "a"}, {"type": "input_file", "file_data": None}],
             "input[0].content[1]",
-            "'input[0].content[1]' must give 'file_data' or 'file_id'.",
+            "'input[0].content[1]' must give 'file_data' or 'file_id' (a 'file_url' is not fetched for a model "
+            "served through chat).",
+        ),
+        (  # a name alone is no file: refused, never sent upstream without data
+            [{"type": "input_file", "filename": "report.pdf"}],
+            "input[0].content[0]",
+            "'input[0].content[0]' must give 'file_data' or 'file_id' (a 'file_url' is not fetched for a model "
+            "served through chat).",
         ),
         (
             [{"type": "input_audio", "input_audio": {}}],

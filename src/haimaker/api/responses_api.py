@@ -251,9 +251,14 @@ def _content(content: object, role: str, param: str) -> Any:
                 image["detail"] = part["detail"]
             parts.append({"type": "image_url", "image_url": image})
         elif kind == "input_file":
+            if part.get("file_data") is None and part.get("file_id") is None:
+                # Chat takes a file's data or id; a URL (`file_url`) would have to be fetched, which we do not do.
+                raise BadRequestError(
+                    f"'{assert_param}' must give 'file_data' or 'file_id' (a 'file_url' is not fetched for a model "
+                    "served through chat).",
+                    param=assert_param,
+                )
             file = {k: part[k] for k in ("file_data", "file_id", "filename") if part.get(k) is not None}
-            if not file:
-                raise BadRequestError(f"'{assert_param}' must give 'file_data' or 'file_id'.", param=assert_param)
             parts.append({"type": "file", "file": file})
         else:
             raise BadRequestError(

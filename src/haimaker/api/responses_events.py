@@ -307,7 +307,8 @@ async def translate_chat_stream(chunks: AsyncIterator[bytes], shell: ResponseShe
     try:
         async for piece in chunks:
             # The pipeline's relay yields whole events, so this holds at most one partial event (a defensive join).
-            buffer += piece.replace(b"\r\n", b"\n")
+            # Line ends are normalised after joining: a piece may end between an event's `\r` and its `\n`.
+            buffer = (buffer + piece).replace(b"\r\n", b"\n")
             end = buffer.rfind(b"\n\n")
             if end < 0:
                 continue

@@ -280,7 +280,9 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     effort = body.get("reasoning_effort")
     if effort is not None:
         if effort not in _THINKING_BUDGETS:
-            raise BadRequestError(f"reasoning_effort: {effort!r} is not one of {list(_THINKING_BUDGETS)}.")
+            raise BadRequestError(
+                f"reasoning_effort: {effort!r} is not one of {list(_THINKING_BUDGETS)}.", param="reasoning_effort"
+            )
         budget = _THINKING_BUDGETS[str(effort)]
         config["thinkingConfig"] = {"thinkingBudget": budget, "includeThoughts": budget > 0}
     stop = body.get("stop")

@@ -215,10 +215,9 @@ class SSETap:
         for event in complete.split(b"\n\n"):
             if event:
                 forwarded = self._inspect_response_event(event)
-                if self._failure is not None:
+                if forwarded is None:  # the tap failed the stream (`_fail`): nothing more is relayed
                     break
-                if forwarded is not None:
-                    out.append(forwarded + b"\n\n")
+                out.append(forwarded + b"\n\n")
         return b"".join(out)
 
     def _inspect_response_event(self, event: bytes) -> bytes | None:
