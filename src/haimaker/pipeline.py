@@ -28,7 +28,6 @@ from haimaker.clock import Clock
 from haimaker.errors import (
     AuthenticationError,
     BadGatewayError,
-    BadRequestError,
     PermissionDeniedError,
     ProxyError,
     UpstreamError,
@@ -47,56 +46,12 @@ from haimaker.providers.sse import (
     error_event,
     response_output_texts,
 )
+from haimaker.request_body import max_output_tokens, parse_body, positive_int_or, responses_prompt, without_proxy_fields
 from haimaker.storage.records import SpendLog, VirtualKey
 
 logger = logging.getLogger("haimaker.pipeline")
 
 Headers = list[tuple[str, str]]
-
-# Request fields only the proxy reads: `_upstream_body` removes them, so the provider never sees them (an OpenAI
-# upstream answers 400 "Unrecognized request argument" to each). The list is LiteLLM's: names it owns (its
-# `all_litellm_params` / `is_litellm_owned_kwarg`) and pops from client requests (`_UNTRUSTED_ROOT_CONTROL_FIELDS`)
-# that a LiteLLM client plausibly sends; names an OpenAI-compatible upstream may define (vLLM's `guided_json`, ...)
-# pass through. OpenAI's own `user` and `safety_identifier` stay.
-PROXY_ONLY_FIELDS = frozenset(
-    {
-        # The proxy's metadata on the chat, completions and embeddings routes (LiteLLM's get_metadata_variable_name):
-        # identity reads `metadata.user_id`. OpenAI's stored-completions `metadata` is thus unreachable, as in LiteLLM.
-        "metadata",
-        # Spend-log and routing tags, and request objects LiteLLM itself builds (a client must not forge them).
-        "tags",
-        "proxy_server_request",
-        "standard_logging_object",
-        "secret_fields",
-        # Routing, retries and fallbacks: the proxy's router decides them from its config, never the client.
-        "fallbacks",
-        "context_window_fallback_dict",
-        "num_retries",
-        "retry_policy",
-        "cooldown_time",
-        "model_list",
-        "allowed_model_region",  # a customer's region comes from its record, never from the request
-        # LiteLLM features we do not run: response caching, guardrails, callbacks, mocked answers.
-        "caching",
-        "cache",
-        "guardrails",
-        "disable_global_guardrails",
-        "callbacks",
-        "logger_fn",
-        "no-log",
-        "mock_response",
-        "mock_timeout",
-        "mock_tool_calls",
-        # Client-side upstream credentials: the deployment's own are used; a client's are never passed on.
-        "api_key",
-        "api_base",
-        "base_url",
-        "api_version",
-    }
-)
-# Also every name holding this: `litellm_metadata`, `litellm_trace_id`, `litellm_session_id`, ... and LiteLLM's internal
-# `_litellm_*` names (a substring test: half the cost of two `startswith` per field on the hot path).
-PROXY_ONLY_MARK = "litellm_"
 
 
 @dataclass(slots=True)
@@ -311,8 +266,8 @@ class Pipeline:
             call.model,
             group,
             prompt_tokens=call.prompt_tokens or 0,
-            max_output_tokens=_max_output_tokens(call.body),
-            n=_int_or(call.body.get("n"), 1),
+            max_output_tokens=max_output_tokens(call.body),
+            n=positive_int_or(call.body.get("n"), 1),
             key=key,
         )
         call.new_customer_budget_id = call.ticket.new_customer_budget_id
@@ -324,7 +279,7 @@ class Pipeline:
         if call.route is Route.COMPLETIONS:
             return await self._tokens.count_completion_prompt_async(body.get("prompt"), model)
         if call.route is Route.RESPONSES:
-            return await self._tokens.count_chat_prompt_async(_responses_prompt(body), model, tools=body.get("tools"))
+            return await self._tokens.count_chat_prompt_async(responses_prompt(body), model, tools=body.get("tools"))
         return await self._tokens.count_embedding_input_async(body.get("input"), model)
 
     def _upstream_body(self, call: _Call) -> dict[str, Any]:
@@ -333,15 +288,7 @@ class Pipeline:
         The client's body is never mutated (the spend log and identity read it); it is copied only when a field has
         to go or be added.
         """
-        body = call.body
-        for name in body:
-            if name in PROXY_ONLY_FIELDS or PROXY_ONLY_MARK in name:
-                body = {
-                    key: value
-                    for key, value in body.items()
-                    if key not in PROXY_ONLY_FIELDS and PROXY_ONLY_MARK not in key
-                }
-                break
+        body = without_proxy_fields(call.body)
         if not call.stream or call.route is Route.RESPONSES:
             # A Responses stream always ends with its usage (`response.completed`); it has no `stream_options`.
             return body
@@ -481,7 +428,7 @@ class Pipeline:
                 prompt = self._tokens.count_completion_prompt(call.body.get("prompt"), call.model)
             elif call.route is Route.RESPONSES:
                 prompt = self._tokens.count_chat_prompt(
-                    _responses_prompt(call.body), call.model, tools=call.body.get("tools")
+                    responses_prompt(call.body), call.model, tools=call.body.get("tools")
                 )
             else:
                 prompt = self._tokens.count_embedding_input(call.body.get("input"), call.model)
@@ -595,53 +542,6 @@ class Pipeline:
         ).inc()
 
 
-def parse_body(route: Route, raw: bytes, path_model: str | None = None) -> dict[str, Any]:
-    """Decode and check the few fields the proxy reads; every other field passes through untouched."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"Invalid JSON in request body: {exc.msg}.") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("Request body must be a JSON object.")
-    if path_model is not None and "model" not in body:
-        body["model"] = path_model
-    model = body.get("model")
-    if model is None:
-        raise BadRequestError("Missing required parameter: 'model'.", param="model")
-    if not isinstance(model, str) or not model:
-        raise BadRequestError("'model' must be a non-empty string.", param="model")
-    if route is Route.CHAT:
-        messages = body.get("messages")
-        if messages is None:
-            raise BadRequestError("Missing required parameter: 'messages'.", param="messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequestError("'messages' must be a non-empty array.", param="messages")
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise BadRequestError(
-                    f"'messages[{i}]' must be an object with a string 'role'.", param=f"messages[{i}]"
-                )
-    elif route is Route.COMPLETIONS:
-        if body.get("prompt") is None:
-            raise BadRequestError("Missing required parameter: 'prompt'.", param="prompt")
-    elif route is Route.RESPONSES:
-        if body.get("input") is None:
-            raise BadRequestError("Missing required parameter: 'input'.", param="input")
-        value = body.get("max_output_tokens")
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise BadRequestError("'max_output_tokens' must be a non-negative integer.", param="max_output_tokens")
-    elif body.get("input") is None:
-        raise BadRequestError("Missing required parameter: 'input'.", param="input")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise BadRequestError("'stream' must be a boolean.", param="stream")
-    for name in ("max_tokens", "max_completion_tokens", "n"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise BadRequestError(f"'{name}' must be a non-negative integer.", param=name)
-    return body
-
-
 def _log_metadata(call: _Call) -> dict[str, Any]:
     """What the spend log's metadata carries: the budget of a customer first seen through a key (the recorder creates
     the customer on it)."""
@@ -671,26 +571,3 @@ def _answer_text(answer: dict[str, Any]) -> str:
     if answer.get("object") == "response":
         return "".join(response_output_texts(answer))
     return "".join(choice_texts(answer, "message"))
-
-
-def _responses_prompt(body: Mapping[str, Any]) -> list[Any]:
-    """A Responses request's prompt as chat-like messages for counting: `instructions`, then the `input` items."""
-    messages: list[Any] = []
-    instructions = body.get("instructions")
-    if isinstance(instructions, str) and instructions:
-        messages.append({"role": "system", "content": instructions})
-    items = body.get("input")
-    if isinstance(items, str):
-        messages.append({"role": "user", "content": items})
-    elif isinstance(items, list):
-        messages.extend(items)
-    return messages
-
-
-def _max_output_tokens(body: Mapping[str, Any]) -> int | None:
-    value = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def _int_or(value: Any, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
