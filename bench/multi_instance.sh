@@ -37,9 +37,10 @@ for i in $(seq 100); do curl -sf localhost:4601/health/readiness >/dev/null && b
 echo -n "1 instance, 2 workers, Redis: "; load 4601; pkill -f "haimaker --config .* --port 460[123]"; sleep 2
 start redis.yaml 4601; start redis.yaml 4602; start redis.yaml 4603
 sed 's/4001/4601/; s/4002/4602/; s/4003/4603/; s/listen 4000/listen 4600/' $ROOT/examples/nginx.conf > nginx.conf
-nginx -c $WORK/nginx.conf -p $WORK/ -g "pid $WORK/nginx.pid;" 2>/dev/null
+# The example as its header says: pid, temp files and logs under its prefix ($WORK).
+nginx -p $WORK/ -c $WORK/nginx.conf -e stderr
 sleep 1; echo -n "3 instances + Redis, nginx:   "; load 4600
-nginx -c $WORK/nginx.conf -p $WORK/ -g "pid $WORK/nginx.pid;" -s stop 2>/dev/null
+nginx -p $WORK/ -c $WORK/nginx.conf -e stderr -s quit
 pkill -f "haimaker --config .* --port 460[123]"; pkill -f "bench.upstream --port 4611"; sleep 2
 psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE $DB WITH (FORCE)"
 redis-cli --scan --pattern "bench-$$*" | xargs -r redis-cli del > /dev/null

@@ -1,8 +1,8 @@
 """The benchmark report: one row per scenario, the markdown table, the machine description and the targets.
 
 Latencies are milliseconds; "added" is proxy minus direct at the same concurrency and mode; "ratio" is proxy
-requests/s over direct requests/s. Targets come from DESIGN.md ("Performance targets") and are reported, never
-asserted.
+requests/s over direct requests/s. The performance targets (listed in bench/README.md, "Targets") are reported next
+to a full run's figures, never asserted, and never next to a smoke run's: those figures mean nothing.
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def _find(rows: list[Row], name: str) -> Row | None:
 
 
 def target_lines(rows: list[Row], memory_requests: int, *, budgets: bool) -> list[str]:
-    """DESIGN.md's targets next to what this run measured (SQLite rows)."""
-    lines = [f"## Targets (DESIGN.md), SQLite rows, budgets {'on' if budgets else 'OFF (not comparable)'}", ""]
+    """The targets (bench/README.md) next to what this run measured (SQLite rows)."""
+    lines = [f"## Targets (bench/README.md), SQLite rows, budgets {'on' if budgets else 'OFF (not comparable)'}", ""]
     one = _find(rows, "sqlite c=1 json 1 customer")
     if one is not None and one.direct is not None:
         added = one.proxy.p50_ms - one.direct.p50_ms if one.proxy else 0.0
@@ -151,3 +151,12 @@ def target_lines(rows: list[Row], memory_requests: int, *, budgets: bool) -> lis
             "100k requests)"
         )
     return lines if len(lines) > 2 else []
+
+
+SMOKE_NOTE = "Smoke run: tiny counts, so its figures mean nothing and are not compared with the targets."
+
+
+def report_text(machine: list[str], rows: list[Row], memory_requests: int, *, smoke: bool, budgets: bool) -> str:
+    """The whole report: machine description, table and, for a full run only, the targets."""
+    targets = [SMOKE_NOTE] if smoke else target_lines(rows, memory_requests, budgets=budgets)
+    return "\n".join(["# haimaker benchmark", "", *machine, "", render_table(rows), "", *targets]) + "\n"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.load import LoadResult, LoadSpec
 from bench.processes import Haimaker, LoadGenerator, Upstream, http_json, sample
-from bench.report import Row, machine_lines, render_table, target_lines
+from bench.report import Row, machine_lines, report_text
 from bench.stores import Store, postgres_database
 
 MASTER_KEY = "sk-bench-1234"
@@ -311,9 +311,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     elapsed = time.monotonic() - started
     lines = machine_lines(command, load_before, os.getloadavg(), elapsed, args.chunks, upstream_stats)
-    table = render_table(direct_rows + rows)
-    targets = target_lines(rows, plan.memory_requests, budgets=not args.no_budgets)
-    text = "\n".join(["# haimaker benchmark", "", *lines, "", table, "", *targets]) + "\n"
+    text = report_text(lines, direct_rows + rows, plan.memory_requests, smoke=args.smoke, budgets=not args.no_budgets)
     print()
     print(text)
     out = args.out if args.out is not None else (None if args.smoke else repo / "bench" / "RESULTS.md")

@@ -1,4 +1,4 @@
-"""`python -m bench.run --smoke` keeps working: it exits 0 and prints a table row for every scenario.
+"""`python -m bench.run --smoke` keeps working: it exits 0, prints a row for every scenario and no target comparison.
 
 The benchmark's timings are never asserted; this only guards the path (upstream, load generator, haimaker with
 SQLite and PostgreSQL, budgets on) against rot.
@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from bench.report import SMOKE_NOTE
 
 REPO = Path(__file__).resolve().parents[1]
 CUSTOMERS = ("no customer", "1 customer", "10k customers")
@@ -50,3 +52,7 @@ def test_bench_smoke_prints_every_scenario(tmp_path: Path) -> None:
     names = [line.split("|")[1].strip() for line in table_lines[1:]]
     assert names == expected_rows()
     assert out.read_text().count("\n| ") == len(expected_rows()) + 1
+    # A smoke run's figures mean nothing: neither its output nor its report compares them with the targets.
+    for text in (completed.stdout, out.read_text()):
+        assert "## Targets" not in text and "(target " not in text
+        assert SMOKE_NOTE in text

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import socket
 import sys
@@ -23,11 +22,20 @@ import typer
 from haimaker import __version__
 from haimaker.clock import SystemClock
 from haimaker.config.loader import ConfigError, Settings, load_config
+from haimaker.logs import DEBUG_ENV, configure_logging
 from haimaker.startup import plural
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, help="haimaker: an OpenAI-compatible LLM gateway.")
-config_app = typer.Typer(help="Inspect a config file.")
-db_app = typer.Typer(help="Manage the database.")
+# Plain click help, not rich's boxes: rich shortens option names to fit a narrow terminal (`--detailed_deb…`), and
+# a name is what a reader copies.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,  # an unforeseen failure must not print a config's secrets with its frames
+    help="haimaker: an OpenAI-compatible LLM gateway.",
+)
+config_app = typer.Typer(rich_markup_mode=None, help="Inspect a config file.")
+db_app = typer.Typer(rich_markup_mode=None, help="Manage the database.")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 
@@ -40,6 +48,17 @@ def _load_or_exit(config: Path | None) -> Settings:
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
+
+
+def _check_dependencies_or_exit(settings: Settings) -> None:
+    """The store and the journal directory work, else one line and exit code 1 (`preflight.py`)."""
+    from haimaker.preflight import StartupError, check_dependencies
+
+    try:
+        asyncio.run(check_dependencies(settings))
+    except StartupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 def _print_version(value: bool) -> None:
@@ -82,8 +101,18 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", min=1, max=65535, help="Port, 1-65535 (default 4000, or env PORT)")
     ] = None,
-    num_workers: Annotated[int, typer.Option("--num_workers", "--num-workers", min=1)] = 1,
-    detailed_debug: Annotated[bool, typer.Option("--detailed_debug", "--detailed-debug")] = False,
+    num_workers: Annotated[
+        int, typer.Option("--num_workers", "--num-workers", min=1, help="Worker processes (more than 1 needs Redis)")
+    ] = 1,
+    detailed_debug: Annotated[
+        bool,
+        typer.Option(
+            "--detailed_debug",
+            "--detailed-debug",
+            envvar=DEBUG_ENV,
+            help="haimaker's debug logs and the access log (one line per request); never the database's or httpx's",
+        ),
+    ] = False,
     server: Annotated[str, typer.Option("--server", help="HTTP server: uvicorn or granian")] = "uvicorn",
     version: Annotated[
         bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit")
@@ -92,10 +121,9 @@ def serve(
     """Run the proxy."""
     if ctx.invoked_subcommand is not None:
         return
-    logging.basicConfig(
-        level=logging.DEBUG if detailed_debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if detailed_debug:
+        os.environ[DEBUG_ENV] = "true"  # read by `load_config` here and in every worker process this starts
+    configure_logging(debug=detailed_debug)
     settings = _load_or_exit(config)
     if not settings.config.model_list:
         # Never an empty proxy on 0.0.0.0 with a database file created in whatever directory this ran in.
@@ -114,9 +142,11 @@ def serve(
     from haimaker.app import verify_configured_store
     from haimaker.server import run_server
 
+    # Before any server starts: a store or journal directory that cannot work is one line under every server.
+    _check_dependencies_or_exit(settings)
     try:
         asyncio.run(verify_configured_store(settings))
-        run_server(settings, config, host=host, port=port, workers=num_workers, server=server, debug=detailed_debug)
+        run_server(settings, config, host=host, port=port, workers=num_workers, server=server)
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
@@ -173,11 +203,17 @@ async def _missing_default_budget(settings: Settings) -> str | None:
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOption = None) -> None:
     """Apply the database migrations (also done at startup)."""
+    from haimaker.preflight import describe_failure
     from haimaker.storage.engine import normalize_database_url, upgrade
 
     settings = _load_or_exit(config)
+    _check_dependencies_or_exit(settings)
     url = normalize_database_url(settings.database_url, config_dir=settings.config_dir)
-    asyncio.run(upgrade(url))
+    try:
+        asyncio.run(upgrade(url))
+    except Exception as exc:
+        typer.echo(f"error: {describe_failure(exc, settings)}", err=True)
+        raise typer.Exit(code=1) from None
     typer.echo("database is up to date")
 
 
@@ -204,6 +240,7 @@ def import_litellm(
     from haimaker.storage.store_identity import STORE_ID_FILENAME, remember_store
 
     settings = _load_or_exit(config)
+    _check_dependencies_or_exit(settings)
 
     async def run() -> list[str]:
         source_url(from_url)  # a malformed --from fails before the store is touched

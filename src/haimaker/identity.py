@@ -109,6 +109,26 @@ class Caller:
 
 OPEN_CALLER: Final = Caller(Role.MASTER, "")
 
+
+@dataclass(slots=True)
+class Attribution:
+    """Whom one request was served for, filled in by the pipeline as it learns it (for the access log, which
+    hands one in only when it is on: `api/access_log.py`)."""
+
+    caller: Caller | None = None
+    customer_id: str | None = None
+
+    @property
+    def key_label(self) -> str | None:
+        """The key as logs may name it: its alias, else its abbreviation (`sk-...abcd`), `master`; never the key."""
+        caller = self.caller
+        if caller is None or not caller.token:
+            return None  # no key (an unauthenticated proxy)
+        if caller.key is None:
+            return "master"
+        return caller.key.key_alias or caller.key.key_name
+
+
 # An unknown key is looked up in the store (it may have been created on another instance a moment ago).
 KeyLookup = Callable[[str], Awaitable[VirtualKey | None]]
 

@@ -18,6 +18,7 @@ or a reverse proxy's body timeout there (README, "Hostile clients").
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import signal
@@ -77,6 +78,55 @@ class ServerConfig(uvicorn.Config):
         self.client_body_timeout_s = client_body_timeout_s
 
 
+# Set in every request's ASGI scope by `DeadlineHttpToolsProtocol`: an app may put a callable there, which the protocol
+# calls when the client's connection is lost before the response is complete (`api/llm.py` cancels the request
+# with it, without a task per request blocked in `receive()` to notice the hang-up).
+HANGUP_SCOPE_KEY: Final = "haimaker.on_hangup"
+
+
+class _CoalescingWriter:
+    """The response writer uvicorn's request cycle sees: a response head is held until the body's first bytes, so
+    that a whole response leaves in one send instead of two.
+
+    Each send on a TCP socket is a system call that does the receiver's work too on loopback; the head and the body
+    of a JSON answer go out back to back, so the second send was pure cost (it was the largest single line of the
+    proxy's profile). A head not followed by a body within the same loop iteration (a stream whose first chunk is
+    not there yet, a HEAD answer) is sent by a callback scheduled for the next one, so nothing is held back longer.
+    """
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            self._transport.writelines((pending, data))
+        elif data.startswith(b"HTTP/1.1 "):
+            self._pending = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            if not self._transport.is_closing():
+                self._transport.write(pending)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
 class DeadlineHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline on a request's headers and on its body.
 
@@ -98,18 +148,27 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting = _IDLE
         self._phase_started_at = 0.0
         self._deadline: asyncio.TimerHandle | None = None
+        self._writer: _CoalescingWriter | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._writer = _CoalescingWriter(transport, self.loop)
         self._awaiting = _HEADERS
         self._phase_started_at = self.loop.time()
         self._deadline = self.loop.call_later(self._header_timeout_s, self._on_deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and not cycle.response_complete:
+            on_hangup = cycle.scope.get(HANGUP_SCOPE_KEY)
+            if callable(on_hangup):
+                on_hangup()
 
     def data_received(self, data: bytes) -> None:
+        if self._writer is not None:
+            self._writer.flush()  # the protocol may answer on its own (a 400 for a bad request): in order
         super().data_received(data)
         if self._awaiting != _IDLE and self._deadline is None and not self.transport.is_closing():
             timeout_s = self._header_timeout_s if self._awaiting == _HEADERS else self._body_timeout_s
@@ -123,6 +182,9 @@ class DeadlineHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if self._writer is not None:
+            self.cycle.transport = self._writer  # type: ignore[assignment]
+            self.cycle.scope[HANGUP_SCOPE_KEY] = None  # type: ignore[typeddict-unknown-key]
         self._cancel_deadline()
         self._awaiting = _BODY
         self._phase_started_at = self.loop.time()
@@ -183,8 +245,9 @@ def server_config(app: Any, settings: Settings, **options: Any) -> ServerConfig:
 
 
 def run_server(
-    settings: Settings, config_path: Path | None, *, host: str, port: int, workers: int, server: str, debug: bool
+    settings: Settings, config_path: Path | None, *, host: str, port: int, workers: int, server: str
 ) -> None:
+    """Serve until SIGTERM/SIGINT. `--detailed_debug` reaches every process through env DETAILED_DEBUG (`logs.py`)."""
     if workers > 1 and not settings.redis_url:
         # Each worker keeps its own counters in memory: without Redis, N workers would enforce N budgets.
         from haimaker.config.loader import ConfigError
@@ -201,8 +264,11 @@ def run_server(
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "log_level": "debug" if debug else "warning",
-        "access_log": debug,
+        # uvicorn's own lines stay at warnings whatever --detailed_debug says, and its access log off: ours is the
+        # one (`api/access_log.py`), with the customer in it.
+        "log_level": "warning",
+        "access_log": False,
+        "log_config": uvicorn_log_config(),
     }
     if workers > 1:
         # What `uvicorn.run(..., workers=N)` does, with our config class (it pickles into each worker).
@@ -234,10 +300,43 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+class QuietStartupFailure(logging.Filter):
+    """Drops the servers' own `startup failed` lines: the lifespan has said what failed, in one line."""
+
+    _LINES: Final = frozenset({"Application startup failed. Exiting.", "ASGI lifespan startup failed"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self._LINES
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's logging config with `QuietStartupFailure` on its error logger (a dict, so that `--num_workers`'
+    processes, which configure their logging afresh, get it too)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    return _quieted(LOGGING_CONFIG, "uvicorn.error")
+
+
+def _quieted(log_config: dict[str, Any], logger_name: str) -> dict[str, Any]:
+    """A copy of a server's logging config with `QuietStartupFailure` on its logger `logger_name`."""
+    config: dict[str, Any] = copy.deepcopy(log_config)
+    config.setdefault("filters", {})["quiet_startup_failure"] = {"()": f"{__name__}.QuietStartupFailure"}
+    config["loggers"][logger_name]["filters"] = ["quiet_startup_failure"]
+    return config
+
+
+def _granian_log_config() -> dict[str, Any]:
+    """granian's logging config with `QuietStartupFailure` on its logger (granian hands it to each worker)."""
+    from granian.log import LOGGING_CONFIG
+
+    return _quieted(LOGGING_CONFIG, "_granian")
+
+
 def _run_granian(host: str, port: int, workers: int, settings: Settings) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
     from granian.http import HTTP1Settings
+    from granian.log import LogLevels
 
     header_timeout_ms = int(settings.config.general_settings.client_header_timeout_s * 1000)
     Granian(
@@ -249,4 +348,7 @@ def _run_granian(host: str, port: int, workers: int, settings: Settings) -> None
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
         http1_settings=HTTP1Settings(header_read_timeout=header_timeout_ms),
+        log_level=LogLevels.warning,  # its INFO lines say what our ready line says
+        log_dictconfig=_granian_log_config(),
+        log_access=False,  # ours is the one (`api/access_log.py`)
     ).serve()

@@ -221,7 +221,7 @@ def test_a_yaml_error_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("model_list:\n  - model_name: [unclosed\n")
     result = _run("config", "check", "--config", str(path))
-    assert result.returncode == 2 and f"{path}: not valid YAML" in result.stderr
+    assert result.returncode == 2 and f"{path}: line 3, column 1: not valid YAML" in result.stderr
 
 
 def test_a_litellm_config_with_all_four_providers_is_accepted_and_starts(tmp_path: Path) -> None:

@@ -245,3 +245,14 @@ def test_a_bedrock_deployment_without_a_region_names_aws_region_name(
     assert (
         load_config(_write(tmp_path, config), env={}).config.model_list[0].litellm_params.model.startswith("bedrock/")
     )
+
+
+def test_a_section_with_only_comments_reads_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o, api_key: x}\n"
+        "router_settings:\n  # routing_strategy: simple-shuffle\nlitellm_settings:\ngeneral_settings:\n"
+    )
+    settings = load_config(path, env={})
+    assert settings.config.router_settings.routing_strategy in (None, "simple-shuffle")  # the default either way
+    assert settings.config.litellm_settings.max_end_user_budget_id is None

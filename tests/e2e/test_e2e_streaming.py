@@ -187,6 +187,22 @@ async def test_async_client_hangup_mid_stream_cancels_the_upstream_and_proxy_kee
     assert reply.choices[0].message.content == REPLY
 
 
+async def test_a_hangup_while_waiting_for_a_whole_answer_cancels_the_upstream_call(
+    proxy: RunningProxy, openai_upstream: FakeOpenAI
+) -> None:
+    before = openai_upstream.disconnects
+    headers = {"Authorization": f"Bearer {proxy.master_key}"}
+    body = {"model": "gpt-4o", "messages": MESSAGES, **_behavior(hang=True)}
+    async with httpx.AsyncClient(base_url=proxy.url, headers=headers) as client:
+        waiting = asyncio.create_task(client.post("/v1/chat/completions", json=body))
+        await openai_upstream.wait_until(lambda s: s.in_flight > 0)
+        waiting.cancel()  # the client hangs up before the upstream answered anything
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    # The proxy noticed the lost connection and cancelled its upstream call (the fake sees its client go).
+    await openai_upstream.wait_disconnected(timeout_s=2.0, count=before + 1)
+
+
 def test_hangups_leave_no_open_upstream_streams(proxy: RunningProxy, openai_upstream: FakeOpenAI) -> None:
     slow = _behavior(chunk_delay_s=0.1, reply=" ".join(["word"] * 100))
     with sync_client(proxy) as client:

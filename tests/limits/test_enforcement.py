@@ -81,8 +81,9 @@ async def test_max_budget_zero_admits_no_request_and_status_code_is_configurable
             error = refused.json()["error"]
             assert error["type"] == "budget_exceeded" and error["code"] == "429"
             assert error["message"].startswith("Budget has been exceeded! EndUser=zero Current cost: 0")
-            logs = await client.get("/spend/logs", params={"end_user": "zero"})
-            assert logs.json() == []
+            # Recorded as a refusal (issue 14: tests/accounting/test_refusals.py), never charged.
+            [log] = (await client.get("/spend/logs", params={"end_user": "zero"})).json()
+            assert (log["status"], log["spend"], log["metadata"]["status_code"]) == ("failure", 0.0, 429)
 
 
 async def test_max_parallel_requests_refuses_the_extra_concurrent_request(tmp_path: Path) -> None:

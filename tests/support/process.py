@@ -64,11 +64,12 @@ def proxy_process(
     name: str = "proxy",
     env: dict[str, str] | None = None,
     args: Sequence[str] = (),
+    port: int | None = None,
 ) -> Iterator[ProxyProcess]:
-    """Start `python -m haimaker --config …` on a free port; kill it on exit if still running."""
+    """Start `python -m haimaker --config …` on `port` (default: a free one); kill it on exit if still running."""
     config_path = tmp_path / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
+    port = port or free_port()
     log_path = tmp_path / f"{name}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 from importlib.resources import files
+from xml.etree import ElementTree
+
+from tests.ui.ui_client import UiClient
 
 
 def test_vendored_htmx_matches_recorded_sha256() -> None:
@@ -23,3 +26,15 @@ def test_templates_and_styles_are_package_data() -> None:
     for name in ("base.html", "budgets.html", "customers.html", "customer.html", "spend.html", "models.html"):
         assert (ui / "templates" / name).is_file(), name
     assert (ui / "static" / "haimaker.css").is_file()
+
+
+def test_favicon_is_an_svg_linked_from_every_page_and_answers_favicon_ico(ui: UiClient) -> None:
+    # Issue 14: a browser asks every host for /favicon.ico; it used to get a 404.
+    assert (files("haimaker.ui") / "static" / "favicon.svg").is_file()
+    page = ui.get("/ui/login").text
+    assert '<link rel="icon" href="/ui/static/favicon.svg" type="image/svg+xml">' in page
+    icon = ui.get("/ui/static/favicon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    ElementTree.fromstring(icon.text)
+    legacy = ui.get("/favicon.ico")
+    assert legacy.status_code == 301 and legacy.headers["location"] == "/ui/static/favicon.svg"

@@ -15,12 +15,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote
 
+from haimaker.api.access_log import ATTRIBUTION_KEY
 from haimaker.api.dialects import Dialect, Translated
 from haimaker.api.errors import error_body, error_headers, internal_error
 from haimaker.errors import BadRequestError, InvalidKeyError, PayloadTooLargeError, ProxyError
 from haimaker.limits.auth_throttle import AuthThrottle
 from haimaker.pipeline import JsonResult, Pipeline, StreamResult
 from haimaker.providers.base import Route
+from haimaker.server import HANGUP_SCOPE_KEY
 
 logger = logging.getLogger("haimaker.api")
 
@@ -93,7 +95,7 @@ class LLMEndpoint:
         # From here on a client hang-up cancels the request wherever it is: waiting for the upstream's
         # first byte (a non-streaming call, or a slow time-to-first-token) as much as mid-relay. The
         # pipeline then releases the upstream call and the reservation (a cancelled call is not charged).
-        async with _cancel_on_hangup(receive):
+        async with _cancel_on_hangup(receive, scope):
             await self._serve(route, raw, headers, send, scope, started, path_model, dialect, translated)
 
     async def _serve(
@@ -116,6 +118,7 @@ class LLMEndpoint:
                 path_model=path_model,
                 path=scope.get("path"),
                 call_type=dialect.call_type if dialect is not None else None,
+                attribution=scope.get(ATTRIBUTION_KEY),  # there only when the access log is on
             )
             if dialect is not None:
                 request = translated.request if translated is not None else None
@@ -217,26 +220,34 @@ async def _send_stream(send: Send, result: StreamResult) -> None:
 
 
 @asynccontextmanager
-async def _cancel_on_hangup(receive: Receive) -> AsyncIterator[None]:
+async def _cancel_on_hangup(receive: Receive, scope: Scope) -> AsyncIterator[None]:
     """Cancel the current task if the client disconnects before the block ends; swallow that cancellation.
 
-    A cancellation from anywhere else (server shutdown) still propagates. The watcher is stopped before the
-    block's last send can make `receive()` report the finished response as a disconnect.
+    A cancellation from anywhere else (server shutdown) still propagates. Under our uvicorn protocol the server
+    calls back when the connection is lost (`server.HANGUP_SCOPE_KEY`): nothing runs per request to watch for it.
+    Other servers (granian): a watcher task waits in `receive()`, stopped before the block's last send can make
+    `receive()` report the finished response as a disconnect.
     """
     task = asyncio.current_task()
     assert task is not None
     hung_up = False
 
-    async def watch() -> None:
+    def on_hangup() -> None:
         nonlocal hung_up
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                hung_up = True
-                task.cancel()
-                return
+        hung_up = True
+        task.cancel()
 
-    watcher = asyncio.create_task(watch())
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        on_hangup()
+
+    told_by_server = HANGUP_SCOPE_KEY in scope
+    watcher = None
+    if told_by_server:
+        scope[HANGUP_SCOPE_KEY] = on_hangup
+    else:
+        watcher = asyncio.create_task(watch())
     try:
         yield
     except asyncio.CancelledError:
@@ -244,4 +255,7 @@ async def _cancel_on_hangup(receive: Receive) -> AsyncIterator[None]:
             raise
         task.uncancel()
     finally:
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if told_by_server:
+            scope[HANGUP_SCOPE_KEY] = None

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from haimaker.config.schema import Config, FallbackList
 from haimaker.config.typos import check_extras
+from haimaker.logs import is_detailed_debug
 
 _ENV_PREFIX = "os.environ/"
 
@@ -40,6 +41,12 @@ class Settings:
     database_url: str | None
     redis_url: str | None
     warnings: tuple[str, ...] = field(default=())
+    detailed_debug: bool = False  # `--detailed_debug`, or env DETAILED_DEBUG (LiteLLM's flag and its env twin)
+
+    @property
+    def access_log(self) -> bool:
+        """Whether each HTTP request is logged (`api/access_log.py`)."""
+        return self.detailed_debug or self.config.general_settings.access_log
 
 
 def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,9 +62,12 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
         except FileNotFoundError:
             raise ConfigError([f"{file}: file not found"]) from None
         except yaml.YAMLError as exc:
-            raise ConfigError([f"{file}: not valid YAML: {exc}"]) from None
+            raise ConfigError([_yaml_problem(file, exc)]) from None
     if not isinstance(raw, dict):
         raise ConfigError(["(root): must be a mapping of sections (model_list, general_settings, ...)"])
+    # A section left with only comments (`router_settings:` and its lines commented out) is null in YAML; LiteLLM reads
+    # it as empty, and so do we.
+    raw = {name: ({} if value is None and name != "model_list" else value) for name, value in raw.items()}
 
     # environment_variables are applied first so that os.environ/ references can use them.
     env_vars = raw.get("environment_variables") or {}
@@ -92,7 +102,21 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
         database_url=database_url or None,
         redis_url=redis_url or None,
         warnings=tuple(warnings),
+        detailed_debug=is_detailed_debug(environ),
     )
+
+
+def _yaml_problem(file: Path, exc: yaml.YAMLError) -> str:
+    """One line naming the file, the line and column, and what the parser expected (PyYAML's own text spans
+    several lines and names `<unicode string>` instead of the file)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f"{file}: not valid YAML: {' '.join(str(exc).split())}"
+    mark = exc.problem_mark
+    line = f"{file}: line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        start = exc.context_mark
+        line += f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
+    return line
 
 
 def _resolve_env_refs(value: Any, env: Mapping[str, str], path: str, problems: list[str]) -> Any:

@@ -1,12 +1,12 @@
 """The Budgets pages: the table of every budget, create and edit forms, delete with confirmation, usage snippets.
 
 Writes go through `services.budgets` (as `/budget/new`, `/budget/update`, `/budget/delete` do), after the form has
-passed the API's own request model, so a bad value gets the API's message, shown next to its field.
+passed the API's own request model and the services' field rules, so every bad value gets the API's message, shown
+next to its field, all at once. Private budgets (one customer's custom limits, see `tiers.py`) are not listed.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -30,7 +30,8 @@ from haimaker.ui.forms import (
 )
 from haimaker.ui.rendering import notice_query, render, usd_form_value
 from haimaker.ui.session import Session
-from haimaker.ui.validation import budget_fields
+from haimaker.ui.tiers import customer_counts, example_tier, list_tiers
+from haimaker.ui.validation import InvalidForm, budget_fields
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -47,25 +48,23 @@ def reset_label(duration: str | None) -> str:
 async def budgets_page(
     request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession
 ) -> Response:
-    budgets = await services.budgets.list_all()
-    catalog = services.catalog
-    # One pass over the in-memory catalog (current after every admin write), not one query per budget.
-    linked = Counter(c.budget_id for c in catalog.customers.values() if c.budget_id is not None)
+    # Private budgets (one customer's custom limits) are not tiers: they are shown on their customer's page.
+    tiers = await list_tiers(services)
     rows: list[dict[str, Any]] = [
         {
-            "budget": budget,
-            "customers": linked.get(budget.budget_id, 0),
-            "is_default": budget.budget_id == catalog.default_budget_id,
-            "reset_label": reset_label(budget.budget_duration),
+            "budget": tier.budget,
+            "customers": tier.customers,
+            "is_default": tier.is_default,
+            "reset_label": reset_label(tier.budget.budget_duration),
         }
-        for budget in budgets
+        for tier in tiers
     ]
     models = services.router.model_names
     context = {
         "nav": "budgets",
         "budgets": rows,
         "base_url": str(request.base_url).rstrip("/"),
-        "example_budget": budgets[0].budget_id if budgets else "my-free-tier",
+        "example_budget": example_tier(tiers),
         "example_model": models[0] if models else "gpt-4o-mini",
     }
     return render(templates, request, session, "budgets.html", context)
@@ -119,7 +118,7 @@ def _submitted(form: dict[str, str], *, is_edit: bool) -> dict[str, Any]:
     return fields
 
 
-def _budget_errors(error: ProxyError, form: dict[str, str]) -> dict[str, str]:
+def _budget_errors(error: ProxyError | InvalidForm, form: dict[str, str]) -> dict[str, str]:
     # A bad custom period is shown under the custom field, where it was typed.
     alias = "budget_duration_custom" if form.get("budget_duration") == CUSTOM_RESET else "budget_duration"
     return errors_for(error, _FIELDS, {"budget_duration": alias})
@@ -135,8 +134,9 @@ async def create_budget(
     request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, form: CheckedForm
 ) -> Response:
     try:
-        created = await services.budgets.create(budget_fields(_submitted(form, is_edit=False)))
-    except ProxyError as error:
+        fields = await budget_fields(_submitted(form, is_edit=False), services.budgets.changes)
+        created = await services.budgets.create(fields)
+    except (InvalidForm, ProxyError) as error:
         errors = _budget_errors(error, form)
         return _form_page(templates, request, session, is_edit=False, values=form, errors=errors, status_code=400)
     return redirect("/ui/budgets?" + notice_query(session, "budget-created", created.budget_id))
@@ -163,21 +163,22 @@ async def update_budget(
 ) -> Response:
     form = {**form, "budget_id": id}  # read-only in the form: the URL decides which budget changes
     try:
-        await services.budgets.update(budget_fields(_submitted(form, is_edit=True)))
-    except ProxyError as error:
+        await services.budgets.update(await budget_fields(_submitted(form, is_edit=True), services.budgets.changes))
+    except (InvalidForm, ProxyError) as error:
         errors = _budget_errors(error, form)
         return _form_page(templates, request, session, is_edit=True, values=form, errors=errors, status_code=400)
     return redirect("/ui/budgets?" + notice_query(session, "budget-updated", id))
 
 
-def _delete_context(services: Services, budget: Budget) -> dict[str, Any]:
-    catalog = services.catalog
-    has_default = catalog.default_budget_id is not None and catalog.default_budget_id != budget.budget_id
-    fallback = f"the default budget ({catalog.default_budget_id})" if has_default else "no budget (no limits)"
+async def _delete_context(services: Services, budget: Budget) -> dict[str, Any]:
+    default_id = services.catalog.default_budget_id
+    has_default = default_id is not None and default_id != budget.budget_id
+    fallback = f"the default budget ({default_id})" if has_default else "no budget (no limits)"
+    counts = await customer_counts(services, [budget.budget_id])
     return {
         "nav": "budgets",
         "budget": budget,
-        "customers": catalog.shared_count(budget.budget_id),
+        "customers": counts.get(budget.budget_id, 0),
         "fallback": fallback,
     }
 
@@ -189,7 +190,7 @@ async def delete_budget_page(
     budget = await services.budgets.get(id)
     if budget is None:
         return _missing(templates, request, session, id)
-    context = _delete_context(services, budget) | {"errors": {}}
+    context = await _delete_context(services, budget) | {"errors": {}}
     return render(templates, request, session, "budget_delete.html", context)
 
 
@@ -208,7 +209,7 @@ async def delete_budget(
         budget = await services.budgets.get(id)
         if budget is None:
             return _missing(templates, request, session, id)
-        context = _delete_context(services, budget) | {"errors": {"": error.message}}
+        context = await _delete_context(services, budget) | {"errors": {"": error.message}}
         return render(templates, request, session, "budget_delete.html", context, status_code=error.status_code)
     return redirect("/ui/budgets?" + notice_query(session, "budget-deleted", id))
 

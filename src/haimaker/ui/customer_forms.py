@@ -3,13 +3,12 @@
 Create sends the filled fields as `POST /customer/new` would carry them; edit sends only the fields the admin changed,
 as `POST /customer/update` would, so leaving a shared tier's limits untouched never gives the customer a private copy.
 Validation and every rule (both a tier and limits, unknown default model, private copy of a shared tier) belong to
-`services.customers`; errors come back next to the field their `param` names.
+`services.customers`; every invalid field is reported at once, next to the field its `param` names. The tier
+dropdown lists the default budget once and no other customer's private budget (`tiers.py`).
 """
 
 from __future__ import annotations
 
-import uuid
-from collections import Counter
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
@@ -24,42 +23,14 @@ from haimaker.ui.deps import AdminSession, CheckedForm, EditorSession, Templates
 from haimaker.ui.forms import CUSTOMER_LIMIT_FIELDS, errors_for, given
 from haimaker.ui.rendering import notice_query, render, usd_form_value
 from haimaker.ui.session import Session
-from haimaker.ui.validation import customer_update_fields, new_customer_fields
+from haimaker.ui.tiers import tier_options
+from haimaker.ui.validation import InvalidForm, customer_update_fields, new_customer_fields
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 _EDITABLE: Final = ("alias", "budget_id", *CUSTOMER_LIMIT_FIELDS, "allowed_model_region", "default_model")
 _FIELDS: Final = ("user_id", *_EDITABLE)
 _REGIONS: Final = (("", "Any"), ("us", "US"), ("eu", "EU"))
-
-
-def _is_private_copy(budget_id: str, linked: int) -> bool:
-    # Private budgets are made by the services with uuid4 ids for exactly one customer; listing them as tiers
-    # for every other customer would bury the real tiers.
-    if linked != 1:
-        return False
-    try:
-        uuid.UUID(budget_id)
-    except ValueError:
-        return False
-    return True
-
-
-async def _budget_options(services: Services, current: str | None) -> list[tuple[str, str]]:
-    catalog = services.catalog
-    default_id = catalog.default_budget_id
-    first = f"Default budget ({default_id})" if default_id else "No budget (no limits)"
-    linked = Counter(c.budget_id for c in catalog.customers.values() if c.budget_id is not None)
-    options = [("", first)]
-    for budget in await services.budgets.list_all():
-        budget_id = budget.budget_id
-        if _is_private_copy(budget_id, linked.get(budget_id, 0)):
-            if budget_id != current:
-                continue
-            options.append((budget_id, f"Private budget ({budget_id[:8]}…)"))
-        else:
-            options.append((budget_id, budget_id))
-    return options
 
 
 def _model_options(services: Services) -> list[tuple[str, str]]:
@@ -88,7 +59,7 @@ async def _form_page(
         "cancel_href": "/ui/customers/view?" + customer_query(user_id) if is_edit else "/ui/customers",
         "form": values,
         "errors": errors,
-        "budget_options": await _budget_options(services, current),
+        "budget_options": await tier_options(services, current),
         "budget_help": "Link a pricing tier; every customer on it gets its full limits."
         + (f" Without one, the default budget {default_id} applies." if default_id else ""),
         "region_options": _REGIONS,
@@ -104,7 +75,9 @@ def _values_of(services: Services, view: CustomerView) -> dict[str, str]:
     return {
         "user_id": customer.user_id,
         "alias": customer.alias or "",
-        "budget_id": customer.budget_id or "",
+        # The default budget is the dropdown's empty choice (it is listed once): a customer linked to it explicitly
+        # shows it there, and saving the form unchanged leaves the link alone (only changed fields are sent).
+        "budget_id": "" if customer.budget_id == services.catalog.default_budget_id else customer.budget_id or "",
         "max_budget": usd_form_value(budget.max_budget) if budget else "",
         "budget_duration": (budget.budget_duration or "") if budget else "",
         "tpm_limit": "" if budget is None or budget.tpm_limit is None else str(budget.tpm_limit),
@@ -127,8 +100,9 @@ async def create_customer(
 ) -> Response:
     submitted = given(form, _FIELDS, empty_is_null=False)
     try:
-        created = await services.customers.create(new_customer_fields(submitted))
-    except ProxyError as error:
+        fields = await new_customer_fields(submitted, services.customers.check)
+        created = await services.customers.create(fields)
+    except (InvalidForm, ProxyError) as error:
         errors = errors_for(error, _FIELDS)
         return await _form_page(
             services, templates, request, session, view=None, values=form, errors=errors, status_code=400
@@ -165,9 +139,9 @@ async def update_customer(
     changed = {name: value for name, value in form.items() if name in _EDITABLE and value != before.get(name, "")}
     values = {**form, "user_id": id}
     try:
-        fields = customer_update_fields({"user_id": id, **given(changed, _EDITABLE, empty_is_null=True)})
-        await services.customers.update(fields)
-    except ProxyError as error:
+        submitted = {"user_id": id, **given(changed, _EDITABLE, empty_is_null=True)}
+        await services.customers.update(await customer_update_fields(submitted, services.customers.check))
+    except (InvalidForm, ProxyError) as error:
         errors = errors_for(error, _FIELDS)
         return await _form_page(
             services, templates, request, session, view=view, values=values, errors=errors, status_code=400

@@ -1,13 +1,13 @@
 """The Customers pages: the searchable, paginated table, a customer's page, block/unblock, and delete.
 
 Reads and writes go through `services.customers` and `services.spend`, as `/customer/*` and `/spend/logs` do. The
-table is paginated and searched in the database (50 rows a page), so it stays fast with any number of customers.
+table is paged by key and searched by id prefix in the database (50 rows a page, over the primary-key index), and
+its total is estimated past 1,000 customers, so it stays fast with any number of customers.
 The create and edit forms are in `customer_forms.py`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import Any, Final
@@ -27,6 +27,7 @@ from haimaker.ui.charts import budget_bar, daily_spend_chart
 from haimaker.ui.deps import AdminSession, CheckedForm, EditorSession, TemplatesDep, redirect
 from haimaker.ui.rendering import notice_query, render
 from haimaker.ui.session import Session
+from haimaker.ui.tiers import private_budget_ids
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -62,16 +63,19 @@ async def customers_page(
     templates: TemplatesDep,
     session: AdminSession,
     search: str = "",
-    page: int = 1,
+    after: str = "",
+    before: str = "",
 ) -> Response:
     search = search.strip()
-    # The service pages the table; the count for the pager comes straight from the same repository query.
-    total = await services.customers_repo.count(search or None)
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    page = min(max(page, 1), pages)
-    views = await services.customers.list_page(page, PAGE_SIZE, search or None)
+    # Paged by key (next: after the last id, previous: before the first), so any page costs the same; the total is
+    # exact only when few match, else estimated (`CustomerService.count`): nothing here counts every customer.
+    result = await services.customers.list_page(
+        PAGE_SIZE, search=search or None, after=after or None, before=None if after else before or None
+    )
+    total = await services.customers.count(search or None)
+    private = await private_budget_ids(services, (v.customer.budget_id for v in result.views if v.customer.budget_id))
     rows = []
-    for view in views:
+    for view in result.views:
         applied = effective_budget(services, view)
         max_budget = applied.budget.max_budget if applied.budget is not None else None
         rows.append(
@@ -80,9 +84,18 @@ async def customers_page(
                 "bar": budget_bar(view.spend, max_budget),
                 "budget_id": applied.budget_id,
                 "is_default": applied.is_default,
+                "has_custom_limits": applied.budget_id in private,
             }
         )
-    context = {"nav": "customers", "customers": rows, "search": search, "page": page, "pages": pages, "total": total}
+    context = {
+        "nav": "customers",
+        "customers": rows,
+        "search": search,
+        "total": total,
+        "next_after": result.next_after,
+        "prev_before": result.prev_before,
+        "is_paged": bool(after or before),
+    }
     is_fragment = request.headers.get("hx-request") == "true" and not request.headers.get("hx-history-restore-request")
     response = render(templates, request, session, "_customer_table.html" if is_fragment else "customers.html", context)
     response.headers["vary"] = "HX-Request"
@@ -116,7 +129,8 @@ async def customer_page(
     today = services.clock.now().astimezone(UTC).date()
     first = today - timedelta(days=CHART_DAYS - 1)
     days = await services.spend.daily_summary(first, today, end_user=id)
-    logs = await services.spend.logs(end_user=id, start_date=first)
+    # Only the rows shown: a hammered customer has a refusal row a second (accounting/refusals.py).
+    logs = await services.spend.logs(end_user=id, start_date=first, limit=LATEST_REQUESTS)
     context: dict[str, Any] = {
         "nav": "customers",
         "customer": view.customer,
@@ -125,6 +139,8 @@ async def customer_page(
         "limits": budget,
         "budget_id": applied.budget_id,
         "is_default": applied.is_default,
+        # A budget of its own (`tiers.py`): shown as the customer's custom limits, not by its uuid.
+        "has_custom_limits": bool(applied.budget_id and await private_budget_ids(services, [applied.budget_id])),
         "remaining": remaining,
         "days": CHART_DAYS,
         "chart": daily_spend_chart([(d.day.isoformat(), d.spend) for d in days], title="Spend per day"),
@@ -163,6 +179,9 @@ async def delete_customer_page(
         "customer": view.customer,
         "spend": view.spend,
         "has_default": services.catalog.default_budget_id is not None,
+        "has_custom_limits": bool(
+            view.customer.budget_id and await private_budget_ids(services, [view.customer.budget_id])
+        ),
         "errors": {},
     }
     return render(templates, request, session, "customer_delete.html", context)

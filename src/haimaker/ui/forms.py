@@ -2,7 +2,8 @@
 
 Forms send strings. They are handed to the services as the management API hands its JSON: the same field names, an
 empty input meaning "not given" on create and "clear it" (JSON null) on edit. Every validation rule and message
-stays in the services; this module only routes a `ProxyError` to the field named by its `param`.
+stays in the services; this module only routes each problem (a `ProxyError`, or every invalid field of an
+`InvalidForm`) to the field named by its `param`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Final
 
 from haimaker.errors import ProxyError
+from haimaker.ui.validation import InvalidForm
 
 RESET_CHOICES: Final = (("", "Never"), ("24h", "Daily (24h)"), ("7d", "Weekly (7d)"), ("30d", "Monthly (30d)"))
 CUSTOM_RESET: Final = "custom"
@@ -49,11 +51,16 @@ def duration_form_values(duration: str | None) -> dict[str, str]:
     return {"budget_duration": CUSTOM_RESET, "budget_duration_custom": duration}
 
 
-def errors_for(error: ProxyError, fields: Collection[str], aliases: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Place a service error next to the field its `param` names (through `aliases`), else at the top of the form."""
-    param = error.param or ""
-    name = (aliases or {}).get(param, param)
-    if name not in fields:
-        # Nested params such as `model_max_budget.gpt-4o.max_budget` belong to their top-level field.
-        name = name.split(".", 1)[0]
-    return {name if name in fields else "": error.message}
+def errors_for(
+    error: ProxyError | InvalidForm, fields: Collection[str], aliases: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Place each problem next to the field its `param` names (through `aliases`), else at the top of the form."""
+    problems = error.problems if isinstance(error, InvalidForm) else {error.param or "": error.message}
+    errors: dict[str, str] = {}
+    for param, message in problems.items():
+        name = (aliases or {}).get(param, param)
+        if name not in fields:
+            # Nested params such as `model_max_budget.gpt-4o.max_budget` belong to their top-level field.
+            name = name.split(".", 1)[0]
+        errors.setdefault(name if name in fields else "", message)
+    return errors

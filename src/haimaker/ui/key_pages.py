@@ -1,7 +1,8 @@
 """The Keys page: the table of virtual keys (masked), the create form, the new key shown once, block, delete.
 
 Writes go through `services.keys` (as `/key/generate`, `/key/block`, `/key/unblock` and `/key/delete` do), after the
-form has passed the API's own request model, so a bad value gets the API's message next to its field.
+form has passed the API's own request model and the services' field rules, so every bad value gets the API's message
+next to its field, all at once.
 
 Invariants:
 - The plaintext key exists in exactly one response: the answer to the create form's POST (rendered, not redirected:
@@ -28,7 +29,8 @@ from haimaker.ui.deps import AdminSession, CheckedForm, EditorSession, Templates
 from haimaker.ui.forms import CUSTOM_RESET, RESET_CHOICES, chosen_duration, errors_for, given
 from haimaker.ui.rendering import notice_query, render
 from haimaker.ui.session import Session
-from haimaker.ui.validation import new_key_fields
+from haimaker.ui.tiers import tier_options
+from haimaker.ui.validation import InvalidForm, new_key_fields
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -75,7 +77,7 @@ def submitted_fields(form: dict[str, str]) -> dict[str, Any]:
     return fields
 
 
-def _key_errors(error: ProxyError, form: dict[str, str]) -> dict[str, str]:
+def _key_errors(error: ProxyError | InvalidForm, form: dict[str, str]) -> dict[str, str]:
     # A bad custom period is shown under the custom field, where it was typed.
     alias = "budget_duration_custom" if form.get("budget_duration") == CUSTOM_RESET else "budget_duration"
     return errors_for(error, _FIELDS, {"budget_duration": alias})
@@ -123,14 +125,13 @@ async def _form_page(
     errors: dict[str, str],
     status_code: int = 200,
 ) -> Response:
-    budgets = await services.budgets.list_all()
     context = {
         "nav": "keys",
         "form": {"key_type": "default", **values},
         "errors": errors,
         "key_type_options": _KEY_TYPE_OPTIONS,
         "reset_options": _RESET_OPTIONS,
-        "budget_options": [("", "None"), *((b.budget_id, b.budget_id) for b in budgets)],
+        "budget_options": await tier_options(services),
         "model_names": services.router.model_names,
     }
     return render(templates, request, session, "key_form.html", context, status_code=status_code)
@@ -148,8 +149,9 @@ async def create_key(
     request: Request, services: ServicesDep, templates: TemplatesDep, session: AdminSession, form: CheckedForm
 ) -> Response:
     try:
-        plaintext, key = await services.keys.generate(new_key_fields(submitted_fields(form)))
-    except ProxyError as error:
+        fields = await new_key_fields(submitted_fields(form), services.keys.check)
+        plaintext, key = await services.keys.generate(fields)
+    except (InvalidForm, ProxyError) as error:
         errors = _key_errors(error, form)
         return await _form_page(
             services, templates, request, session, values=form, errors=errors, status_code=error.status_code

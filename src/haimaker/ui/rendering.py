@@ -1,4 +1,5 @@
-"""The Jinja2 environment of the admin UI: templates shipped as package data, autoescaped, with money filters.
+"""The Jinja2 environment of the admin UI: templates shipped as package data, autoescaped, with money filters
+(`usd`: every amount shown, through `amounts.format_usd`; `usd_value`: an amount in a form field).
 
 Pages are rendered through `render(...)`, which adds what every page needs: the session's CSRF token, the signed-in
 flag, whether the session may write (`can_write`: templates show no write control otherwise), the active navigation
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -20,8 +22,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from haimaker.money import Nanos, nanos_to_usd
-from haimaker.ui.charts import format_usd
+from haimaker.money import NANOS_PER_USD, Nanos
+from haimaker.ui.amounts import format_usd
 from haimaker.ui.session import CSRF_FIELD, Session
 
 TEMPLATES_DIR: Final = Path(__file__).parent / "templates"
@@ -54,16 +56,16 @@ NOTICES: Final = {
 }
 
 
-def _usd(nanos: Nanos | None, digits: int | None = None) -> str:
-    return "Unlimited" if nanos is None else format_usd(nanos, digits=digits)
+def _usd(nanos: Nanos | None) -> str:
+    return "Unlimited" if nanos is None else format_usd(nanos)
 
 
 def usd_form_value(nanos: Nanos | None) -> str:
     """A form field value in USD, without trailing zeros (`4`, `0.25`)."""
     if nanos is None:
         return ""
-    text = f"{nanos_to_usd(nanos):.9f}".rstrip("0").rstrip(".")
-    return text or "0"
+    text = f"{Decimal(nanos) / NANOS_PER_USD:f}"  # exact: a form must give back the stored amount
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _when(value: datetime | None) -> str:

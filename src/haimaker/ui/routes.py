@@ -160,6 +160,11 @@ def _per_million(per_token: Decimal) -> str:
     return f"{whole}.{fraction.ljust(2, '0')}"
 
 
+async def favicon() -> RedirectResponse:
+    """Browsers ask for `/favicon.ico` on any page of the host (the JSON API's docs too): send them to the UI's SVG."""
+    return RedirectResponse("/ui/static/favicon.svg", status_code=301)
+
+
 def include_ui_routes(api: FastAPI) -> None:
     """Mount the admin UI on the app: pages under `/ui`, assets under `/ui/static`."""
     api.state.haimaker_ui_templates = build_templates()
@@ -170,6 +175,7 @@ def include_ui_routes(api: FastAPI) -> None:
     api.include_router(key_pages.router)
     api.include_router(spend_pages.router)
     api.mount("/ui/static", StaticFiles(directory=str(STATIC_DIR)), name="ui-static")
+    api.add_api_route("/favicon.ico", favicon, methods=["GET", "HEAD"], include_in_schema=False)
 
     async def on_sign_in_required(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SignInRequired)

@@ -1,7 +1,8 @@
 """The Spend page: total and per-model spend over a chosen range, the top customers, as SVG charts and tables.
 
 Numbers come from the spend service (`services.spend`), the one that answers `/spend/logs` and
-`/global/spend/end_users`, so the page and the API always agree.
+`/global/spend/end_users`, so the page and the API always agree. Models are named as configured (`model_name`), not
+by the upstream model id spend is recorded under.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from haimaker.api.deps import AppStateDep, ServicesDep
 from haimaker.app_state import AppState
 from haimaker.errors import ProxyError
 from haimaker.money import Nanos
+from haimaker.providers.router import Router
 from haimaker.ui.charts import daily_spend_chart, ranked_bars_chart
 from haimaker.ui.deps import AdminSession, TemplatesDep
 from haimaker.ui.rendering import render
@@ -40,6 +42,19 @@ def chosen_range(today: date, range_code: str | None, start: str | None, end: st
         return first, last, ""
     code = range_code if range_code in _RANGE_DAYS else "30d"
     return today - timedelta(days=_RANGE_DAYS[code] - 1), today, code
+
+
+def model_names_by_upstream(router: Router) -> dict[str, str]:
+    """The configured `model_name` of each upstream model id, the model spend is recorded under (`gpt-4o-mini` of
+    `openai/gpt-4o-mini`); model names that call the same upstream model read together (`small / cheap`). A model
+    no longer configured keeps its upstream id."""
+    names: dict[str, list[str]] = {}
+    for name in router.model_names:
+        for deployment in router.group(name):
+            listed = names.setdefault(deployment.upstream_model, [])
+            if name not in listed:
+                listed.append(name)
+    return {upstream: " / ".join(listed) for upstream, listed in names.items()}
 
 
 def ledger_warning(state: AppState) -> str | None:
@@ -77,9 +92,11 @@ async def spend_page(
         first, last, code = chosen_range(today, None, None, None)
         days = await services.spend.daily_summary(first, last)
     per_model: dict[str, Nanos] = {}
+    model_names = model_names_by_upstream(services.router)
     for day in days:
         for model, nanos in day.models.items():
-            per_model[model] = per_model.get(model, 0) + nanos
+            name = model_names.get(model, model)
+            per_model[name] = per_model.get(name, 0) + nanos
     by_model = sorted(per_model.items(), key=lambda item: (-item[1], item[0]))
     top = await services.spend.top_end_users(
         start=datetime.combine(first, time(0), tzinfo=UTC),
