@@ -26,6 +26,7 @@ from bench.processes import Haimaker, LoadGenerator, Upstream, sample
 from bench.run import MASTER_KEY, Plan, Scenario, load_spec, write_config
 from haimaker.accounting.journal import SpendJournal
 from haimaker.accounting.recorder import SpendRecorder
+from haimaker.state.counters import SpendReset
 from haimaker.storage.records import Customer, SpendLog
 
 SHAPES = (("c=1 json", 1, False), ("c=64 json", 64, False), ("c=64 stream", 64, True))
@@ -52,11 +53,8 @@ def measure(loader: LoadGenerator, proxy: Haimaker, plan: Plan) -> dict[str, tup
 
 
 class _NullSink:
-    async def write_charges(self, new_customers: list[Customer], logs: list[SpendLog]) -> int:
-        return len(logs)
-
-    async def reset_customers(self, user_ids: list[str], next_reset_at: datetime) -> None:
-        return None
+    async def write_charges(self, new_customers: list[Customer], items: list[SpendLog | SpendReset]) -> int:
+        return len(items)
 
     async def reset_budget(self, reset: object) -> None:
         return None

@@ -48,6 +48,7 @@ class LoadSpec:
     body: str = DEFAULT_BODY  # JSON template; `{customer}` is substituted
     customers: int = 0  # 0: the template is sent as is
     customer_prefix: str = "cust-"
+    customer_step: int = 1  # customer ids are prefix + i * step: a sample spread over a larger id space
     stream: bool = False  # only changes how the response is checked; put `"stream": true` in the body
     headers: dict[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 5.0
@@ -106,7 +107,10 @@ def render_requests(spec: LoadSpec, host_header: str, path: str) -> list[bytes]:
     extra = "".join(f"{name}: {value}\r\n" for name, value in spec.headers.items())
     bodies: list[str]
     if spec.customers > 0:
-        bodies = [spec.body.replace("{customer}", f"{spec.customer_prefix}{i}") for i in range(spec.customers)]
+        bodies = [
+            spec.body.replace("{customer}", f"{spec.customer_prefix}{i * spec.customer_step}")
+            for i in range(spec.customers)
+        ]
     else:
         bodies = [spec.body]
     requests = []

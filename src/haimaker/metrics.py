@@ -76,6 +76,16 @@ class Metrics:
             "How long spend writes have been failing (0 while they succeed)",
             registry=self.registry,
         )
+        self.cached_customers = Gauge(
+            "haimaker_cached_customers",
+            "Customers held in memory (the working set; general_settings.customer_cache_max bounds it)",
+            registry=self.registry,
+        )
+        self.evicted_customers = Gauge(
+            "haimaker_evicted_customers",
+            "Idle customers evicted from memory since start (read back from the store on their next request)",
+            registry=self.registry,
+        )
         self.store_state = Gauge(
             "haimaker_store_state",
             "1 for the store's current state (ok, unreachable, lost), 0 for the others",

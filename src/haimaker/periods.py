@@ -43,6 +43,7 @@ __all__ = [
     "MAX_DURATION_DAYS",
     "Duration",
     "next_reset_at",
+    "parse_age",
     "parse_duration",
     "validate_duration",
     "validate_reset_time",
@@ -113,6 +114,26 @@ def _too_long(value: str) -> BadRequestError:
     return BadRequestError(
         f"Invalid budget_duration '{value}': at most {MAX_DURATION_DAYS} days.", param="budget_duration"
     )
+
+
+def parse_age(value: str) -> timedelta:
+    """An age limit such as LiteLLM's `maximum_spend_logs_retention_period` ("30d", "12h", "6mo"): the
+    `budget_duration` grammar, where any number of months is allowed and a month counts 30 days.
+
+    Raises:
+        ValueError: the string does not parse, or is zero long, or longer than `MAX_DURATION_DAYS`.
+    """
+    match = _DURATION_RE.match(value) if isinstance(value, str) else None
+    try:
+        if match is None or match.group(2) != "mo":
+            return timedelta(seconds=parse_duration(value).seconds)
+        digits = match.group(1).lstrip("0")
+        months = int(digits) if digits and len(digits) <= _MAX_AMOUNT_DIGITS else 0
+        if not 0 < months * 30 <= MAX_DURATION_DAYS:
+            raise _invalid(value)
+        return timedelta(days=30 * months)
+    except BadRequestError:
+        raise ValueError(f"invalid duration {value!r}: use a format like '12h', '30d' or '6mo'") from None
 
 
 def validate_duration(value: str | None) -> str | None:

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from haimaker.accounting.dead_letters import DEAD_LETTER_FILENAME, DeadLetterBox, encode_item
 from haimaker.accounting.journal import SpendJournal
-from haimaker.accounting.recorder import SpendRecorder
+from haimaker.accounting.recorder import GroupItem, SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.clock import SystemClock
 from haimaker.state.counters import SpendReset
@@ -187,11 +187,11 @@ class FlakySink(StoreSink):
         super().__init__(sink.sessions, SystemClock())
         self.failures = failures
 
-    async def write_charges(self, new_customers: list[Customer], logs: list[SpendLog]) -> int:
+    async def write_charges(self, new_customers: list[Customer], items: list[GroupItem]) -> int:
         if self.failures:
             self.failures -= 1
             raise ConnectionRefusedError("connection refused")
-        return await super().write_charges(new_customers, logs)
+        return await super().write_charges(new_customers, items)
 
 
 async def test_store_trouble_is_retried_whole_and_never_dead_lettered(ledger: Ledger, tmp_path: Path) -> None:

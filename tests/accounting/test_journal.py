@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from haimaker.accounting.dead_letters import DeadLetterBox
 from haimaker.accounting.journal import Item, SpendJournal, claim_dead, replay_dead, store_key
-from haimaker.accounting.recorder import BudgetReset, SpendRecorder
+from haimaker.accounting.recorder import BudgetReset, GroupItem, SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.clock import SystemClock
 from haimaker.state.counters import SpendReset
@@ -144,16 +144,13 @@ class _GatedSink:
         self.is_up = False
         self.written: list[str] = []
 
-    async def write_charges(self, new_customers: list[Customer], logs: list[SpendLog]) -> int:
+    async def write_charges(self, new_customers: list[Customer], items: list[GroupItem]) -> int:
         if not self.is_up:
             raise OSError("connection refused")
-        self.written.extend(log.request_id for log in logs)
-        return len(logs)
-
-    async def reset_customers(self, user_ids: list[str], next_reset_at: datetime) -> None:
-        if not self.is_up:
-            raise OSError("connection refused")
-        self.written.append(f"reset:{user_ids[0]}")
+        self.written.extend(
+            item.request_id if isinstance(item, SpendLog) else f"reset:{item.customer_id}" for item in items
+        )
+        return sum(isinstance(item, SpendLog) for item in items)
 
     async def reset_budget(self, reset: BudgetReset) -> None:
         raise AssertionError("not used")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from haimaker.accounting.recorder import BudgetReset, SpendRecorder
+from haimaker.accounting.recorder import BudgetReset, GroupItem, SpendRecorder
 from haimaker.state.counters import SpendReset
 from haimaker.storage.records import Customer, SpendLog
 from tests.support.factories import make_log
@@ -31,19 +31,18 @@ class ListSink:
         self.fail_next = 0
         self.gate: asyncio.Event | None = None
 
-    async def write_charges(self, new_customers: list[Customer], logs: list[SpendLog]) -> int:
+    async def write_charges(self, new_customers: list[Customer], items: list[GroupItem]) -> int:
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_next:
             self.fail_next -= 1
             raise OSError("database unreachable")
-        self.groups.append([log.request_id for log in logs])
+        self.groups.append(
+            [item.request_id if isinstance(item, SpendLog) else f"reset:{item.customer_id}" for item in items]
+        )
         self.new_customers.append(sorted(c.user_id for c in new_customers))
-        self.events.append(f"charges:{len(logs)}")
-        return len(logs)
-
-    async def reset_customers(self, user_ids: list[str], next_reset_at: datetime) -> None:
-        self.events.append(f"reset:{','.join(user_ids)}")
+        self.events.append("group:" + ",".join(self.groups[-1]))
+        return sum(isinstance(item, SpendLog) for item in items)
 
     async def reset_budget(self, reset: BudgetReset) -> None:
         self.events.append(f"reset-budget:{reset.budget_id}")
@@ -79,7 +78,7 @@ async def test_a_backlog_is_written_in_catch_up_groups() -> None:
     await recorder.aclose()
 
 
-async def test_resets_are_ordered_between_the_charges_around_them() -> None:
+async def test_customer_resets_join_the_group_in_their_place_and_a_tier_reset_is_written_alone() -> None:
     sink = ListSink()
     recorder = SpendRecorder(sink, max_delay_s=0.01, max_rows=100)
     recorder.start()
@@ -88,8 +87,29 @@ async def test_resets_are_ordered_between_the_charges_around_them() -> None:
     recorder.reset_customer(SpendReset("alice", NOW))
     recorder.record(_log(3))
     recorder.reset_budget(BudgetReset("tier", include_unbudgeted=False, now=NOW, next_reset_at=NOW))
+    recorder.record(_log(4))
     await recorder.flush()
-    assert sink.events == ["charges:2", "reset:alice", "charges:1", "reset-budget:tier"]
+    assert sink.events == ["group:r000001,r000002,reset:alice,r000003", "reset-budget:tier", "group:r000004"]
+    await recorder.aclose()
+
+
+async def test_a_reset_boundary_under_load_adds_no_transactions() -> None:
+    """Every customer's first request after the boundary resets its period: those resets ride in the groups the
+    charges make anyway (the regression: one transaction per reset split the groups, 260k-450k writes pending)."""
+    sink = ListSink()
+    sink.gate = asyncio.Event()  # a busy store: the boundary's traffic piles up behind one write
+    recorder = SpendRecorder(sink, max_delay_s=0.01, max_rows=500, max_catch_up_rows=5_000)
+    recorder.start()
+    recorder.record(_log(0, "warm-up"))
+    await asyncio.sleep(0.03)
+    for index in range(1, 3_001):
+        customer = f"c{index}"
+        recorder.reset_customer(SpendReset(customer, NOW))
+        recorder.record(_log(index, customer))
+    sink.gate.set()
+    await recorder.flush()
+    assert [len(group) for group in sink.groups] == [1, 5_000, 1_000]
+    assert recorder.pending == 0
     await recorder.aclose()
 
 

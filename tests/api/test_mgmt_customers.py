@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from haimaker.services.customers import COUNTED_UP_TO, MAX_OFFSET
 from tests.api.mgmt_support import DEFAULT_TIER, assert_error, chat, new_id
 
 CUSTOMER_KEYS = {
@@ -271,19 +272,62 @@ def test_delete_removes_customers_all_or_none(api: httpx.Client) -> None:
     assert_error(api.post("/customer/delete", json={"user_ids": []}), 422, "invalid_request_error", param="user_ids")
 
 
-def test_list_pages_and_searches(api: httpx.Client) -> None:
+def test_list_pages_by_number_and_by_the_next_link_with_a_prefix_search(api: httpx.Client) -> None:
     prefix = new_id("list")
-    ids = [f"{prefix}-{n}" for n in range(3)]
+    ids = [f"{prefix}-{n}" for n in range(5)]
     for user_id in reversed(ids):
         api.post("/customer/new", json={"user_id": user_id, "alias": f"Alias {user_id.upper()}"})
-    listed = api.get("/customer/list", params={"search": prefix}).json()
-    assert [row["user_id"] for row in listed] == ids and all(set(row) == CUSTOMER_KEYS for row in listed)
-    page = api.get("/customer/list", params={"search": prefix, "page": 2, "page_size": 2}).json()
-    assert [row["user_id"] for row in page] == ids[2:]
-    by_alias = api.get("/customer/list", params={"search": f"ALIAS {prefix.upper()}-1"}).json()
-    assert [row["user_id"] for row in by_alias] == ids[1:2]
+    listed = api.get("/customer/list", params={"search": prefix})
+    assert [row["user_id"] for row in listed.json()] == ids and all(set(row) == CUSTOMER_KEYS for row in listed.json())
+    assert "link" not in listed.headers  # one page holds them all
+    assert listed.headers["x-total-count"] == "5"  # few matches: counted exactly, for free
+    page = api.get("/customer/list", params={"search": prefix, "page": 3, "page_size": 2}).json()
+    assert [row["user_id"] for row in page] == ids[4:]
+
+    # Following rel="next" walks every match once, in order; the link keeps the other parameters.
+    walked: list[str] = []
+    response = api.get("/customer/list", params={"search": prefix, "page_size": 2})
+    while True:
+        assert response.status_code == 200, response.text
+        walked.extend(row["user_id"] for row in response.json())
+        if "next" not in response.links:
+            break
+        assert "search=" in response.links["next"]["url"] and "page_size=2" in response.links["next"]["url"]
+        response = api.get(response.links["next"]["url"])
+    assert walked == ids
+    after = api.get("/customer/list", params={"search": prefix, "after": ids[1]}).json()
+    assert [row["user_id"] for row in after] == ids[2:]
+
+    # The prefix is case-sensitive, and the alias is not searched (neither has an index to serve it).
+    assert api.get("/customer/list", params={"search": prefix.upper()}).json() == []
+    assert api.get("/customer/list", params={"search": f"Alias {prefix.upper()}"}).json() == []
     assert_error(api.get("/customer/list", params={"page_size": 101}), 422, "invalid_request_error", param="page_size")
     assert_error(api.get("/customer/list", params={"page": 0}), 422, "invalid_request_error", param="page")
+
+
+def test_list_totals_are_exact_on_request_and_never_count_every_customer_otherwise(api: httpx.Client) -> None:
+    new_customer(api)
+    everyone = api.get("/customer/list", params={"include_total": "true", "page_size": 1})
+    exact = int(everyone.headers["x-total-count"])
+    assert exact >= 1 and "x-total-estimate" not in everyone.headers
+    # Without include_total: exact when few (at most COUNTED_UP_TO), else the store's estimate (absent before it
+    # has one); the shared proxy holds a few hundred customers.
+    cheap = api.get("/customer/list", params={"page_size": 1}).headers
+    assert "x-total-count" in cheap or "x-total-estimate" in cheap or exact > COUNTED_UP_TO
+    if exact <= COUNTED_UP_TO:
+        assert int(cheap["x-total-count"]) >= exact
+    none = api.get("/customer/list", params={"search": new_id("nobody"), "include_total": "true"})
+    assert none.json() == [] and none.headers["x-total-count"] == "0"
+
+
+def test_numbered_pages_stop_where_offset_would_read_too_many_rows(api: httpx.Client) -> None:
+    deepest = MAX_OFFSET // 100 + 1
+    assert api.get("/customer/list", params={"page": deepest, "page_size": 100}).status_code == 200
+    response = api.get("/customer/list", params={"page": deepest + 1, "page_size": 100})
+    body = assert_error(response, 400, "invalid_request_error", param="page")
+    assert "after=" in body["message"]
+    both = api.get("/customer/list", params={"page": 2, "after": "x"})
+    assert_error(both, 400, "invalid_request_error", param="after")
 
 
 def test_block_and_unblock(api: httpx.Client) -> None:

@@ -126,6 +126,27 @@ def test_daily_activity_reports_customers_per_day(api: httpx.Client) -> None:
     )
 
 
+def test_daily_activity_of_all_customers_sums_each_day_without_listing_them(api: httpx.Client) -> None:
+    user_id = new_id()
+    ((_, cost),) = charged(api, user_id)
+    today = str(datetime.now(UTC).date())
+    everyone = api.get("/customer/daily/activity", params={"start_date": today, "end_date": today}).json()
+    [day] = everyone["results"]
+    # Every customer of the day is summed in; listing them would make the answer as big as the customer base.
+    assert day["breakdown"]["entities"] == {}
+    assert day["metrics"]["api_requests"] >= 1 and day["metrics"]["spend"] >= cost
+    assert (
+        sum(m["metrics"]["api_requests"] for m in day["breakdown"]["models"].values()) == day["metrics"]["api_requests"]
+    )
+    assert everyone["metadata"]["total_api_requests"] == day["metrics"]["api_requests"]
+
+    too_big = api.get(
+        "/customer/daily/activity",
+        params={"end_user_ids": ",".join(new_id() for _ in range(200)), "page_size": 1000},
+    )
+    assert_error(too_big, 400, "invalid_request_error", param="page_size")
+
+
 def test_global_spend_end_users_lists_top_spenders(api: httpx.Client) -> None:
     small, big = new_id(), new_id()
     charged(api, small)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ class Instance:
 
     def __init__(self, client: Redis, prefix: str, sink: StoreSink) -> None:
         self.catalog = Catalog()
+        self.catalog.attach_store(sink.customers.get_many)
         self.forgotten: list[str] = []
         self.bus = InvalidationBus(client, prefix, CatalogRefresher(self.catalog, sink, self.forgotten.append))
 
@@ -68,7 +70,9 @@ async def test_block_budget_edit_and_delete_reach_every_instance_within_a_second
     await sink.customers.create(Customer(user_id="alice", budget_id="tier"))
     async with AsyncExitStack() as stack:
         first, second, third = await _instances(stack, redis_client, redis_prefix, sink, 3)
-        assert not second.catalog.customers["alice"].blocked
+        for instance in (second, third):  # in their working sets (a message refreshes only a cached customer)
+            alice = await instance.catalog.lookup("alice")
+            assert alice is not None and not alice.blocked
 
         await sink.customers.set_blocked(["alice"], True)
         first.bus.publish("customer", "alice")
@@ -96,12 +100,65 @@ async def test_a_reconnecting_subscriber_reloads_what_it_missed(tmp_path: Path, 
         try:
             async with AsyncExitStack() as stack:
                 (instance,) = await _instances(stack, client, "haimaker-t-reconnect", sink, 1)
+                assert await instance.catalog.lookup("bob") is None  # remembered as absent
                 server.stop()
                 await _until(lambda: not instance.bus.is_subscribed, timeout_s=3)
                 # Written while the channel was down: no message will ever say so.
                 await sink.customers.create(Customer(user_id="bob", blocked=True))
                 server.start()
                 await instance.bus.wait_subscribed(timeout_s=5)
-                assert instance.catalog.customers["bob"].blocked
+                bob = await instance.catalog.lookup("bob")
+                assert bob is not None and bob.blocked
         finally:
             await client.aclose()
+
+
+async def test_a_resync_rereads_only_the_cached_customers_in_batches(
+    sink: StoreSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import haimaker.state.invalidation as invalidation
+
+    monkeypatch.setattr(invalidation, "RESYNC_BATCH", 2)
+    long_ago = datetime(2026, 1, 1, tzinfo=UTC)
+    for user_id in ("kept", "edited", "deleted", "idle-1", "idle-2"):
+        await sink.customers.create(Customer(user_id=user_id, created_at=long_ago))
+    catalog = Catalog()
+    catalog.attach_store(sink.customers.get_many)
+    for user_id in ("kept", "edited", "deleted"):
+        await catalog.lookup(user_id)
+    fresh = Customer(user_id="fresh", created_at=datetime.now(UTC))  # first seen in traffic, not written yet
+    catalog.put_new_customer(fresh)
+    await sink.customers.set_blocked(["edited"], True)  # messages about these two were missed
+    await sink.customers.delete_many(["deleted"])
+    reads: list[list[str]] = []
+    get_many = sink.customers.get_many
+
+    async def counted(user_ids: Sequence[str]) -> dict[str, Customer]:
+        reads.append(sorted(user_ids))
+        return await get_many(user_ids)
+
+    monkeypatch.setattr(sink.customers, "get_many", counted)
+    forgotten: list[str] = []
+
+    await CatalogRefresher(catalog, sink, forgotten.append).reload()
+
+    assert sorted(user_id for batch in reads for user_id in batch) == ["deleted", "edited", "fresh", "kept"]
+    assert max(len(batch) for batch in reads) == 2  # the idle customers of the store are never read
+    assert catalog.customers["edited"].blocked
+    assert "deleted" not in catalog.customers and forgotten == ["deleted"]
+    assert catalog.customers["fresh"] is fresh  # its first charge is still on its way to the store
+
+
+async def test_a_message_about_a_customer_not_cached_here_does_not_cache_it(sink: StoreSink) -> None:
+    await sink.customers.create(Customer(user_id="elsewhere", created_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    catalog = Catalog()
+    catalog.attach_store(sink.customers.get_many)
+    assert await catalog.lookup("newcomer") is None  # remembered as absent
+    refresher = CatalogRefresher(catalog, sink, lambda user_id: None)
+
+    await refresher.changed("customer", "elsewhere")
+    await sink.customers.create(Customer(user_id="newcomer", created_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    await refresher.changed("customer", "newcomer")
+
+    assert "elsewhere" not in catalog.customers
+    assert not catalog.is_absent("newcomer") and await catalog.lookup("newcomer") is not None

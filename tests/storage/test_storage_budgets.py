@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from haimaker.clock import FakeClock
 from haimaker.errors import DuplicateError
 from haimaker.storage import Budget, BudgetRepository, CustomerRepository
+from haimaker.storage.budgets_repo import is_private_budget
 from tests.support.factories import T0, make_budget, make_customer
 
 
@@ -118,6 +120,28 @@ async def test_count_customers_by_budget(budgets: BudgetRepository, customers: C
     for user_id, budget_id in [("a", "free"), ("b", "free"), ("c", "pro"), ("d", None)]:
         await customers.create(make_customer(user_id=user_id, budget_id=budget_id))
     assert await budgets.count_customers_by_budget() == {"free": 2, "pro": 1}
+    # Only the budgets asked about (those without customers are left out, as above).
+    assert await budgets.count_customers_by_budget(["pro", "unused", "ghost"]) == {"pro": 1}
+    assert await budgets.count_customers_by_budget([]) == {}
+
+
+async def test_list_tiers_leaves_out_exactly_the_private_budgets(
+    budgets: BudgetRepository, customers: CustomerRepository
+) -> None:
+    private, shared, fresh, default = (str(uuid.uuid4()) for _ in range(4))
+    linked = {private: 1, shared: 2, fresh: 0, default: 1, "named": 1, f"{{{private[:34]}}}": 1}
+    for budget_id, count in linked.items():
+        await budgets.create(make_budget(budget_id=budget_id))
+        for n in range(count):
+            await customers.create(make_customer(user_id=f"{budget_id}-{n}", budget_id=budget_id))
+    listed = await budgets.list_tiers(default)
+    # SQL and Python apply the same rule.
+    assert [(b.budget_id, n) for b, n in listed] == sorted(
+        (budget_id, count) for budget_id, count in linked.items() if not is_private_budget(budget_id, count, default)
+    )
+    assert private not in {b.budget_id for b, _ in listed} and len(listed) == len(linked) - 1
+    without_default = {b.budget_id for b, _ in await budgets.list_tiers(None)}
+    assert without_default == set(linked) - {private, default}
 
 
 async def test_due_for_reset_selects_budgets_with_a_duration_whose_instant_passed_or_is_unset(

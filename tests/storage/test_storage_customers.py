@@ -1,8 +1,8 @@
-"""CustomerRepository on both engines: duplicates, all-or-nothing deletes, block upserts, pages, search, resets."""
+"""CustomerRepository on both engines: duplicates, all-or-nothing deletes, block upserts, key pages, prefix search,
+resets (pages and counts at scale: test_storage_customers_scale.py)."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +10,7 @@ import pytest
 from haimaker.clock import FakeClock
 from haimaker.errors import DuplicateError, NotFoundError
 from haimaker.storage import BudgetRepository, ChargeBatch, Customer, CustomerRepository, SpendRepository
+from haimaker.storage.customers_repo import _next_prefix
 from tests.support.factories import T0, make_budget, make_customer, make_log
 
 
@@ -123,52 +124,64 @@ async def test_set_blocked_creates_missing_customers_and_keeps_other_fields(cust
     assert await customers.set_blocked([], True) == []
 
 
-async def test_list_page_orders_by_id_bytewise_and_pages_are_contiguous(customers: CustomerRepository) -> None:
+async def test_list_page_orders_by_id_bytewise_and_pages_by_key(customers: CustomerRepository) -> None:
     ids = ["b", "A", "a_b", "aB", "a", "Z", "é", "10", "9"]
     for user_id in ids:
         await customers.create(make_customer(user_id=user_id))
-    pages = [await customers.list_page(page, 4) for page in (1, 2, 3, 4)]
-    assert [[c.user_id for c in page] for page in pages] == [
-        sorted(ids)[0:4],
-        sorted(ids)[4:8],
-        sorted(ids)[8:],
-        [],
-    ]
-    assert [c.user_id for c in await customers.list_all()] == sorted(ids)
+    ordered = sorted(ids)
+    first = await customers.list_page(4)
+    second = await customers.list_page(4, after=first[-1].user_id)
+    third = await customers.list_page(4, after=second[-1].user_id)
+    assert [[c.user_id for c in page] for page in (first, second, third)] == [ordered[0:4], ordered[4:8], ordered[8:]]
+    assert await customers.list_page(4, after=third[-1].user_id) == []
+    # `before` gives the rows just before, still in ascending order; `offset` skips rows of the scan.
+    assert [c.user_id for c in await customers.list_page(3, before=ordered[5])] == ordered[2:5]
+    assert [c.user_id for c in await customers.list_page(4, offset=4)] == ordered[4:8]
+    # A cursor that names no customer still lands between the neighbours.
+    assert [c.user_id for c in await customers.list_page(2, after="aC")] == ["a_b", "b"]
+    assert [c.user_id for c in await customers.list_all()] == ordered
     with pytest.raises(ValueError):
-        await customers.list_page(0, 10)
+        await customers.list_page(0)
+    with pytest.raises(ValueError):
+        await customers.list_page(1, after="a", before="b")
 
 
-async def test_search_is_a_case_insensitive_substring_of_id_or_alias(customers: CustomerRepository) -> None:
-    await customers.create(make_customer(user_id="ACME-1"))
-    await customers.create(make_customer(user_id="x-2", alias="Big acme corp"))
-    await customers.create(make_customer(user_id="other", alias=None))
-    await customers.create(make_customer(user_id="100%_sure"))
-    await customers.create(make_customer(user_id="1000 sure"))
-    assert [c.user_id for c in await customers.list_page(1, 50, "acme")] == ["ACME-1", "x-2"]
-    assert await customers.count("AcMe") == 2
-    # LIKE wildcards in the search are literal characters.
-    assert [c.user_id for c in await customers.list_page(1, 50, "0%_")] == ["100%_sure"]
-    assert await customers.count("_") == 1
-    assert await customers.count(None) == 5
-    assert await customers.count("") == 5
+async def test_search_is_an_id_prefix_compared_bytewise(customers: CustomerRepository) -> None:
+    ids = ["acme", "acme-1", "acme-2", "ACME-3", "acmf", "acm", "x-acme", "100%_sure", "100 sure", "é-1", "éa"]
+    for user_id in ids:
+        await customers.create(make_customer(user_id=user_id, alias="acme everywhere"))
+    assert [c.user_id for c in await customers.list_page(50, prefix="acme")] == ["acme", "acme-1", "acme-2"]
+    assert [c.user_id for c in await customers.list_page(1, prefix="acme", after="acme")] == ["acme-1"]
+    assert await customers.count("acme") == 3
+    assert await customers.count("acme", up_to=2) == 2
+    # LIKE wildcards are plain characters; non-ASCII prefixes work the same way.
+    assert [c.user_id for c in await customers.list_page(50, prefix="100%")] == ["100%_sure"]
+    assert [c.user_id for c in await customers.list_page(50, prefix="é")] == ["é-1", "éa"]
+    assert await customers.count(None) == len(ids)
+    assert await customers.count("") == len(ids)
 
 
-async def test_pages_and_search_stay_fast_with_ten_thousand_customers(
-    customers: CustomerRepository, spend: SpendRepository
-) -> None:
-    many = [make_customer(user_id=f"user-{index:05d}", alias=f"Team {index % 7}") for index in range(10_000)]
-    await spend.write_batch(ChargeBatch(new_customers=many))
-    started = time.perf_counter()
-    page = await customers.list_page(100, 50)
-    found = await customers.list_page(2, 50, "team 3")
-    total = await customers.count("TEAM 3")
-    elapsed_s = time.perf_counter() - started
-    assert [c.user_id for c in page] == [f"user-{index:05d}" for index in range(4950, 5000)]
-    assert total == len([c for c in many if c.alias == "Team 3"])
-    assert [c.user_id for c in found] == [c.user_id for c in many if c.alias == "Team 3"][50:100]
-    assert await customers.count() == 10_000
-    assert elapsed_s < 2.0  # generous: a shared 2-core machine; each query takes a few ms
+@pytest.mark.parametrize(
+    ("prefix", "upper"),
+    [("abc", "abd"), ("a\U0010ffff", "b"), ("\U0010ffff", None), ("a\ud7ff", "a\ue000"), ("", None)],
+)
+def test_the_prefix_range_ends_at_the_next_possible_prefix(prefix: str, upper: str | None) -> None:
+    assert _next_prefix(prefix) == upper
+
+
+async def test_a_prefix_ending_in_the_last_code_point_still_matches(customers: CustomerRepository) -> None:
+    for user_id in ("a\U0010ffff", "a\U0010ffffz", "b"):
+        await customers.create(make_customer(user_id=user_id))
+    assert [c.user_id for c in await customers.list_page(10, prefix="a\U0010ffff")] == ["a\U0010ffff", "a\U0010ffffz"]
+
+
+async def test_counts_on_a_budget_stop_at_the_bound(customers: CustomerRepository, budgets: BudgetRepository) -> None:
+    await budgets.create(make_budget(budget_id="tier"))
+    for index in range(5):
+        await customers.create(make_customer(user_id=f"c{index}", budget_id="tier" if index < 3 else None))
+    assert await customers.count_on_budget("tier", up_to=2) == 2
+    assert await customers.count_on_budget("tier", up_to=10) == 3
+    assert await customers.count_on_budget("other", up_to=2) == 0
 
 
 async def test_reset_spend_by_ids(customers: CustomerRepository) -> None:

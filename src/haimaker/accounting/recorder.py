@@ -1,10 +1,13 @@
 """Grouped, durable spend writes: the only writer of spend to the store.
 
 Charges are queued without awaiting (safe in `finally` of a cancelled stream) and written in groups:
-one transaction per group, a group closing after `max_delay_s` (100 ms) or `max_rows` (500) charges.
-Spend resets go through the same queue, so a reset is ordered exactly between the charges before
-and after it. `flush()` waits until everything queued so far is durable; `aclose()` drains the queue and closes the
-journal before shutdown (called again, it does nothing).
+one transaction per group, a group closing after `max_delay_s` (100 ms) or `max_rows` (500) items.
+Period resets (`SpendReset`: a customer's or a key's, at request time or from the reset job) go through the same
+queue and join the group they fall in: the group's one transaction applies them set-based, each exactly between the
+charges queued before and after it (`SpendRepository.write_batch`), so a reset boundary under load, when every
+customer's next request resets its period, costs no more transactions than the charges alone. `flush()` waits until
+everything queued so far is durable; `aclose()` drains the queue and closes the journal before shutdown (called
+again, it does nothing).
 
 With a journal (`journal.py`), `record()` also appends every item to local disk before the response is sent, so a
 process crash loses nothing acknowledged. The in-memory queue is then bounded (`max_queued`): past it, while the store
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from haimaker.accounting.dead_letters import DeadLetterBox
 from haimaker.state.counters import SpendReset
 from haimaker.storage.records import Customer, SpendLog
+from haimaker.storage.spend_repo import refused_requests
 from haimaker.storage.write_errors import describe_error, is_data_error
 
 if TYPE_CHECKING:
@@ -48,7 +52,9 @@ DEFAULT_MAX_QUEUED = 50_000
 
 @dataclass(frozen=True, slots=True)
 class BudgetReset:
-    """Zero every customer of a tier (and the unbudgeted ones for the default tier) whose period ended."""
+    """Zero every customer of a tier (and the unbudgeted ones for the default tier) whose period ended, in one
+    statement written alone. Only journals written before the reset job queued `SpendReset`s in batches hold these
+    (`services/resets.py`); they are still replayed."""
 
     budget_id: str
     include_unbudgeted: bool
@@ -59,13 +65,14 @@ class BudgetReset:
 class SpendSink(Protocol):
     """Where grouped writes go (the storage layer)."""
 
-    async def write_charges(self, new_customers: list[Customer], logs: list[SpendLog]) -> int: ...
-
-    async def reset_customers(self, user_ids: list[str], next_reset_at: datetime) -> None: ...
+    async def write_charges(self, new_customers: list[Customer], items: list[GroupItem]) -> int:
+        """Write a group in one transaction: the charges, and the resets among them in their place."""
+        ...
 
     async def reset_budget(self, reset: BudgetReset) -> None: ...
 
 
+GroupItem = SpendLog | SpendReset
 _Item = SpendLog | SpendReset | BudgetReset
 
 
@@ -121,6 +128,11 @@ class SpendRecorder:
         return self._queued - self._written
 
     @property
+    def queued(self) -> int:
+        """The sequence number of the last charge or reset queued (`written` reaches it once all are durable)."""
+        return self._queued
+
+    @property
     def written(self) -> int:
         """How many charges and resets this recorder has made durable since it started."""
         return self._written
@@ -135,6 +147,7 @@ class SpendRecorder:
         self._put(log)
 
     def reset_customer(self, reset: SpendReset) -> None:
+        """Queue a period reset of a customer or a key (never awaits); it is written with the group it falls in."""
         self._put(reset)
 
     def reset_budget(self, reset: BudgetReset) -> None:
@@ -185,7 +198,9 @@ class SpendRecorder:
             else:
                 if self._spilled_from is None:
                     self._queue.append(item)
-        if len(self._queue) >= self._max_rows or isinstance(item, SpendReset | BudgetReset):
+        # A reset does not close the group early: at a period boundary every request resets its customer, and
+        # closing a group on each would write them one transaction apiece.
+        if len(self._queue) >= self._max_rows:
             self._wakeup.set()
 
     def _hold_in_memory(self, item: _Item) -> None:
@@ -285,30 +300,32 @@ class SpendRecorder:
                     logger.exception("spend journal: could not note written charges (files are deleted later)")
 
     async def _write_next_group(self) -> int:
-        """Write the charges up to the next reset (or the reset itself); return how many items."""
+        """Write the charges and resets up to the next tier-wide reset (or that reset alone); return how many items."""
         head = self._queue[0]
-        if isinstance(head, SpendReset | BudgetReset):
-            await self._retry(lambda: self._write_reset(head))
+        if isinstance(head, BudgetReset):
+            await self._retry(lambda: self._write_budget_reset(head))
             del self._queue[0]
             return 1
-        logs: list[SpendLog] = []
+        items: list[GroupItem] = []
         for item in self._queue[: self._max_catch_up_rows]:
-            if not isinstance(item, SpendLog):
+            if isinstance(item, BudgetReset):
                 break
-            logs.append(item)
-        await self._retry(lambda: self._write_isolating(logs))
-        del self._queue[: len(logs)]
-        return len(logs)
+            items.append(item)
+        await self._retry(lambda: self._write_isolating(items))
+        del self._queue[: len(items)]
+        return len(items)
 
-    async def _write_isolating(self, logs: list[SpendLog]) -> None:
-        """Write `logs`; on a data error split them until the bad rows are alone and file those as dead letters.
-        Store trouble propagates (to `_retry`), whatever has been written by then stays written."""
+    async def _write_isolating(self, items: list[GroupItem]) -> None:
+        """Write `items`; on a data error split them until the bad items are alone and file those as dead letters.
+        Store trouble propagates (to `_retry`), whatever has been written by then stays written. A split keeps the
+        order: each half is a run of the queue, written as the whole group would have written it."""
         # Charges create their customer if absent ("first call works"; traffic re-creates a deleted one).
         # A customer first seen through a key with `end_user_budget_id` is created on that budget (spend log metadata,
         # so that a journaled charge replayed after a crash creates it the same way).
+        # A refused request (`accounting/refusals.py`) was never admitted: its log creates no customer.
         new_customers: dict[str, Customer] = {}
-        for log in logs:
-            if not log.end_user:
+        for log in items:
+            if not isinstance(log, SpendLog) or not log.end_user or refused_requests(log):
                 continue
             known = new_customers.get(log.end_user)
             # Only the customer's first call carries the budget: a later call in the same group never drops it.
@@ -319,23 +336,20 @@ class SpendRecorder:
                         user_id=log.end_user, created_at=log.start_time, budget_id=budget_id
                     )
         try:
-            await self._sink.write_charges(list(new_customers.values()), logs)
+            await self._sink.write_charges(list(new_customers.values()), items)
         except Exception as exc:
             if not is_data_error(exc):
                 raise
-            if len(logs) == 1:
-                await self.dead_letters.put(logs[0], exc)
+            if len(items) == 1:
+                await self.dead_letters.put(items[0], exc)
                 return
-            middle = len(logs) // 2
-            await self._write_isolating(logs[:middle])
-            await self._write_isolating(logs[middle:])
+            middle = len(items) // 2
+            await self._write_isolating(items[:middle])
+            await self._write_isolating(items[middle:])
 
-    async def _write_reset(self, reset: SpendReset | BudgetReset) -> None:
+    async def _write_budget_reset(self, reset: BudgetReset) -> None:
         try:
-            if isinstance(reset, SpendReset):
-                await self._sink.reset_customers([reset.customer_id], reset.next_reset_at)
-            else:
-                await self._sink.reset_budget(reset)
+            await self._sink.reset_budget(reset)
         except Exception as exc:
             if not is_data_error(exc):
                 raise

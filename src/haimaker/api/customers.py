@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from haimaker.api.deps import ServicesDep
@@ -22,6 +23,7 @@ from haimaker.api.schemas import (
     set_fields,
 )
 from haimaker.api.wire import customer_row
+from haimaker.services.customers import MAX_OFFSET, CustomerCount
 
 router = APIRouter(tags=["Customer Management"])
 
@@ -70,16 +72,44 @@ async def delete_customers(body: DeleteCustomerRequest, services: ServicesDep) -
     )
 
 
-@_route("GET", "/list", 422)
+@_route("GET", "/list", 400, 422)
 async def list_customers(
+    request: Request,
     services: ServicesDep,
-    page: Annotated[Page, Query()] = 1,
+    page: Annotated[
+        Page | None, Query(description=f"Numbered page, within the first {MAX_OFFSET:,} customers; deeper, use after")
+    ] = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 50,
-    search: Annotated[Text | None, Query(description="Substring of the id or alias, any case")] = None,
+    search: Annotated[Text | None, Query(description="Prefix of the customer id, case-sensitive")] = None,
+    after: Annotated[Id | None, Query(description='The customers after this id (the link: rel="next" header)')] = None,
+    include_total: Annotated[bool, Query(description="Count the matches exactly (x-total-count)")] = False,
 ) -> Response:
-    """A page of customers ordered by id, as a bare array."""
-    views = await services.customers.list_page(page, page_size, search)
-    return json_response([customer_row(view) for view in views])
+    """A page of customers ordered by id, as a bare array (LiteLLM's shape).
+
+    Paging: while more customers follow, the `link` header carries `rel="next"`: this query with
+    `after=<last user_id>`, which costs the same at any depth. `page` still works within the first `MAX_OFFSET`
+    customers (OFFSET reads the rows it skips). Totals: `x-total-count` is exact, sent with `include_total=true`
+    or when few match (`COUNTED_UP_TO`); else, without a search, `x-total-estimate` is the store's estimate of all
+    customers (absent while it has none, and for a search: ask `include_total`). No call counts every customer
+    unless asked to.
+
+    `search` is an id prefix, served by the primary-key index; LiteLLM's is a case-insensitive substring of the id
+    or alias, which reads every customer.
+    """
+    result = await services.customers.list_page(page_size, search=search, after=after, page=page)
+    total = await services.customers.count(search, exact=include_total)
+    headers = _total_headers(total)
+    if result.next_after is not None:
+        query = {name: value for name, value in request.query_params.items() if name not in ("page", "after")}
+        query["after"] = result.next_after
+        headers["link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return json_response([customer_row(view) for view in result.views], headers=headers)
+
+
+def _total_headers(total: CustomerCount) -> dict[str, str]:
+    if total.accuracy == "more_than":
+        return {}
+    return {"x-total-count" if total.accuracy == "exact" else "x-total-estimate": str(total.value)}
 
 
 @_route("POST", "/block", 400, 422)

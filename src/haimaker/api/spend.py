@@ -62,7 +62,8 @@ async def customer_daily_activity(
     page: Annotated[Page, Query()] = 1,
     page_size: Annotated[int, Query(ge=1, le=1000, description="Days per page")] = 10,
 ) -> Response:
-    """Customers' spend and tokens per day, newest first, broken down by model, provider and customer."""
+    """Customers' spend and tokens per day, newest first, broken down by model and provider, and by customer for the
+    customers `end_user_ids` names (without it a day sums every customer, and `entities` is empty)."""
     report = await services.spend.daily_activity(
         end_user_ids=_ids(end_user_ids),
         exclude_end_user_ids=_ids(exclude_end_user_ids),
@@ -77,7 +78,8 @@ async def customer_daily_activity(
 
 @router.post("/global/spend/end_users", include_in_schema=False, responses=error_responses(400, 422))
 async def top_end_users(services: ServicesDep, body: GlobalEndUsersSpend | None = None) -> Response:
-    """The 100 customers who spent most (default: the last 30 days)."""
+    """The 100 customers who spent most over the whole UTC days `[startTime, endTime)` touches (default: the last
+    30 days)."""
     body = body or GlobalEndUsersSpend()
     rows = await services.spend.top_end_users(
         start=as_utc(body.startTime, param="startTime") if body.startTime is not None else None,

@@ -56,6 +56,8 @@ class Ticket:
     key_subject: str | None = None
     # The budget a customer first seen through this request's key is created on (the key's `end_user_budget_id`).
     new_customer_budget_id: str | None = None
+    # Settled or released: the customer's request no longer pins it in the working set.
+    closed: bool = False
 
     def rate_headers(self, used_tokens: int | None = None) -> list[tuple[str, str]]:
         """The `x-ratelimit-*` headers of every subject admitted (the key's, then the customer's).
@@ -166,6 +168,8 @@ class BudgetEngine:
         customer: Customer | None = None
         limits: Limits | None = None
         if customer_id is not None:
+            # From the cache, or read from the store (a customer idle long enough to be evicted, or never seen here).
+            await self.catalog.lookup(customer_id)
             new_budget = key.end_user_budget_id if key is not None else None
             customer, limits = self.check_access(customer_id, model, group, new_customer_budget_id=new_budget)
             if customer is None and new_budget is not None and new_budget in self.catalog.budgets:
@@ -181,7 +185,11 @@ class BudgetEngine:
             # First sight: the customer exists from now on; the store row is written with its first charge.
             budget_id = key.end_user_budget_id if key is not None else None
             budget_id = budget_id if budget_id in self.catalog.budgets else None
-            self.catalog.put_customer(Customer(user_id=customer_id, created_at=self._clock.now(), budget_id=budget_id))
+            self.catalog.put_new_customer(
+                Customer(user_id=customer_id, created_at=self._clock.now(), budget_id=budget_id)
+            )
+        if customer_id is not None:
+            self.catalog.began(customer_id)
         return Ticket(
             customer_id,
             limits,
@@ -226,6 +234,7 @@ class BudgetEngine:
     ) -> Settlement:
         """Charge the actual usage to the key and, unless `charge_customer` is off, the customer (never awaits)."""
         cost = cost_nanos(price, usage) if price is not None else 0
+        self._close(ticket)
         for reservation in ticket.key_reservations:
             self.store.settle(reservation, cost, usage.total_tokens)
         if ticket.key_subject is not None and not any(
@@ -249,10 +258,19 @@ class BudgetEngine:
         return Settlement(cost, spend, over_soft)
 
     def release(self, ticket: Ticket) -> None:
+        self._close(ticket)
         for reservation in ticket.key_reservations:
             self.store.release(reservation)
         if ticket.reservation is not None:
             self.store.release(ticket.reservation)
+
+    def _close(self, ticket: Ticket) -> None:
+        # Before the caller queues the charge, without an await in between: the working set's sweep cannot run in
+        # between, so it sees the customer active or its charge queued (`state/working_set.py`).
+        if not ticket.closed:
+            ticket.closed = True
+            if ticket.customer_id is not None:
+                self.catalog.ended(ticket.customer_id)
 
     def forget_customer(self, customer_id: str) -> None:
         self.catalog.drop_customer(customer_id)

@@ -9,6 +9,9 @@ Invariants:
 - The budget named by `litellm_settings.max_end_user_budget_id` cannot be deleted while it is configured: every
   customer without a budget of its own rides it, and startup refuses a default budget that does not exist.
 - Deleting a budget leaves its customers without one (they fall back to the default budget); their spend stays.
+- Nothing here reads or writes a budget's customers one by one (issue 15): deleting a budget is one DELETE, whose
+  foreign key (ON DELETE SET NULL) unlinks every customer in the same statement, and editing a tier writes its one
+  row, which its customers read through their `budget_id`. Either costs the same for 10 customers or 10 million.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Invariants:
   spend.
 - Ids, searches and other text are checked with `ids.checked_text` here too (the API checks them first, the admin UI
   relies on this): a value a store cannot hold is a 400, never a database error.
+- Nothing here reads or counts every customer (issue 15): lists page by key, totals are estimated unless asked for,
+  and whether a budget is shared is a count that stops at 2. The catalog holds only active customers, so it is never
+  asked about customers in general.
 - A customer's budget fields (max_budget, tpm_limit, …) live on a budget row. A customer without a row of its own
   gets a private one; a row shared with other customers (a pricing tier, or the default budget) is never changed
   from here: the customer gets a private copy with the change, the tier stays as it is.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from haimaker.errors import BadRequestError, DuplicateError, NotFoundError, UnprocessableError
 from haimaker.ids import MAX_TEXT_CHARS, checked_text
@@ -42,6 +45,11 @@ UPDATE_BUDGET_FIELDS: Final = (
 _NULLABLE_FIELDS: Final = ("alias", "allowed_model_region", "default_model")
 # Pages of a list: enough for any real listing, and OFFSET (page * size) stays far from the stores' 64-bit limit.
 MAX_PAGE: Final = 1_000_000
+# Rows a numbered page may skip. Deeper customers are reached by key (`after`, the `link: rel="next"` of every
+# page), which costs the same at any depth, where OFFSET reads every row it skips.
+MAX_OFFSET: Final = 10_000
+# Matches counted exactly when no exact total is asked for: a bounded index range scan (well under a millisecond).
+COUNTED_UP_TO: Final = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,24 @@ class CustomerView:
     budget: Budget | None
     spend: Nanos
     budget_is_default: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerPage:
+    """One page of customers in id order, with the keys of its neighbours (None: there is no such page)."""
+
+    views: list[CustomerView]
+    next_after: str | None
+    prev_before: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerCount:
+    """A number of customers, `exact`, an `estimate` (the store's, of all customers), or `more_than` a bound (a
+    search with many matches, or a store without an estimate yet)."""
+
+    value: int
+    accuracy: Literal["exact", "estimate", "more_than"] = "exact"
 
 
 def not_found(user_id: str, param: str) -> NotFoundError:
@@ -80,19 +106,78 @@ class CustomerService:
             raise not_found(user_id, param)
         return (await self._views([customer]))[0]
 
-    async def list_page(self, page: int, page_size: int, search: str | None) -> list[CustomerView]:
-        """One page of customers ordered by id, optionally filtered by a substring of id or alias.
+    async def list_page(
+        self,
+        page_size: int,
+        *,
+        search: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        page: int | None = None,
+    ) -> CustomerPage:
+        """One page of customers in id order whose id starts with `search`: the first, the one after the id `after`,
+        the one before the id `before`, or the numbered `page` (within the first `MAX_OFFSET` rows).
+
+        Each is a range scan of the primary-key index, so any depth costs the same, except a numbered page, which
+        reads the rows it skips (hence its bound). A `before` page with fewer rows than `page_size` before it is the
+        first page.
 
         Raises:
-            BadRequestError: page past `MAX_PAGE`, or a search the store cannot take.
+            BadRequestError: a page past `MAX_OFFSET` rows or `MAX_PAGE`, more than one of page/after/before, or
+                text the store cannot take.
         """
-        if not 1 <= page <= MAX_PAGE:
+        if sum(value is not None for value in (page, after, before)) > 1:
+            raise BadRequestError("Give at most one of page, after and before.", param="after")
+        if page is not None and not 1 <= page <= MAX_PAGE:
             raise BadRequestError(f"page must be from 1 to {MAX_PAGE}.", param="page")
+        offset = (page - 1) * page_size if page is not None else 0
+        if offset > MAX_OFFSET:
+            raise BadRequestError(
+                f"page {page} starts past the first {MAX_OFFSET:,} customers: page by key instead, following "
+                'the link: rel="next" header of each page (after=<last user_id>).',
+                param="page",
+            )
+        for name, value in (("search", search), ("after", after), ("before", before)):
+            if value:
+                checked_text(value, param=name, max_chars=MAX_TEXT_CHARS)
+        await self._services.settle_pending()
+        repo = self._services.customers_repo
+        # One row more than the page tells whether another page follows, without a count.
+        rows = await repo.list_page(page_size + 1, after=after, before=before, prefix=search or None, offset=offset)
+        if before is not None:
+            has_previous, rows = len(rows) > page_size, rows[-page_size:]
+            if not has_previous and len(rows) < page_size:
+                return await self.list_page(page_size, search=search)
+            has_next = True  # `before` itself, unless deleted meanwhile (the next page is then empty)
+        else:
+            has_next, rows = len(rows) > page_size, rows[:page_size]
+            has_previous = after is not None or offset > 0
+        return CustomerPage(
+            views=await self._views(rows),
+            next_after=rows[-1].user_id if rows and has_next else None,
+            prev_before=rows[0].user_id if rows and has_previous else None,
+        )
+
+    async def count(self, search: str | None = None, *, exact: bool = False) -> CustomerCount:
+        """The number of customers whose id starts with `search` (all when None).
+
+        Exact when asked for (its cost grows with the matches) or when there are at most `COUNTED_UP_TO`; else,
+        without a search, the store's estimate (`CustomerRepository.estimated_count`), with one, "more than
+        `COUNTED_UP_TO`".
+        """
         if search:
             checked_text(search, param="search", max_chars=MAX_TEXT_CHARS)
         await self._services.settle_pending()
-        customers = await self._services.customers_repo.list_page(page, page_size, search or None)
-        return await self._views(customers)
+        repo = self._services.customers_repo
+        if exact:
+            return CustomerCount(await repo.count(search or None))
+        counted = await repo.count(search or None, up_to=COUNTED_UP_TO + 1)
+        if counted <= COUNTED_UP_TO:
+            return CustomerCount(counted)
+        estimate = None if search else await repo.estimated_count()
+        if estimate is None or estimate <= COUNTED_UP_TO:  # PostgreSQL before its first ANALYZE
+            return CustomerCount(COUNTED_UP_TO, "more_than")
+        return CustomerCount(estimate, "estimate")
 
     # -- writes --------------------------------------------------------------------------------------------------
 
@@ -170,7 +255,7 @@ class CustomerService:
         private = None
         if budget_changes:
             own = await self._own_budget(current)
-            if own is not None and not self._is_shared(own.budget_id):
+            if own is not None and not await self._is_shared(own.budget_id):
                 await self._services.budgets.apply(own.budget_id, budget_changes)
             else:
                 base = own if own is not None else self._services.catalog.effective_budget(None)
@@ -215,7 +300,8 @@ class CustomerService:
         """
         wanted = _checked_ids(user_ids)
         await self._services.settle_pending()
-        missing = [user_id for user_id in wanted if await self._services.customers_repo.get(user_id) is None]
+        found = await self._services.customers_repo.get_many(wanted)
+        missing = [user_id for user_id in wanted if user_id not in found]
         if missing:
             raise NotFoundError(f"End User Id(s)={', '.join(missing)} do not exist in db", param="user_ids")
         customers = await self._services.customers_repo.set_blocked(wanted, False)
@@ -224,6 +310,16 @@ class CustomerService:
         return await self._views(customers)
 
     # -- helpers -------------------------------------------------------------------------------------------------
+
+    def check(self, fields: Mapping[str, Any]) -> None:
+        """Validate the fields `create` and `update` check one by one, writing nothing (the admin UI checks a form).
+
+        Raises:
+            UnprocessableError: an unknown default_model.
+            BadRequestError: an invalid budget field.
+        """
+        self._check_default_model(fields.get("default_model"))
+        self._services.budgets.changes(fields)
 
     def _check_default_model(self, model: str | None) -> None:
         if model is None:
@@ -239,9 +335,11 @@ class CustomerService:
                 param="default_model",
             )
 
-    def _is_shared(self, budget_id: str) -> bool:
-        catalog = self._services.catalog
-        return budget_id == catalog.default_budget_id or catalog.shared_count(budget_id) > 1
+    async def _is_shared(self, budget_id: str) -> bool:
+        """The default budget, or a budget linked to another customer too: counted up to 2, whatever the tier size."""
+        if budget_id == self._services.catalog.default_budget_id:
+            return True
+        return await self._services.customers_repo.count_on_budget(budget_id, up_to=2) > 1
 
     async def _own_budget(self, customer: Customer) -> Budget | None:
         if customer.budget_id is None:

@@ -159,6 +159,14 @@ class KeyService:
         self._services.key_spend_changed(created)
         return plaintext, created
 
+    async def check(self, fields: Mapping[str, Any]) -> None:
+        """Validate wire fields as `generate` and `update` do, writing nothing (the admin UI checks a whole form).
+
+        Raises:
+            BadRequestError: the first invalid field.
+        """
+        await self._changes(fields)
+
     async def update(self, fields: Mapping[str, Any]) -> VirtualKey:
         """Apply the fields present to the key named by `key` (plaintext or token), else by `key_alias`.
 

@@ -79,14 +79,14 @@ async def open_cluster(
     client = connect(redis_url)
 
     def is_new(customer_id: str) -> bool:
-        # Never seen here, and the catalog is reloaded every RESYNC_INTERVAL_S while Redis keys live a week: a
-        # customer another instance created since the last reload still has its key, so a seed is a no-op for it;
-        # a customer the store does not know is new. Either way spend 0, without a database read (and within the
-        # admission script) on every new customer's first request. Not right after Redis lost its data: then the
-        # store is read for everyone, as the keys of recently created customers are gone too.
+        # Admission has just looked the customer up (`Catalog.lookup`): the store did not know it a moment ago. A
+        # customer another instance created since still has its Redis key (they live a week), so a seed is a no-op
+        # for it; a customer the store does not know is new. Either way spend 0, without a second database read
+        # (and within the admission script) on every new customer's first request. Not right after Redis lost its
+        # data: then the store is read for everyone, as the keys of recently created customers are gone too.
         if token_of_subject(customer_id) is not None:
             return False  # a virtual key: its spend is in the store (an imported key's too)
-        return customer_id not in catalog.customers and _no_recent_data_loss()
+        return catalog.is_absent(customer_id) and _no_recent_data_loss()
 
     async def spend_of_subjects(subjects: Sequence[str]) -> dict[str, tuple[Nanos, datetime | None]]:
         """Durable spend of counter subjects: virtual keys from their rows, customers from theirs (a key's per-model

@@ -127,3 +127,15 @@ class CounterStore(Protocol):
     def forget(self, customer_id: str) -> None:
         """Drop a deleted customer's counters."""
         ...
+
+    def evict(self, customer_id: str, *, rate_limited: bool) -> bool:
+        """Drop an idle customer's counters held in this process, when nothing in them is still needed: no
+        reservation, nothing owed to a shared store, and (`rate_limited`: it has rpm/tpm limits) no request in the
+        current rate window. The durable spend must already be written (the caller's duty: `state/working_set.py`).
+        Return whether it was dropped."""
+        ...
+
+    def adopt(self, customer_id: str, spend: Nanos, spend_reset_at: datetime | None) -> None:
+        """A customer read back from the store into the working set: its stored spend, unless this process already
+        counts the customer (then its counters are newer than the row)."""
+        ...

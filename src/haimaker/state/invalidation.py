@@ -5,8 +5,11 @@ publishes `{"kind", "key"}` on `<prefix>:invalidate`; every instance (itself inc
 full reload that raced with the write) reads that row back from the durable store into its catalog. Delivery
 takes milliseconds, so a block, a new budget, a tier edit or a delete is enforced everywhere well within a second.
 
-The safety net: a full reload of the catalog when the subscription (re)connects, since messages may have been
-missed while it was down, and every `resync_interval_s` (30 s) whatever happens.
+The safety net, when the subscription (re)connects (messages may have been missed while it was down) and every
+`resync_interval_s` (30 s) whatever happens: budgets and keys are read whole (a few thousand rows at most), and the
+customers this instance holds (its working set, `state/working_set.py`; never the whole table, which may hold
+millions) are read back in batches of `RESYNC_BATCH`, one query each, with the event loop serving requests between
+them. No request waits on a resync: a batch replaces only records no admin write touched while it was read.
 
 Kinds: `customer` (key: user id), `budget` (key: budget id), `key` (key: a virtual key's token); any other kind, or
 an empty key, reloads everything.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
 
 import orjson
@@ -32,6 +35,10 @@ from haimaker.storage.records import Budget, Customer, VirtualKey
 logger = logging.getLogger("haimaker.state")
 
 RESYNC_INTERVAL_S: Final = 30.0
+RESYNC_BATCH: Final = 1_000
+# A cached customer the store does not have is dropped by a resync only when it is older than this: a customer first
+# seen in traffic is in the store within a write interval (100 ms), unless the store is down.
+_UNWRITTEN_GRACE: Final = timedelta(seconds=2 * RESYNC_INTERVAL_S)
 _PUBLISH_ATTEMPTS: Final = 4
 
 
@@ -40,7 +47,7 @@ class _CustomerRows(Protocol):
 
     async def spend_of_many(self, user_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]: ...
 
-    async def list_all(self) -> list[Customer]: ...
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, Customer]: ...
 
 
 class _BudgetRows(Protocol):
@@ -88,6 +95,13 @@ class CatalogRefresher:
     async def changed(self, kind: str, key: str) -> None:
         kind = kind.lower().rstrip("s")
         if kind in ("customer", "end_user") and key:
+            if key not in self._catalog.customers:
+                # Not in this instance's working set: its next request reads the row (caching every customer an
+                # admin writes would fill every instance with them). Counters of a deleted one go all the same.
+                self._catalog.forget_absent(key)
+                if await self._source.customers.get(key) is None:
+                    self._forget_customer(key)
+                return
             customer = await self._source.customers.get(key)
             if customer is None:
                 self._catalog.drop_customer(key)
@@ -112,19 +126,35 @@ class CatalogRefresher:
             await self.reload()
 
     async def reload(self) -> None:
-        """Read every customer and budget again (customers first seen in traffic come back with their next request)."""
-        customers = await self._source.customers.list_all()
-        budgets = await self._source.budgets.list_all()
-        known = set(self._catalog.customers)
-        self._catalog.load(customers, budgets)
-        for user_id in known - set(self._catalog.customers):
-            self._forget_customer(user_id)
+        """Read budgets and keys again, and the cached customers in batches (see the module's docstring)."""
+        self._catalog.load_budgets(await self._source.budgets.list_all())
+        self._catalog.forget_absent()  # a customer created by a message that was missed is read on its next request
+        await self._reread_customers()
         if self._keys is not None:
             keys = await self._source.keys.list_all()
             gone = set(self._keys.keys) - {k.token for k in keys}
             self._keys.load(keys)
             for token in gone:
                 self._forget_customer(key_subject(token))
+
+    async def _reread_customers(self) -> None:
+        catalog = self._catalog
+        ids = list(catalog.customers)
+        for start in range(0, len(ids), RESYNC_BATCH):
+            seen = {user_id: catalog.customers.get(user_id) for user_id in ids[start : start + RESYNC_BATCH]}
+            stored = await self._source.customers.get_many(list(seen))
+            cutoff = datetime.now(UTC) - _UNWRITTEN_GRACE
+            for user_id, before in seen.items():
+                if before is None:
+                    continue  # evicted or dropped while the batch was read
+                row = stored.get(user_id)
+                if row is not None:
+                    catalog.refresh(row, before)
+                elif catalog.customers.get(user_id) is before and (before.created_at or cutoff) <= cutoff:
+                    # Deleted by an instance whose message was missed (a customer of recent traffic may just not be
+                    # written yet, and stays).
+                    catalog.drop_customer(user_id)
+                    self._forget_customer(user_id)
 
 
 class InvalidationBus:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -40,6 +40,18 @@ class JobLock(Protocol):
     def hold(self, name: str) -> AbstractAsyncContextManager[bool]:
         """Try to take the lock `name`: yields whether this instance holds it."""
         ...
+
+
+T = TypeVar("T")
+
+
+async def run_locked(lock: JobLock | None, name: str, work: Callable[[], Awaitable[T]]) -> T | None:
+    """`work` under the cluster-wide lock `name` (at once when there is no lock: one instance); None when another
+    instance holds it."""
+    if lock is None:
+        return await work()
+    async with lock.hold(name) as held:
+        return await work() if held else None
 
 
 def advisory_key(name: str) -> int:

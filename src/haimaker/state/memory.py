@@ -200,7 +200,11 @@ class MemoryCounterStore:
     def reset_due(self, now: datetime, customer_ids: list[str], next_reset_at: datetime) -> list[str]:
         done = []
         for customer_id in customer_ids:
-            c = self._get(customer_id)
+            # Only counters this process holds: the reset job passes every due customer of a tier (millions), and one
+            # not held here starts from its stored, already reset, row when it is next seen.
+            c = self._counters.get(customer_id)
+            if c is None:
+                continue
             if c.spend_reset_at is None or c.spend_reset_at <= now:
                 c.spend = 0
                 c.spend_reset_at = next_reset_at
@@ -209,6 +213,20 @@ class MemoryCounterStore:
 
     def forget(self, customer_id: str) -> None:
         self._counters.pop(customer_id, None)
+
+    def evict(self, customer_id: str, *, rate_limited: bool) -> bool:
+        c = self._counters.get(customer_id)
+        if c is not None:
+            if c.reserved or c.in_flight or c.partial_in_flight:
+                return False  # a request in flight
+            if rate_limited and self._clock.time() - c.window_start < WINDOW_S:
+                return False  # its rate window still counts, and the store does not keep it
+            del self._counters[customer_id]
+        return True
+
+    def adopt(self, customer_id: str, spend: Nanos, spend_reset_at: datetime | None) -> None:
+        if customer_id not in self._counters:
+            self.seed(customer_id, spend, spend_reset_at)
 
     def __len__(self) -> int:
         return len(self._counters)

@@ -294,13 +294,25 @@ class ResilientCounterStore:
             self._reset_at[customer_id] = next_reset_at
         if self.health is Health.UP and self._spawn(self._reset_in_redis(now, customer_ids, next_reset_at)):
             return done
-        for customer_id in customer_ids:
+        # Owed only for the customers held here: a tier of millions must not queue millions of entries while Redis is
+        # away, and the others' shared counters reset themselves at their next admission (the script's period check).
+        for customer_id in done:
             self._owe(customer_id, _Reset(now, next_reset_at))
         return done
 
     def forget(self, customer_id: str) -> None:
         self.forget_local(customer_id)
         self._submit(customer_id, _Forget())
+
+    def evict(self, customer_id: str, *, rate_limited: bool) -> bool:
+        if customer_id in self._owed or not self.local.evict(customer_id, rate_limited=rate_limited):
+            return False  # changes owed to Redis must reach it first
+        self._reset_at.pop(customer_id, None)
+        return True
+
+    def adopt(self, customer_id: str, spend: Nanos, spend_reset_at: datetime | None) -> None:
+        if self.local.spend(customer_id) is None:
+            self.seed_local(customer_id, spend, spend_reset_at)
 
     def forget_local(self, customer_id: str) -> None:
         """Drop this instance's view of a deleted customer (another instance deleted its shared counters)."""

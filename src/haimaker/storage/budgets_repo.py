@@ -5,6 +5,8 @@ Invariants:
 - Deleting a budget leaves its customers without one: the `customers.budget_id` foreign key is ON DELETE SET NULL,
   enforced on SQLite too (`PRAGMA foreign_keys=ON` on every connection, see `engine.py`).
 - `created_at` / `updated_at` come from the injected clock when the caller leaves them unset.
+- A private budget (one customer's own limits, `is_private_budget`) is told from a pricing tier by the same rule in
+  Python and in SQL (`list_tiers`), so listing the tiers never loads the private budgets, however many there are.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from haimaker.clock import Clock, SystemClock
@@ -24,6 +26,22 @@ from haimaker.storage.records import Budget
 from haimaker.storage.tables import BudgetRow, CustomerRow, budget_values
 
 UPDATABLE_BUDGET_FIELDS: Final = frozenset(f.name for f in fields(Budget)) - {"budget_id"}
+# The text form of a UUID (`str(uuid.uuid4())`, Prisma's `uuid()`): 36 characters, hyphens at these indexes.
+_UUID_LENGTH: Final = 36
+_UUID_HYPHENS: Final = (8, 13, 18, 23)
+
+
+def is_private_budget(budget_id: str, linked_customers: int, default_budget_id: str | None) -> bool:
+    """Whether a budget is one customer's own limits rather than a pricing tier.
+
+    `/customer/new` with limits, and a limit changed on a customer of a shared tier, give the customer a budget row
+    of its own with a uuid4 id; LiteLLM makes the same rows (its budget ids default to a uuid). So, with no schema
+    change and for imported budgets too: a budget is private when its id has the form of a UUID, exactly one
+    customer is linked to it, and it is not the default budget. A UUID budget with no customer yet (a tier just
+    created without a name) or with several is a tier.
+    """
+    is_uuid_shaped = len(budget_id) == _UUID_LENGTH and all(budget_id[i] == "-" for i in _UUID_HYPHENS)
+    return is_uuid_shaped and linked_customers == 1 and budget_id != default_budget_id
 
 
 class BudgetRepository:
@@ -93,16 +111,45 @@ class BudgetRepository:
             row = (await session.scalars(statement)).one_or_none()
             return row.to_record() if row is not None else None
 
-    async def count_customers_by_budget(self) -> dict[str, int]:
-        """Number of customers linked to each budget that has any."""
-        statement = (
-            select(CustomerRow.budget_id, func.count())
+    async def count_customers_by_budget(self, budget_ids: Iterable[str] | None = None) -> dict[str, int]:
+        """Number of customers linked to each budget that has any (only the budgets among `budget_ids` if given).
+
+        One `GROUP BY` in the store (indexed on `customers.budget_id`), never a walk over the in-memory catalog.
+        """
+        chunks = [None] if budget_ids is None else chunked(list(dict.fromkeys(budget_ids)))
+        counts: dict[str, int] = {}
+        async with self._sessions() as session:
+            for chunk in chunks:
+                linked = CustomerRow.budget_id.is_not(None) if chunk is None else CustomerRow.budget_id.in_(chunk)
+                statement = select(CustomerRow.budget_id, func.count()).where(linked).group_by(CustomerRow.budget_id)
+                rows = await session.execute(statement)
+                counts.update((budget_id, count) for budget_id, count in rows if budget_id is not None)
+        return counts
+
+    async def list_tiers(self, default_budget_id: str | None) -> list[tuple[Budget, int]]:
+        """Every budget but the private ones (`is_private_budget`), ordered by id, with its number of customers."""
+        linked = (
+            select(CustomerRow.budget_id, func.count().label("customers"))
             .where(CustomerRow.budget_id.is_not(None))
             .group_by(CustomerRow.budget_id)
+            .subquery()
+        )
+        customers = func.coalesce(linked.c.customers, 0)
+        budget_id = BudgetRow.budget_id
+        # SQL's half of `is_private_budget` (SUBSTR counts from 1).
+        private = [func.length(budget_id) == _UUID_LENGTH, customers == 1]
+        private += [func.substr(budget_id, index + 1, 1) == "-" for index in _UUID_HYPHENS]
+        if default_budget_id is not None:
+            private.append(budget_id != default_budget_id)
+        statement = (
+            select(BudgetRow, customers)
+            .outerjoin(linked, linked.c.budget_id == budget_id)
+            .where(not_(and_(*private)))
+            .order_by(budget_id)
         )
         async with self._sessions() as session:
             rows = await session.execute(statement)
-            return {budget_id: count for budget_id, count in rows if budget_id is not None}
+            return [(row.to_record(), int(count)) for row, count in rows]
 
     async def due_for_reset(self, now: datetime) -> list[Budget]:
         """Budgets with a duration whose reset instant is unset or has passed, ordered by id."""

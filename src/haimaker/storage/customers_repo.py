@@ -4,18 +4,20 @@ Invariants:
 - Returns `Customer` records, never ORM rows; every method is one transaction, so multi-row writes
   (`delete_many`, `set_blocked`, `reset_spend`) are all-or-nothing.
 - `spend` is written here only by `reset_spend` and explicit updates; charges add to it in `SpendRepository`.
-- Listing orders by `user_id` byte-wise on both engines (see `tables.py`); search is a case-insensitive substring
-  match on `user_id` or `alias`, with `%` and `_` taken literally.
+- Listing orders by `user_id` byte-wise on both engines (see `tables.py`) and pages by key (`after` / `before`), so a
+  page costs the same at any depth; search is an id prefix, served by the primary-key index like the pages. Nothing
+  here counts or reads every customer except `list_all` and an unbounded `count`.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +28,8 @@ from haimaker.storage.records import Customer
 from haimaker.storage.tables import CustomerRow, customer_values
 
 UPDATABLE_CUSTOMER_FIELDS: Final = frozenset(f.name for f in fields(Customer)) - {"user_id"}
+_SURROGATES_START: Final = 0xD800
+_SURROGATES_END: Final = 0xE000
 
 
 class CustomerRepository:
@@ -39,6 +43,15 @@ class CustomerRepository:
         async with self._sessions() as session:
             row = await session.get(CustomerRow, user_id)
             return row.to_record() if row is not None else None
+
+    async def get_many(self, user_ids: Sequence[str]) -> dict[str, Customer]:
+        """The customers that exist among `user_ids`, by id, in one query per 500 ids (the catalog's cache misses)."""
+        found: dict[str, Customer] = {}
+        async with self._sessions() as session:
+            for chunk in chunked(sorted(set(user_ids))):
+                for row in await session.scalars(select(CustomerRow).where(CustomerRow.user_id.in_(chunk))):
+                    found[row.user_id] = row.to_record()
+        return found
 
     async def spend_of_many(self, user_ids: Sequence[str]) -> dict[str, tuple[int, datetime | None]]:
         """(spend, spend_reset_at) of each customer that exists, in one query per 500 ids."""
@@ -57,26 +70,66 @@ class CustomerRepository:
             rows = await session.scalars(select(CustomerRow).order_by(CustomerRow.user_id))
             return [row.to_record() for row in rows]
 
-    async def list_page(self, page: int, page_size: int, search: str | None = None) -> list[Customer]:
-        """One page (1-based) of customers ordered by id, optionally filtered by `search`."""
-        if page < 1 or page_size < 1:
-            raise ValueError("page and page_size start at 1")
-        statement = (
-            select(CustomerRow)
-            .where(*_search_filter(search))
-            .order_by(CustomerRow.user_id)
-            .offset((page - 1) * page_size)
-            .limit(page_size)
-        )
-        async with self._sessions() as session:
-            rows = await session.scalars(statement)
-            return [row.to_record() for row in rows]
+    async def list_page(
+        self,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        prefix: str | None = None,
+        offset: int = 0,
+    ) -> list[Customer]:
+        """Up to `limit` customers in id order: the first ones after `after`, or with `before` the last ones before
+        it (still returned in ascending order); `prefix` keeps the ids that start with it.
 
-    async def count(self, search: str | None = None) -> int:
-        """Number of customers matching `search` (all of them when None)."""
-        statement = select(func.count()).select_from(CustomerRow).where(*_search_filter(search))
+        One range scan of the primary-key index, never a sort: the cost follows `limit + offset`, not the number of
+        customers. `offset` skips rows of that scan, so callers bound it (`services.customers.MAX_OFFSET`).
+        """
+        if limit < 1 or offset < 0:
+            raise ValueError("limit starts at 1 and offset at 0")
+        if after is not None and before is not None:
+            raise ValueError("give after or before, not both")
+        user_id = CustomerRow.user_id
+        conditions = _prefix_range(prefix)
+        if after is not None:
+            conditions.append(user_id > after)
+        if before is not None:
+            conditions.append(user_id < before)
+        order = user_id.desc() if before is not None else user_id.asc()
+        statement = select(CustomerRow).where(*conditions).order_by(order).offset(offset or None).limit(limit)
+        async with self._sessions() as session:
+            customers = [row.to_record() for row in await session.scalars(statement)]
+        return customers[::-1] if before is not None else customers
+
+    async def count(self, prefix: str | None = None, *, up_to: int | None = None) -> int:
+        """Customers whose id starts with `prefix` (all when None). With `up_to`, counting stops there: a bounded
+        index range scan, whereas an unbounded count reads every matching index entry."""
+        matching = select(CustomerRow.user_id).where(*_prefix_range(prefix))
+        if up_to is not None:
+            matching = matching.limit(up_to)
+        statement = select(func.count()).select_from(matching.subquery())
         async with self._sessions() as session:
             return int(await session.scalar(statement) or 0)
+
+    async def estimated_count(self) -> int | None:
+        """The store's own idea of the number of customers, read without counting them (None: it has none yet).
+
+        PostgreSQL: the planner's `pg_class.reltuples` (kept by ANALYZE and autovacuum; -1 before the first one).
+        SQLite: the largest rowid, an upper bound that drifts above the count as customers are deleted.
+        """
+        async with self._sessions() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                statement = text("SELECT reltuples FROM pg_class WHERE oid = 'customers'::regclass")
+            else:
+                statement = text("SELECT max(rowid) FROM customers")
+            value = await session.scalar(statement)
+        return None if value is None or value < 0 else int(value)
+
+    async def count_on_budget(self, budget_id: str, *, up_to: int) -> int:
+        """Customers linked to `budget_id`, counted up to `up_to` (a bounded scan of `ix_customers_budget_id`)."""
+        linked = select(CustomerRow.user_id).where(CustomerRow.budget_id == budget_id).limit(up_to)
+        async with self._sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(linked.subquery())) or 0)
 
     async def create(self, customer: Customer) -> Customer:
         """Insert a customer; `created_at` defaults to now.
@@ -203,16 +256,52 @@ class CustomerRepository:
                 reset.update(await session.scalars(statement))
         return len(reset)
 
+    async def due_for_reset(
+        self, *, budget_id: str | None, due_at: datetime, after: str | None, scan_rows: int
+    ) -> tuple[list[str], str | None]:
+        """One bounded step of a tier's reset (`services/resets.py`): among the next `scan_rows` customers in id order
+        after `after`, those linked to `budget_id` (None: to no budget) whose period has ended at `due_at`. Returns
+        them and the last id scanned, where the next step starts (None: no customer after `after`).
 
-def _search_filter(search: str | None) -> list[ColumnElement[bool]]:
-    if not search:
+        Both queries read the same window of the primary-key index, so a step costs `scan_rows` index entries
+        whatever the tier's size; a scan of `ix_customers_budget_id` would sort the whole tier at every step.
+        """
+        window_query = select(CustomerRow.user_id, CustomerRow.budget_id, CustomerRow.spend_reset_at)
+        if after is not None:
+            window_query = window_query.where(CustomerRow.user_id > after)
+        window = window_query.order_by(CustomerRow.user_id).limit(scan_rows).subquery()
+        linked = window.c.budget_id.is_(None) if budget_id is None else window.c.budget_id == budget_id
+        is_due = or_(window.c.spend_reset_at.is_(None), window.c.spend_reset_at <= due_at)
+        async with self._sessions() as session:
+            last = await session.scalar(select(func.max(window.c.user_id)))
+            if last is None:
+                return [], None
+            due = await session.scalars(select(window.c.user_id).where(linked, is_due).order_by(window.c.user_id))
+            return list(due), last
+
+
+def _prefix_range(prefix: str | None) -> list[ColumnElement[bool]]:
+    """`user_id` starts with `prefix`, as a range the primary-key index serves on both engines (ids compare
+    byte-wise, i.e. by code point: see `tables.py`). LIKE 'p%' would not use it on SQLite."""
+    if not prefix:
         return []
-    return [
-        or_(
-            CustomerRow.user_id.icontains(search, autoescape=True),
-            CustomerRow.alias.icontains(search, autoescape=True),
-        )
-    ]
+    conditions = [CustomerRow.user_id >= prefix]
+    upper = _next_prefix(prefix)
+    if upper is not None:
+        conditions.append(CustomerRow.user_id < upper)
+    return conditions
+
+
+def _next_prefix(prefix: str) -> str | None:
+    """The smallest string above every string that starts with `prefix` (None: there is none)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code == _SURROGATES_START:  # not storable in UTF-8: the next storable code point follows them
+            code = _SURROGATES_END
+        if code <= sys.maxunicode:
+            return "".join(chars) + chr(code)
+    return None
 
 
 async def _first_or_unknown_budget(session: AsyncSession, statement: Any, budget_id: str | None) -> CustomerRow | None:

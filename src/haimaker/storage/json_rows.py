@@ -27,13 +27,18 @@ from haimaker.storage.tables import UTCDateTime
 def rows_param(rows: Iterable[Mapping[str, Any]], datetime_columns: Sequence[str], dialect: str) -> str:
     """The JSON array of row objects bound as `:rows`."""
     prepared = []
+    # Many rows share an instant (a period end, a batch's creation time): each distinct one is converted once.
+    converted: dict[datetime, str] = {}
     for row in rows:
         if datetime_columns:
             row = dict(row)
             for name in datetime_columns:
                 value = row[name]
                 if value is not None:
-                    row[name] = _db_time(value, dialect)
+                    text_value = converted.get(value)
+                    if text_value is None:
+                        text_value = converted[value] = _db_time(value, dialect)
+                    row[name] = text_value
         prepared.append(row)
     return orjson.dumps(prepared).decode()
 

@@ -1,4 +1,4 @@
-"""Spend in the durable store: the grouped charge write, and the reports built on spend logs and daily rollups.
+"""Spend in the durable store: the grouped charge write (its reports are in `spend_reports.py`).
 
 Invariants of `SpendRepository.write_batch` (one transaction per batch):
 - Idempotent: a spend log is keyed by `request_id` and a log already stored is skipped (PostgreSQL: ON CONFLICT DO
@@ -15,33 +15,39 @@ Invariants of `SpendRepository.write_batch` (one transaction per batch):
   recorder lists customers it has not seen stored in `ChargeBatch.new_customers` to have them created first.
 - The inserted logs' spend also adds to `virtual_keys.spend` where `token = api_key` (one statement per batch, keys
   locked in sorted order on PostgreSQL); a log whose key matches no row (the master key, a deleted key) adds nowhere.
-- Daily rollup rows are keyed by the log's UTC start date; `end_user_id` "" collects requests without a customer.
-
-Time ranges in reports are half-open, `start <= start_time < end`; date ranges are inclusive; None means unbounded.
+- Period resets ride in the batch (`ChargeBatch.customer_resets`, `key_resets`), each at its place among the logs, and
+  the result is exactly that of writing the logs and resets one by one in that order, in the same one statement per
+  table. A reset applies only to a row whose stored period ends before the reset's (`spend_reset_at` unset or
+  earlier), so a reset written twice (a replayed journal, another instance's job) is a no-op. Of a subject's resets,
+  the one that decides is the first with the latest period (`_spend_changes`): when it applies, the subject's spend
+  becomes the logs after it; when it does not, no earlier one could either, and every log adds.
+- With `export_usage` (a usage export sink is configured), the inserted logs of charged requests with a customer
+  also go to the usage outbox (`outbox_repo.add_to_outbox`) in the same transaction: exported exactly when stored.
+- Daily rollup rows are keyed by the log's UTC start date; `end_user_id` "" collects requests without a customer. A
+  refusal row counts as the `refused_requests` failed requests it stands for (`accounting/refusals.py`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import ColumnElement, TextClause, case, func, select, text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import QueryableAttribute
 
 from haimaker.clock import Clock, SystemClock
-from haimaker.money import Nanos
 from haimaker.storage._upsert import chunked
 from haimaker.storage.engine import WRITE_TRANSACTION
 from haimaker.storage.json_rows import insert_from_json, rows_param
-from haimaker.storage.records import Customer, DailySpend, SpendLog
+from haimaker.storage.outbox_repo import add_to_outbox
+from haimaker.storage.records import Customer, SpendLog
+from haimaker.storage.spend_reports import SUCCESS, SpendReports
 from haimaker.storage.tables import (
     DailyCustomerSpendRow,
-    SpendLogRow,
     customer_values,
     customers_table,
     daily_customer_spend_table,
@@ -49,41 +55,66 @@ from haimaker.storage.tables import (
     spend_logs_table,
 )
 
-SUCCESS: Final = "success"
 _DAILY_KEY: Final = ("end_user_id", "date", "model", "custom_llm_provider")
-# Spend counted in reports: failed requests never count, whatever their log carries.
-_COUNTED_SPEND: Final = case((SpendLogRow.status == SUCCESS, SpendLogRow.spend), else_=0)
+# A refusal row (`accounting/refusals.py`) stands for this many refused requests (metadata): each counts in the rollup.
+REFUSED_REQUESTS_FIELD: Final = "refused_requests"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReset:
+    """A period reset inside a charge batch: the subject's spend restarts from zero for the period ending at
+    `next_reset_at`, after the batch's first `position` logs and before the others."""
+
+    subject: str  # a customer id (`customer_resets`) or a key token (`key_resets`)
+    next_reset_at: datetime
+    position: int
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeBatch:
-    """What one `write_batch` transaction stores: customers to create if absent, then the spend logs."""
+    """What one `write_batch` transaction stores: customers to create if absent, the spend logs, and the period
+    resets queued among them (in queue order)."""
 
     new_customers: Sequence[Customer] = ()
     logs: Sequence[SpendLog] = ()
+    customer_resets: Sequence[BatchReset] = ()
+    key_resets: Sequence[BatchReset] = ()
 
 
-class SpendRepository:
-    """Writes charge batches; answers spend reports from `spend_logs` and `daily_customer_spend`."""
+class SpendRepository(SpendReports):
+    """Writes charge batches; answers spend reports (`spend_reports.py`) from `spend_logs` and the daily rollup."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, clock: Clock | None = None, export_usage: bool = False
+    ) -> None:
         self._sessions = sessions
         self._clock: Clock = clock or SystemClock()
+        # A usage export sink is configured: charges also go to the outbox, in the same transaction (outbox_repo.py).
+        self._export_usage = export_usage
 
     async def write_batch(self, batch: ChargeBatch) -> int:
         """Store a batch in one transaction; returns the number of logs inserted (0 for a batch already stored)."""
+        # Where each log stands among the resets: its first occurrence in the batch.
+        positions: dict[str, int] = {}
         first_by_id: dict[str, SpendLog] = {}
-        for log in batch.logs:
-            first_by_id.setdefault(log.request_id, log)
+        for position, log in enumerate(batch.logs):
+            if log.request_id not in first_by_id:
+                first_by_id[log.request_id] = log
+                positions[log.request_id] = position
         logs = [first_by_id[request_id] for request_id in sorted(first_by_id)]
-        if not logs and not batch.new_customers:
+        if not logs and not batch.new_customers and not batch.customer_resets and not batch.key_resets:
             return 0
         async with self._sessions() as session, session.begin():
             await session.connection(execution_options=WRITE_TRANSACTION)
             await self._insert_missing_customers(session, batch.new_customers)
             inserted = await _insert_logs(session, logs)
-            await _add_customer_spend(session, inserted)
-            await _add_key_spend(session, inserted)
+            if self._export_usage and inserted:
+                await add_to_outbox(session, inserted, self._clock.now())
+            sql = _CHARGE_SQL[_dialect(session)]
+            customer_changes = _spend_changes(inserted, positions, batch.customer_resets, _end_user_of)
+            await _change_spend(session, sql.lock_customers, sql.change_customer_spend, customer_changes)
+            key_changes = _spend_changes(inserted, positions, batch.key_resets, _api_key_of)
+            await _change_spend(session, sql.lock_keys, sql.change_key_spend, key_changes)
             await _add_daily_rollups(session, inserted)
         return len(inserted)
 
@@ -101,131 +132,6 @@ class SpendRepository:
         sql = _CHARGE_SQL[_dialect(session)]
         for chunk in chunked(rows, _ROWS_PER_STATEMENT):
             await session.execute(sql.insert_customers, {"rows": sql.rows(chunk, _CUSTOMER_TIMES)})
-
-    async def list_logs(
-        self,
-        end_user: str | None = None,
-        request_id: str | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        limit: int = 10_000,
-        api_key: str | None = None,
-    ) -> list[SpendLog]:
-        """Spend logs matching every given filter, newest first, at most `limit`."""
-        conditions = _time_range(start, end)
-        if end_user is not None:
-            conditions.append(SpendLogRow.end_user == end_user)
-        if request_id is not None:
-            conditions.append(SpendLogRow.request_id == request_id)
-        if api_key is not None:
-            conditions.append(SpendLogRow.api_key == api_key)
-        statement = (
-            select(SpendLogRow)
-            .where(*conditions)
-            .order_by(SpendLogRow.start_time.desc(), SpendLogRow.request_id.desc())
-            .limit(limit)
-        )
-        async with self._sessions() as session:
-            rows = await session.scalars(statement)
-            return [row.to_record() for row in rows]
-
-    async def top_end_users(
-        self, start: datetime | None = None, end: datetime | None = None, limit: int = 100, api_key: str | None = None
-    ) -> list[tuple[str, int, Nanos]]:
-        """(end_user, request count, spend) of the customers who spent most, highest first; optionally one key's."""
-        total = func.sum(_COUNTED_SPEND)
-        conditions = _time_range(start, end)
-        if api_key is not None:
-            conditions.append(SpendLogRow.api_key == api_key)
-        statement = (
-            select(SpendLogRow.end_user, func.count(), total)
-            .where(SpendLogRow.end_user != "", *conditions)
-            .group_by(SpendLogRow.end_user)
-            .order_by(total.desc(), SpendLogRow.end_user)
-            .limit(limit)
-        )
-        async with self._sessions() as session:
-            rows = await session.execute(statement)
-            return [(end_user, int(count), int(spend or 0)) for end_user, count, spend in rows]
-
-    async def daily_activity(
-        self,
-        end_user_ids: Sequence[str] | None = None,
-        exclude_end_user_ids: Sequence[str] | None = None,
-        start_date: date | None = None,
-        end_date: date | None = None,
-        model: str | None = None,
-    ) -> list[DailySpend]:
-        """Daily rollup rows ordered by date, customer, model and provider.
-
-        Without `end_user_ids`, every customer except "" (requests without a customer).
-        """
-        row = DailyCustomerSpendRow
-        conditions = _date_range(row.date, start_date, end_date)
-        conditions.append(row.end_user_id.in_(end_user_ids) if end_user_ids else row.end_user_id != "")
-        if exclude_end_user_ids:
-            conditions.append(row.end_user_id.not_in(exclude_end_user_ids))
-        if model is not None:
-            conditions.append(row.model == model)
-        statement = (
-            select(row).where(*conditions).order_by(row.date, row.end_user_id, row.model, row.custom_llm_provider)
-        )
-        async with self._sessions() as session:
-            rows = await session.scalars(statement)
-            return [daily.to_record() for daily in rows]
-
-    async def spend_by_model(
-        self, start: datetime | None = None, end: datetime | None = None
-    ) -> list[tuple[str, int, Nanos]]:
-        """(model, request count, spend) per model, highest spend first."""
-        total = func.sum(_COUNTED_SPEND)
-        statement = (
-            select(SpendLogRow.model, func.count(), total)
-            .where(*_time_range(start, end))
-            .group_by(SpendLogRow.model)
-            .order_by(total.desc(), SpendLogRow.model)
-        )
-        async with self._sessions() as session:
-            rows = await session.execute(statement)
-            return [(model, int(count), int(spend or 0)) for model, count, spend in rows]
-
-    async def spend_by_day(
-        self, end_user: str | None = None, start_date: date | None = None, end_date: date | None = None
-    ) -> list[tuple[str, Nanos]]:
-        """(YYYY-MM-DD, spend) per UTC day that has any requests, oldest first; all requests when `end_user` is None."""
-        row = DailyCustomerSpendRow
-        conditions = _date_range(row.date, start_date, end_date)
-        if end_user is not None:
-            conditions.append(row.end_user_id == end_user)
-        statement = select(row.date, func.sum(row.spend)).where(*conditions).group_by(row.date).order_by(row.date)
-        async with self._sessions() as session:
-            rows = await session.execute(statement)
-            return [(day, int(spend or 0)) for day, spend in rows]
-
-    async def spend_by_day_and_model(
-        self, end_user: str | None = None, start_date: date | None = None, end_date: date | None = None
-    ) -> list[tuple[str, str, Nanos]]:
-        """(YYYY-MM-DD, model, spend) per UTC day and model that has any requests, oldest first; all requests when
-        `end_user` is None."""
-        row = DailyCustomerSpendRow
-        conditions = _date_range(row.date, start_date, end_date)
-        if end_user is not None:
-            conditions.append(row.end_user_id == end_user)
-        statement = (
-            select(row.date, row.model, func.sum(row.spend))
-            .where(*conditions)
-            .group_by(row.date, row.model)
-            .order_by(row.date, row.model)
-        )
-        async with self._sessions() as session:
-            rows = await session.execute(statement)
-            return [(day, model, int(spend or 0)) for day, model, spend in rows]
-
-    async def total_spend(self, start: datetime | None = None, end: datetime | None = None) -> Nanos:
-        """Spend of all successful requests started in the range."""
-        statement = select(func.coalesce(func.sum(_COUNTED_SPEND), 0)).where(*_time_range(start, end))
-        async with self._sessions() as session:
-            return int(await session.scalar(statement) or 0)
 
 
 _ROWS_PER_STATEMENT: Final = 5_000
@@ -245,9 +151,9 @@ class _ChargeSql:
     stored_ids: TextClause | None  # SQLite: which request ids are stored already
     insert_logs: TextClause
     lock_customers: TextClause | None  # PostgreSQL: lock the charged customers in sorted order
-    add_spend: TextClause
+    change_customer_spend: TextClause  # add charges and apply resets (`_spend_changes`)
     lock_keys: TextClause | None  # PostgreSQL: lock the charged keys in sorted order
-    add_key_spend: TextClause
+    change_key_spend: TextClause
     upsert_daily: TextClause
 
     def rows(self, rows: Iterable[Mapping[str, Any]], datetime_columns: Sequence[str] = ()) -> str:
@@ -272,15 +178,9 @@ def _charge_sql(dialect: str) -> _ChargeSql:
             ),
             insert_logs=insert_from_json(spend_logs_table, _LOG_COLUMNS, dialect),
             lock_customers=None,
-            add_spend=text(
-                "UPDATE customers SET spend = spend + d.value "
-                "FROM json_each(:deltas) AS d WHERE customers.user_id = d.key"
-            ),
+            change_customer_spend=_change_spend_sql(dialect, "customers", "user_id", "spend_reset_at"),
             lock_keys=None,
-            add_key_spend=text(
-                "UPDATE virtual_keys SET spend = spend + d.value "
-                "FROM json_each(:deltas) AS d WHERE virtual_keys.token = d.key"
-            ),
+            change_key_spend=_change_spend_sql(dialect, "virtual_keys", "token", "budget_reset_at"),
             upsert_daily=daily,
         )
     return _ChargeSql(
@@ -293,22 +193,43 @@ def _charge_sql(dialect: str) -> _ChargeSql:
         # A multi-row UPDATE locks rows in join order; locking the customers sorted first keeps concurrent writers
         # (several instances) from deadlocking on customers they share.
         lock_customers=text(
-            "SELECT user_id FROM customers WHERE user_id IN (SELECT key FROM jsonb_each_text(CAST(:deltas AS jsonb))) "
+            f"SELECT user_id FROM customers WHERE user_id IN (SELECT subject FROM {_PG_CHANGES}) "
             "ORDER BY user_id FOR UPDATE"
         ),
-        add_spend=text(
-            "UPDATE customers AS c SET spend = c.spend + d.value::bigint "
-            "FROM jsonb_each_text(CAST(:deltas AS jsonb)) AS d WHERE c.user_id = d.key"
-        ),
+        change_customer_spend=_change_spend_sql(dialect, "customers", "user_id", "spend_reset_at"),
         lock_keys=text(
-            "SELECT token FROM virtual_keys WHERE token IN (SELECT key FROM jsonb_each_text(CAST(:deltas AS jsonb))) "
+            f"SELECT token FROM virtual_keys WHERE token IN (SELECT subject FROM {_PG_CHANGES}) "
             "ORDER BY token FOR UPDATE"
         ),
-        add_key_spend=text(
-            "UPDATE virtual_keys AS k SET spend = k.spend + d.value::bigint "
-            "FROM jsonb_each_text(CAST(:deltas AS jsonb)) AS d WHERE k.token = d.key"
-        ),
+        change_key_spend=_change_spend_sql(dialect, "virtual_keys", "token", "budget_reset_at"),
         upsert_daily=daily,
+    )
+
+
+_PG_CHANGES: Final = (
+    "jsonb_to_recordset(CAST(:changes AS jsonb)) "
+    "AS d(subject text, spend_before bigint, spend_after bigint, next_reset_at timestamptz)"
+)
+_SQLITE_CHANGES: Final = (
+    "(SELECT json_extract(value, '$.subject') AS subject, json_extract(value, '$.spend_before') AS spend_before, "
+    "json_extract(value, '$.spend_after') AS spend_after, json_extract(value, '$.next_reset_at') AS next_reset_at "
+    "FROM json_each(:changes)) AS d"
+)
+
+
+def _change_spend_sql(dialect: str, table: str, id_column: str, period_column: str) -> TextClause:
+    """One UPDATE for every subject of a batch: a reset that applies (the stored period ends before the reset's)
+    leaves the spend after it and starts its period; otherwise every charge adds (`_spend_changes`)."""
+    applies = (
+        f"d.next_reset_at IS NOT NULL AND ({table}.{period_column} IS NULL "
+        f"OR {table}.{period_column} < d.next_reset_at)"
+    )
+    changes = _SQLITE_CHANGES if dialect == "sqlite" else _PG_CHANGES
+    return text(
+        f"UPDATE {table} SET "
+        f"spend = CASE WHEN {applies} THEN d.spend_after ELSE {table}.spend + d.spend_before + d.spend_after END, "
+        f"{period_column} = CASE WHEN {applies} THEN d.next_reset_at ELSE {table}.{period_column} END "
+        f"FROM {changes} WHERE {table}.{id_column} = d.subject"
     )
 
 
@@ -340,34 +261,74 @@ async def _insert_logs(session: AsyncSession, logs: Sequence[SpendLog]) -> list[
     return inserted
 
 
-async def _add_customer_spend(session: AsyncSession, logs: Sequence[SpendLog]) -> None:
-    """Add the logs' spend to their customers in one statement (a customer that does not exist stays absent)."""
-    deltas: defaultdict[str, int] = defaultdict(int)
-    for log in logs:
-        if log.end_user and log.status == SUCCESS and log.spend:
-            deltas[log.end_user] += log.spend
-    if not deltas:
-        return
-    sql = _CHARGE_SQL[_dialect(session)]
-    params = {"deltas": orjson.dumps(deltas).decode()}
-    if sql.lock_customers is not None:
-        await session.execute(sql.lock_customers, params)
-    await session.execute(sql.add_spend, params)
+def _end_user_of(log: SpendLog) -> str:
+    return log.end_user
 
 
-async def _add_key_spend(session: AsyncSession, logs: Sequence[SpendLog]) -> None:
-    """Add the logs' spend to their virtual keys (by `api_key`, the key's hash) in one statement."""
-    deltas: defaultdict[str, int] = defaultdict(int)
+def _api_key_of(log: SpendLog) -> str:
+    return log.api_key
+
+
+def _spend_changes(
+    logs: Sequence[SpendLog],
+    positions: Mapping[str, int],
+    resets: Sequence[BatchReset],
+    subject_of: Callable[[SpendLog], str],
+) -> list[dict[str, Any]]:
+    """Per subject, in sorted order (the lock order): the spend of the inserted logs before and after its deciding
+    reset, and that reset's period end (None without a reset).
+
+    Written one by one, a reset applies when the stored period ends before its own, after which the period is the
+    later of the two. So of a subject's resets only the first with the latest period can be the last to apply: when
+    it applies, the spend is the charges after it; when it does not (the period is already that far), none before it
+    did, and every charge adds. `_change_spend_sql` makes that choice per row.
+    """
+    deciding: dict[str, BatchReset] = {}
+    for reset in resets:
+        known = deciding.get(reset.subject)
+        if known is None or reset.next_reset_at > known.next_reset_at:
+            deciding[reset.subject] = reset
+    before: defaultdict[str, int] = defaultdict(int)
+    after: defaultdict[str, int] = defaultdict(int)
     for log in logs:
-        if log.api_key and log.status == SUCCESS and log.spend:
-            deltas[log.api_key] += log.spend
-    if not deltas:
+        subject = subject_of(log)
+        if not subject or log.status != SUCCESS or not log.spend:
+            continue
+        deciding_reset = deciding.get(subject)
+        if deciding_reset is not None and positions[log.request_id] >= deciding_reset.position:
+            after[subject] += log.spend
+        else:
+            before[subject] += log.spend
+    changes: list[dict[str, Any]] = []
+    for subject in sorted(before.keys() | after.keys() | deciding.keys()):
+        deciding_reset = deciding.get(subject)
+        changes.append(
+            {
+                "subject": subject,
+                "spend_before": before[subject],
+                "spend_after": after[subject],
+                "next_reset_at": None if deciding_reset is None else deciding_reset.next_reset_at,
+            }
+        )
+    return changes
+
+
+async def _change_spend(
+    session: AsyncSession, lock: TextClause | None, change: TextClause, changes: list[dict[str, Any]]
+) -> None:
+    """Apply `_spend_changes` in one statement (a subject without a row stays absent)."""
+    if not changes:
         return
-    sql = _CHARGE_SQL[_dialect(session)]
-    params = {"deltas": orjson.dumps(deltas).decode()}
-    if sql.lock_keys is not None:
-        await session.execute(sql.lock_keys, params)
-    await session.execute(sql.add_key_spend, params)
+    params = {"changes": rows_param(changes, ("next_reset_at",), _dialect(session))}
+    if lock is not None:
+        await session.execute(lock, params)
+    await session.execute(change, params)
+
+
+def refused_requests(log: SpendLog) -> int:
+    """How many refused requests a refusal row stands for; 0 for any other log."""
+    count = log.metadata.get(REFUSED_REQUESTS_FIELD) if log.status != SUCCESS else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
 
 
 async def _add_daily_rollups(session: AsyncSession, logs: Sequence[SpendLog]) -> None:
@@ -377,6 +338,7 @@ async def _add_daily_rollups(session: AsyncSession, logs: Sequence[SpendLog]) ->
         key = (log.end_user, log.start_time.astimezone(UTC).date().isoformat(), log.model, log.custom_llm_provider)
         counters = totals.setdefault(key, [0] * len(DailyCustomerSpendRow.COUNTERS))
         is_success = log.status == SUCCESS
+        requests = refused_requests(log) or 1
         for index, amount in enumerate(
             (
                 log.prompt_tokens,
@@ -384,9 +346,9 @@ async def _add_daily_rollups(session: AsyncSession, logs: Sequence[SpendLog]) ->
                 log.cache_read_input_tokens,
                 log.cache_creation_input_tokens,
                 log.spend if is_success else 0,
-                1,
-                int(is_success),
-                int(not is_success),
+                requests,
+                requests if is_success else 0,
+                0 if is_success else requests,
             )
         ):
             counters[index] += amount
@@ -399,23 +361,3 @@ async def _add_daily_rollups(session: AsyncSession, logs: Sequence[SpendLog]) ->
     sql = _CHARGE_SQL[_dialect(session)]
     for chunk in chunked(rows, _ROWS_PER_STATEMENT):
         await session.execute(sql.upsert_daily, {"rows": sql.rows(chunk)})
-
-
-def _time_range(start: datetime | None, end: datetime | None) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if start is not None:
-        conditions.append(SpendLogRow.start_time >= start)
-    if end is not None:
-        conditions.append(SpendLogRow.start_time < end)
-    return conditions
-
-
-def _date_range(
-    column: QueryableAttribute[str], start_date: date | None, end_date: date | None
-) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if start_date is not None:
-        conditions.append(column >= start_date.isoformat())
-    if end_date is not None:
-        conditions.append(column <= end_date.isoformat())
-    return conditions
