@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from haimaker.accounting.recorder import SpendRecorder
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.accounting.tokens import TokenCounter
+from haimaker.billing.exporter import UsageExporter
 from haimaker.clock import Clock
 from haimaker.config.loader import Settings
 from haimaker.identity import Authenticator
@@ -60,6 +61,8 @@ class AppState:
     redis_url: str | None = None
     # None when `general_settings.disable_reset_budget` is set.
     reset_job: ResetJob | None = None
+    # Usage export (`general_settings.usage_export`): drains the outbox to the sinks; None without sinks.
+    usage_exporter: UsageExporter | None = None
 
     def dead_letter_count(self) -> int:
         """Spend items that could not be written: in the store's table (as of the store monitor's last check), in

@@ -10,6 +10,7 @@ admin UI calls too.
     api/spend.py       /spend/logs, /customer/daily/activity, /global/spend/end_users
     api/dead_letters.py /spend/dead_letters (charges the store could not hold)
     api/keys.py        /key/* (virtual keys)
+    api/billing.py     /billing/export/status (usage export)
     api/schemas.py     request bodies          api/wire.py   response shapes
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from haimaker.api import budgets, customers, dead_letters, keys, spend
+from haimaker.api import billing, budgets, customers, dead_letters, keys, spend
 from haimaker.api.deps import require_admin
 from haimaker.api.schemas import COMMON_ERRORS, error_responses
 
@@ -28,7 +29,7 @@ def include_management_routes(api: FastAPI) -> None:
     The OpenAPI document lists every status a route can answer (the common ones here, the route's own on the route),
     each with the error envelope; tests/api/test_openapi_fuzz.py holds the app to it.
     """
-    for module in (customers, budgets, spend, dead_letters, keys):
+    for module in (customers, budgets, spend, dead_letters, keys, billing):
         api.include_router(
             module.router, dependencies=[Depends(require_admin)], responses=error_responses(*COMMON_ERRORS)
         )

@@ -93,6 +93,8 @@ class Redactor:
                 for secret in _secret_values(getattr(params, name, None) or (params.model_extra or {}).get(name)):
                     named.append((f"model_list[{i}].litellm_params.{name}", secret))
         named.append(("router_settings.redis_password", config.router_settings.redis_password))
+        for i, sink in enumerate(config.general_settings.usage_export):
+            named += [(f"general_settings.usage_export[{i}] secret", secret) for secret in sink.secrets]
         # Provider credentials a deployment may take from the environment instead of its config (LiteLLM's names).
         named += [(name, os.environ.get(name)) for name in PROVIDER_ENV_SECRETS]
         if "webhook" in config.general_settings.alerting:
