@@ -14,20 +14,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from haimaker.accounting.dead_letters import DEAD_LETTER_FILENAME, DeadLetterBox
 from haimaker.accounting.journal import DEFAULT_DIRNAME, SpendJournal, replay_dead, store_key
 from haimaker.accounting.pricing import PriceTable
 from haimaker.accounting.recorder import SpendRecorder
+from haimaker.accounting.refusals import RefusalLog
 from haimaker.accounting.store_sink import StoreSink
 from haimaker.accounting.tokens import TokenCounter, encoding_name_for
+from haimaker.api.access_log import ATTRIBUTION_KEY, logged
 from haimaker.api.deps import state_of
 from haimaker.api.dialects import DIALECT_PATHS, Dialect, build_dialects
 from haimaker.api.errors import install_error_handlers
@@ -43,6 +46,7 @@ from haimaker.limits.engine import BudgetEngine
 from haimaker.metrics import Metrics
 from haimaker.periods import next_reset_function
 from haimaker.pipeline import Pipeline, PipelineOptions
+from haimaker.preflight import describe_failure
 from haimaker.process_tuning import freeze_startup_heap, limit_malloc_arenas, start_heap_trims
 from haimaker.providers.base import Route
 from haimaker.providers.http import HttpTransport
@@ -52,14 +56,18 @@ from haimaker.providers.router import Router, build_deployments
 from haimaker.providers.tls import TrustStore
 from haimaker.services.container import Services
 from haimaker.services.resets import ResetJob
+from haimaker.services.retention import retention_job
 from haimaker.startup import ready_line, stopped_line
 from haimaker.state.catalog import Catalog
 from haimaker.state.counters import CounterStore
 from haimaker.state.keys import KeyCatalog, key_subject
+from haimaker.state.locks import JobLock, PostgresJobLock
 from haimaker.state.memory import MemoryCounterStore
 from haimaker.state.ui_sessions import LiveSessions
+from haimaker.state.working_set import WorkingSet
 from haimaker.storage.dead_letters_repo import DeadLetterRepository
 from haimaker.storage.engine import create_engine, normalize_database_url, session_factory, upgrade
+from haimaker.storage.records import Customer
 from haimaker.storage.store_health import StoreMonitor
 from haimaker.storage.store_identity import STORE_ID_FILENAME, StoreIdentityError, remember_store, verify_store
 
@@ -69,8 +77,9 @@ logger = logging.getLogger("haimaker")
 class HaimakerApp:
     """The top-level ASGI app: LLM routes straight to the pipeline, the rest to FastAPI."""
 
-    def __init__(self, api: FastAPI) -> None:
+    def __init__(self, api: FastAPI, *, access_log: bool = False) -> None:
         self.api = api
+        self._access_log = access_log  # `api/access_log.py`: off, it costs this one attribute read per request
         self._llm: LLMEndpoint | None = None
         self._dialects: dict[str, Dialect] = {}  # built with the LLM endpoint, from the running app's router
         self._store_gate: StoreMonitor | None = None  # set in fail-closed mode: a lost store refuses LLM calls
@@ -81,6 +90,9 @@ class HaimakerApp:
         return state_of(self.api)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._access_log and scope["type"] == "http" and ATTRIBUTION_KEY not in scope:
+            await logged(self, scope, receive, send)  # back here, the scope now carrying the request's attribution
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             route = LLM_ROUTES.get(path)
@@ -132,10 +144,33 @@ class HaimakerApp:
                     throttle.record_failure(address)
                 await send_error(send, exc)
                 return
+        if scope["type"] == "lifespan":
+            await _serve_lifespan(self.api, scope, receive, send)
+            return
         await self.api(scope, receive, send)
 
 
-_ADMIN_PREFIXES = ("/customer/", "/end_user/", "/budget/", "/spend/", "/global/", "/key/")
+async def _serve_lifespan(api: FastAPI, scope: Scope, receive: Receive, send: Send) -> None:
+    """Starlette reports a failed start-up to the server with its traceback as the message, then raises it again
+    for the server to print a second time. The lifespan has already said what failed in one line
+    (`preflight.describe_failure`), so the server is told only that start-up failed."""
+    failed = False
+
+    async def send_plainly(message: MutableMapping[str, Any]) -> None:
+        nonlocal failed
+        if message["type"] == "lifespan.startup.failed":
+            failed = True
+            message = {"type": "lifespan.startup.failed", "message": ""}
+        await send(message)
+
+    try:
+        await api(scope, receive, send_plainly)
+    except Exception:
+        if not failed:
+            raise
+
+
+_ADMIN_PREFIXES = ("/customer/", "/end_user/", "/budget/", "/spend/", "/global/", "/key/", "/billing/")
 _STORE_LOST = ServiceUnavailableError(
     "The spend store is unavailable (see /health/readiness); requests are refused while "
     "general_settings.fail_closed_budget_enforcement is on.",
@@ -159,7 +194,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, serving: bool 
         # Every resource pushes its closer as it opens: a start-up that fails part-way closes what it opened, and
         # shutdown closes in reverse (jobs stop, the recorder drains, then pools and the database close).
         async with AsyncExitStack() as stack:
-            state = api.state.haimaker = await open_state(settings, clock or SystemClock(), stack)
+            try:
+                state = api.state.haimaker = await open_state(settings, clock or SystemClock(), stack)
+            except Exception as exc:
+                # One line for the operator; the traceback only with --detailed_debug (`_serve_lifespan`).
+                logger.error("start-up failed: %s", describe_failure(exc, settings))
+                logger.debug("start-up failure", exc_info=True)
+                raise
             if serving:
                 freeze_startup_heap()
                 stack.callback(start_heap_trims(asyncio.get_running_loop()))
@@ -170,7 +211,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, serving: bool 
     api = FastAPI(title="haimaker", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     install_error_handlers(api)
     _include_routers(api)
-    return HaimakerApp(api)
+    return HaimakerApp(api, access_log=settings.access_log)
 
 
 def _include_routers(api: FastAPI) -> None:
@@ -211,7 +252,8 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
     db = create_engine(db_url)
     stack.push_async_callback(db.dispose)
     sessions = session_factory(db)
-    sink = StoreSink(sessions, clock)
+    # With a usage export sink, each charge batch also fills the export outbox (storage/outbox_repo.py).
+    sink = StoreSink(sessions, clock, export_usage=bool(general.usage_export))
     store_monitor = StoreMonitor(db, db_url, store_id)
     dead_letter_rows = DeadLetterRepository(sessions, clock=clock)
     journal_dir, journal_store = _journal_place(settings, db_url)
@@ -252,8 +294,9 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
     providers = build_providers(transport, tokens)
     router = Router.from_config(config, deployments, providers)  # retries, fallbacks, cooldowns, strategy
 
+    # Budgets whole; customers on demand (the working set: a store may hold millions, start-up reads none).
     catalog = Catalog(default_budget_id=litellm.max_end_user_budget_id)
-    catalog.load(await sink.customers.list_all(), await sink.budgets.list_all())
+    catalog.load_budgets(await sink.budgets.list_all())
     key_catalog = KeyCatalog()
     key_catalog.load(await sink.keys.list_all())
     # A missing default budget is created from the config's declaration, else the proxy starts and refuses (503) the
@@ -300,16 +343,24 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         )
         stack.push_async_callback(_logged, cluster.aclose)
         store = cluster.store
-        for customer in catalog.customers.values():
-            cluster.store.seed_local(customer.user_id, customer.spend, customer.spend_reset_at)
-        for key in key_catalog.keys.values():
-            cluster.store.seed_local(key_subject(key.token), key.spend, key.budget_reset_at)
     else:
         store = MemoryCounterStore(clock, next_reset, recorder, budget_status_code=litellm.budget_exceeded_status_code)
-        for customer in catalog.customers.values():
-            store.seed(customer.user_id, customer.spend, customer.spend_reset_at)
-        for key in key_catalog.keys.values():
-            store.seed(key_subject(key.token), key.spend, key.budget_reset_at)
+    for key in key_catalog.keys.values():
+        store.adopt(key_subject(key.token), key.spend, key.budget_reset_at)
+    counters = store  # bound for the closure below (mypy does not narrow `store` inside a lambda)
+
+    def adopt_stored(customer: Customer) -> None:
+        counters.adopt(customer.user_id, customer.spend, customer.spend_reset_at)
+
+    catalog.attach_store(sink.customers.get_many, adopt_stored)
+    working_set = WorkingSet(
+        catalog,
+        store,
+        max_customers=general.customer_cache_max,
+        queued=lambda: recorder.queued,
+        written=lambda: recorder.written,
+    )
+    _start_task(stack, working_set.run(), "haimaker-working-set")
 
     from haimaker.alerts import Alerter
 
@@ -326,6 +377,8 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         alerter=alerter,
     )
     metrics = Metrics(router.model_names, redactor=redactor)
+    metrics.cached_customers.set_function(lambda: len(catalog.customers))
+    metrics.evicted_customers.set_function(lambda: working_set.evicted)
     auth_throttle = AuthThrottle(
         clock,
         max_failures=general.auth_failure_limit,
@@ -341,6 +394,7 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         allow_unauthenticated=general.allow_unauthenticated,
     )
     mapped = [m.header_name for m in general.user_header_mappings if m.litellm_user_role == "customer"]
+    refusals = RefusalLog(recorder, clock, redactor)
     pipeline = Pipeline(
         auth=auth,
         customers=CustomerIdResolver(general.user_header_name, mapped),
@@ -348,6 +402,7 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         engine=engine,
         tokens=tokens,
         recorder=recorder,
+        refusals=refusals,
         metrics=metrics,
         options=PipelineOptions(
             enforce_user_param=general.enforce_user_param,
@@ -381,6 +436,7 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
             key_catalog=key_catalog,
             counters=store,
             budgets=sink.budgets,
+            customers=sink.customers,
             keys=sink.keys,
             recorder=recorder,
             clock=clock,
@@ -396,9 +452,26 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
     # written or journaled) before they close; the closer pushed above is then a no-op. The jobs, pushed last,
     # stop before it drains.
     stack.push_async_callback(recorder.aclose)
+    # Stopped before the recorder drains: it hands the refusals it still counts to the recorder as it stops.
+    _start_task(stack, refusals.run(), "haimaker-refusal-log")
     _start_task(stack, store_monitor.run(), "haimaker-store-monitor")
     if reset_job is not None:
         _start_task(stack, reset_job.run(), "haimaker-reset-job")
+    retention = retention_job(
+        general, sessions=sessions, db=db, clock=clock, lock=cluster.lock if cluster is not None else None
+    )
+    if retention is not None:
+        _start_task(stack, retention.run(), "haimaker-spend-log-retention")
+    usage_exporter = None
+    if general.usage_export:
+        from haimaker.billing.exporter import UsageExporter
+        from haimaker.storage.outbox_repo import OutboxRepository
+
+        usage_exporter = UsageExporter(
+            general.usage_export, OutboxRepository(sessions, clock=clock), lock=_export_lock(cluster, db), clock=clock
+        )
+        stack.push_async_callback(usage_exporter.aclose)  # after its loops stop (pushed below, unwound first)
+        _start_task(stack, usage_exporter.run(), "haimaker-usage-export")
     alerter.start()
     return AppState(
         settings=settings,
@@ -421,7 +494,17 @@ async def open_state(settings: Settings, clock: Clock, stack: AsyncExitStack) ->
         cluster=cluster,
         redis_url=settings.redis_url,
         reset_job=reset_job,
+        usage_exporter=usage_exporter,
     )
+
+
+def _export_lock(cluster: Any, db: AsyncEngine) -> JobLock | None:
+    """One exporter per sink across instances: the cluster's job lock, else PostgreSQL's (processes sharing one
+    database without Redis); a lone SQLite proxy needs none."""
+    if cluster is not None:
+        lock: JobLock = cluster.lock
+        return lock
+    return PostgresJobLock(db) if db.dialect.name == "postgresql" else None
 
 
 def _start_task(stack: AsyncExitStack, job: Coroutine[Any, Any, None], name: str) -> None:
@@ -483,9 +566,12 @@ def _reset_interval(settings: Settings) -> float:
 
 
 def app_from_env() -> Any:
-    """Factory for `uvicorn --factory` workers: the config path comes from HAIMAKER_CONFIG."""
+    """Factory for `uvicorn --factory` workers and granian's: the config path comes from HAIMAKER_CONFIG, the log
+    level from DETAILED_DEBUG (a worker process starts without the CLI's logging)."""
     import os
 
     from haimaker.config.loader import load_config
+    from haimaker.logs import configure_logging, is_detailed_debug
 
+    configure_logging(debug=is_detailed_debug(os.environ))
     return create_app(load_config(os.environ.get("HAIMAKER_CONFIG") or None), serving=True)

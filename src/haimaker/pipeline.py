@@ -23,6 +23,7 @@ import orjson
 
 from haimaker.accounting.pricing import Usage, UsageError, check_billable, cost_nanos, usage_from_openai
 from haimaker.accounting.recorder import NEW_CUSTOMER_BUDGET_FIELD, SpendRecorder
+from haimaker.accounting.refusals import Refusal, RefusalLog, error_metadata
 from haimaker.accounting.tokens import DEFAULT_INLINE_LIMIT_CHARS, TokenCounter
 from haimaker.clock import Clock
 from haimaker.errors import (
@@ -32,7 +33,7 @@ from haimaker.errors import (
     ProxyError,
     UpstreamError,
 )
-from haimaker.identity import Authenticator, Caller, CustomerIdResolver
+from haimaker.identity import Attribution, Authenticator, Caller, CustomerIdResolver
 from haimaker.limits.engine import BudgetEngine, GroupPrice, Ticket, group_price, key_allows_model
 from haimaker.metrics import Metrics
 from haimaker.money import nanos_to_usd
@@ -111,6 +112,7 @@ class Pipeline:
         engine: BudgetEngine,
         tokens: TokenCounter,
         recorder: SpendRecorder,
+        refusals: RefusalLog,
         metrics: Metrics,
         options: PipelineOptions,
         clock: Clock,
@@ -125,6 +127,7 @@ class Pipeline:
         self._engine = engine
         self._tokens = tokens
         self._recorder = recorder
+        self._refusals = refusals
         self._metrics = metrics
         self._options = options
         self._group_prices: dict[str, GroupPrice] = {}
@@ -141,23 +144,27 @@ class Pipeline:
         path_model: str | None = None,
         path: str | None = None,
         call_type: str | None = None,
+        attribution: Attribution | None = None,
     ) -> JsonResult | StreamResult:
         """Serve one request; raise a `ProxyError` for anything the client must be told (and count it).
 
         `path_model` is the model named by an Azure-style URL (`/openai/deployments/<model>/...`); `path` is the
         request's path (a key's `allowed_routes` name paths); `call_type` is the spend log's for a request that came
-        through another API (`api/dialects.py`), the route's otherwise.
+        through another API (`api/dialects.py`), the route's otherwise; `attribution`, when given, is told the
+        caller and the customer as soon as they are known (the access log's, refused requests included).
         """
         started = time.perf_counter()
         try:
             caller = await self._auth.check_llm(headers, path or f"/{route.value}")
+            if attribution is not None:
+                attribution.caller = caller
             body = parse_body(route, raw, path_model)
         except ProxyError as exc:
             self.observe_error(route, None, exc.status_code, started)
             raise
         model = body["model"]
         try:
-            return await self._serve(route, body, model, headers, started, caller, call_type)
+            return await self._serve(route, body, model, headers, started, caller, call_type, attribution)
         except ProxyError as exc:
             # Counted under the requested model (bounded: unknown names become "other"), so that the
             # error rate of each configured model can be read from the metrics.
@@ -173,6 +180,7 @@ class Pipeline:
         started: float,
         caller: Caller,
         call_type: str | None = None,
+        attribution: Attribution | None = None,
     ) -> JsonResult | StreamResult:
         customer_id = self._customers.resolve(headers, body)
         bound = caller.customer_id
@@ -186,23 +194,14 @@ class Pipeline:
                     param="user",
                 )
             customer_id = bound
+        if attribution is not None:
+            attribution.customer_id = customer_id
         if customer_id is None and self._options.enforce_user_param:
             raise AuthenticationError("Authentication Error, 'user' param not passed in. 'enforce_user_param'=True")
         self._router.group(model)  # unknown model: 400 before anything else is spent
-        # A customer's allowed_model_region keeps its call on deployments of that region (providers/router.py); a
-        # model with none there is a 400 before admission, so the refused request costs no rate-limit slot.
-        customer = self._engine.catalog.customers.get(customer_id) if customer_id is not None else None
+        customer = await self._engine.catalog.lookup(customer_id) if customer_id is not None else None
         region = customer.allowed_model_region if customer is not None else None
-        if customer is not None and region is not None and not customer.blocked:  # blocked: admission's 403 first
-            self._router.regional_group(model, region)
         key = caller.key
-        if key is not None and not key_allows_model(key, model):
-            raise PermissionDeniedError(
-                f"The requested model '{model}' is not available for this API key, or the model name is invalid. "
-                "Check the models available to you and try again.",
-                error_type="key_model_access_denied",
-                param="model",
-            )
         call = _Call(
             route=route,
             body=body,
@@ -215,8 +214,23 @@ class Pipeline:
             key_hash=caller.token,
             call_type=call_type or route.call_type,
         )
-        if customer_id is not None or key is not None:
-            await self._admit(call, customer_id, key)
+        try:  # admission: a refusal of a named customer shows in its latest requests (`_note_refusal`)
+            # A customer's allowed_model_region keeps its call on deployments of that region (providers/router.py); a
+            # model with none there is a 400 before admission, so the refused request costs no rate-limit slot.
+            if customer is not None and region is not None and not customer.blocked:  # blocked: admission's 403 first
+                self._router.regional_group(model, region)
+            if key is not None and not key_allows_model(key, model):
+                raise PermissionDeniedError(
+                    f"The requested model '{model}' is not available for this API key, or the model name is invalid. "
+                    "Check the models available to you and try again.",
+                    error_type="key_model_access_denied",
+                    param="model",
+                )
+            if customer_id is not None or key is not None:
+                await self._admit(call, customer_id, key)
+        except ProxyError as exc:
+            self._note_refusal(call, exc)
+            raise
         upstream_body = self._upstream_body(call)
         call.upstream_started = time.perf_counter()
         attempts = RouteAttempts()
@@ -532,9 +546,15 @@ class Pipeline:
                 end_time=self._now(),
                 status="failure",
                 api_key=call.key_hash,
-                metadata={**_log_metadata(call), "error": error.message[:200], "status_code": error.status_code},
+                metadata={**_log_metadata(call), **error_metadata(error, error.message[:200])},
             )
         )
+
+    def _note_refusal(self, call: _Call, error: ProxyError) -> None:
+        """A request naming a customer, refused at admission, goes to the customer's latest requests (a bounded
+        number of rows, never awaiting: `accounting/refusals.py`)."""
+        if call.customer_id is not None and self._options.track_customers:
+            self._refusals.note(Refusal(call.customer_id, call.model, call.call_type, call.key_hash, error))
 
     def _count_failure(self, deployment: Deployment, error: UpstreamError) -> None:
         self._metrics.upstream_failures.labels(

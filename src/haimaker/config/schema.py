@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from haimaker.config.usage_export import UsageExportSinks
 from haimaker.errors import BadRequestError
-from haimaker.periods import validate_duration
+from haimaker.periods import parse_age, validate_duration
 
 _VERIFY_FLAGS = frozenset({"true", "false", "1", "0", "yes", "no", "on", "off"})
 # The largest amount of money a config may declare: what the store holds as nano-dollars (as POST /budget/new).
@@ -146,6 +147,11 @@ class GeneralSettings(_Section):
     allow_unauthenticated: bool = False
     default_max_output_tokens: int = Field(default=4096, gt=0)
     dangerously_permit_weak_or_unset_master_key: bool = False
+    access_log: bool = Field(
+        default=False,
+        description="One log line per HTTP request (method, path without its query, status, milliseconds, customer id, "
+        "key alias or abbreviated key); also on with --detailed_debug or env DETAILED_DEBUG=true",
+    )
     background_health_checks: bool = False
     auth_failure_limit: int = Field(
         default=20,
@@ -198,6 +204,13 @@ class GeneralSettings(_Section):
         description="Charges held in memory for the store writer; past it (the store down or slow) they wait in the "
         "journal only (ignored without a journal: memory is then their only copy)",
     )
+    customer_cache_max: int = Field(
+        default=100_000,
+        ge=10,
+        description="Customers held in memory (the working set of active customers; the store may hold millions). "
+        "Past it, idle customers whose charges are written are evicted and read back on their next request. A soft "
+        "bound: customers with requests in flight or charges not yet written stay",
+    )
     max_upstream_response_bytes: int = Field(
         default=128 * 1024 * 1024,
         ge=64 * 1024,
@@ -218,6 +231,37 @@ class GeneralSettings(_Section):
         description="Connections (busy or idle) one process keeps open to one upstream origin (scheme, host, port); "
         "a request that finds them all busy waits for one, within its timeout, else answers 504",
     )
+    maximum_spend_logs_retention_period: str | None = Field(
+        default=None,
+        description="Spend logs (the per-request rows of /spend/logs) older than this are deleted in the background, "
+        "in batches; an integer counts days, a month 30 days. The daily rollups, which every other report reads, are "
+        "kept. Unset: logs are kept forever",
+        examples=["30d", "6mo"],
+    )
+    usage_export: UsageExportSinks = Field(
+        default_factory=list,
+        description="Sinks that receive every charged request exactly once (Stripe meter events, Lago, OpenMeter, a "
+        "signed webhook), from an outbox written with each charge (config/usage_export.py; README, Usage export)",
+    )
+    maximum_spend_logs_retention_interval: str = Field(
+        default="1d",
+        description="How often the spend-log deletion runs (one instance at a time); the first run is a minute after "
+        "start-up",
+        examples=["1d", "6h"],
+    )
+
+    @field_validator("maximum_spend_logs_retention_period", mode="before")
+    @classmethod
+    def _days_if_integer(cls, value: object) -> object:
+        # LiteLLM reads an integer retention as days.
+        return f"{value}d" if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("maximum_spend_logs_retention_period", "maximum_spend_logs_retention_interval")
+    @classmethod
+    def _age(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_age(value)
+        return value
 
 
 class DefaultEndUserBudget(BaseModel):
