@@ -306,7 +306,9 @@ def test_a_customers_budget_holds_on_messages_with_a_400_once_spent(
     assert body["error"]["litellm_error_type"] == "budget_exceeded"
     assert "Budget has been exceeded" in body["error"]["message"]
     assert customer_spend_nanos(admin, customer) == 140_000
-    assert [log["status"] for log in spend_logs(proxy, admin, customer)] == ["success"]
+    # The charged call, and the refusal as a failure row that costs nothing (the customer's latest requests).
+    logs = spend_logs(proxy, admin, customer)
+    assert sorted((log["status"], log["spend"]) for log in logs) == [("failure", 0), ("success", 0.00014)]
 
 
 @pytest.mark.parametrize(
